@@ -1,0 +1,73 @@
+# freshrec — every target a person or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CACHE   ?= $(or $(FRESHREC_CACHE_DIR),$(HOME)/.cache/freshrec)
+VENV    ?= $(CACHE)/venv
+PY      := $(VENV)/bin/python
+PYTHON  ?= python3
+SERVERS := bash deploy/local/servers.sh
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)
+export MYPY_CACHE_DIR := $(CACHE)/mypy
+export RUFF_CACHE_DIR := $(CACHE)/ruff
+export PIP_CACHE_DIR  ?= $(HOME)/.cache/pip
+
+.PHONY: help install up down status run test test-unit lint format bench eval clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(DEPS_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.deps-* && touch $@
+
+install: $(DEPS_STAMP) ## Install freshrec and its pinned deps into $(VENV) (outside the clone)
+	@$(PY) -m pip install -q --no-deps -e . >/dev/null
+	@$(SERVERS) fetch
+
+up: install ## Start Redis and Kafka on 127.0.0.1
+	@$(SERVERS) up
+
+down: ## Stop the services and servers `make up`/`make run` started
+	@-$(VENV)/bin/freshrec stack down 2>/dev/null
+	@$(SERVERS) down
+
+status: ## Show which servers answer
+	@$(SERVERS) status
+
+run: up ## Start the servers and services, replay MovieLens live, print recommendations
+	@$(VENV)/bin/freshrec stack up
+
+lint: install ## ruff check, ruff format --check, mypy --strict on libs/ and services/
+	$(VENV)/bin/ruff check libs services tests
+	$(VENV)/bin/ruff format --check libs services tests
+	$(VENV)/bin/mypy libs/freshrec services
+
+format: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix libs services tests
+	$(VENV)/bin/ruff format libs services tests
+
+test-unit: install ## Unit tests only (no servers)
+	$(PY) -m pytest tests/unit -q
+
+test: install ## Lint, then unit + integration + e2e tests against real Redis and Kafka
+	@set -u; was_up=0; $(SERVERS) status >/dev/null 2>&1 && was_up=1; \
+	status=0; \
+	$(MAKE) --no-print-directory lint || status=$$?; \
+	if [ $$status = 0 ]; then $(SERVERS) up || status=$$?; fi; \
+	if [ $$status = 0 ]; then $(PY) -m pytest tests -q || status=$$?; fi; \
+	if [ $$was_up = 0 ]; then $(SERVERS) down || true; fi; \
+	exit $$status
+
+bench: up ## Benchmarks: print figures and write results/bench/*.json
+	$(VENV)/bin/freshrec bench all --out results/bench
+
+eval: install ## Prequential MovieLens evaluation into results/eval/
+	$(VENV)/bin/freshrec eval --out results/eval
+
+clean: ## Remove build outputs in the clone (not the caches)
+	rm -rf results .pytest_cache build *.egg-info libs/*.egg-info

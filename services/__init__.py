@@ -1,0 +1,1 @@
+"""The freshrec processes: thin wiring over `freshrec` (one sub-package per process)."""
