@@ -55,3 +55,65 @@ def down(which: Which = "all") -> None:
 def status() -> None:
     """Show whether each server answers."""
     _servers("status", "all")
+
+
+stack = typer.Typer(help="The three freshrec services as local background processes.")
+app.add_typer(stack, name="stack")
+
+
+@app.command()
+def ingest() -> None:
+    """Run the ingest service (HTTP → Kafka) in the foreground."""
+    from services.ingest.main import main  # noqa: PLC0415 - heavy imports only when used
+
+    main()
+
+
+@app.command()
+def trainer() -> None:
+    """Run the online trainer (Kafka → Redis table) in the foreground."""
+    from services.trainer.main import main  # noqa: PLC0415
+
+    main()
+
+
+@app.command()
+def ranker() -> None:
+    """Run the ranking service (HTTP recommendations) in the foreground."""
+    from services.ranker.main import main  # noqa: PLC0415
+
+    main()
+
+
+@stack.command("up")
+def stack_up(
+    timeout_s: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 180.0,
+) -> None:
+    """Start ingest, trainer and ranker in the background and wait until they are ready."""
+    from freshrec.stack import run_dir, start_services  # noqa: PLC0415
+
+    try:
+        urls = start_services(timeout_s=timeout_s)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for name, url in urls.items():
+        typer.echo(f"{name:8s} {url}  (metrics {url}/metrics, log {run_dir() / name}.log)")
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop the services `stack up` started."""
+    from freshrec.stack import stop_services  # noqa: PLC0415
+
+    for name in stop_services():
+        typer.echo(f"{name} stopped")
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Show whether each service is ready."""
+    from freshrec.stack import service_status  # noqa: PLC0415
+
+    for name, (ready, url) in service_status().items():
+        typer.echo(f"{name:8s} {'ready' if ready else 'down ':5s} {url}")

@@ -8,9 +8,9 @@ down; nothing reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["CommonSettings", "default_table_config_path"]
@@ -52,12 +52,21 @@ class CommonSettings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @property
-    def events_topic(self) -> str:
-        """Kafka topic the ingest service produces to."""
-        return f"{self.namespace}.events"
+    events_topic: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]{0,200}$",
+        description="Kafka topic of events; empty means `<namespace>.events`.",
+    )
+    dead_letter_topic: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]{0,200}$",
+        description="Kafka topic of unusable messages; empty means `<namespace>.events.dlq`.",
+    )
 
-    @property
-    def dead_letter_topic(self) -> str:
-        """Kafka topic that receives messages the trainer cannot use."""
-        return f"{self.namespace}.events.dlq"
+    @model_validator(mode="after")
+    def _default_topics(self) -> Self:
+        if not self.events_topic:
+            self.events_topic = f"{self.namespace}.events"
+        if not self.dead_letter_topic:
+            self.dead_letter_topic = f"{self.namespace}.events.dlq"
+        return self

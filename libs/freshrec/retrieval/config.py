@@ -1,0 +1,112 @@
+"""Retriever configuration: a discriminated union on `type` picks the implementation.
+
+Example (as it would appear in a service's settings, JSON or YAML)::
+
+    retriever: {type: ivf, nprobe: 64}
+
+- `exact`: numpy brute force (`ExactRetriever`), the reference.
+- `flat`: FAISS `IndexIDMap2(IndexFlatIP)`, exact; cost grows linearly with the catalog.
+- `ivf`: FAISS IVF-flat, approximate; upserts and removals are native, retrained in the
+  background when the catalog has grown or shrunk by `retrain_growth` since training.
+- `hnsw`: FAISS HNSW-flat, approximate; removals are tombstones filtered at search time,
+  compacted by a background rebuild once `max_dead_fraction` of the graph is dead.
+
+See `docs/retrieval.md` for the trade-offs and measured figures.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from freshrec.retrieval.base import Retriever
+
+__all__ = [
+    "ExactConfig",
+    "FaissIndexConfig",
+    "FlatConfig",
+    "HnswConfig",
+    "IvfConfig",
+    "RetrieverConfig",
+    "build_retriever",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExactConfig(_Strict):
+    """Numpy brute force."""
+
+    type: Literal["exact"] = "exact"
+
+
+class FlatConfig(_Strict):
+    """FAISS exact inner-product index."""
+
+    type: Literal["flat"] = "flat"
+
+
+class IvfConfig(_Strict):
+    """FAISS IVF-flat: items bucketed by nearest centroid; a query scans `nprobe` buckets."""
+
+    type: Literal["ivf"] = "ivf"
+    nlist: int | None = Field(
+        None,
+        ge=1,
+        description="Number of buckets; None picks about 4*sqrt(N) at each (re)training.",
+    )
+    nprobe: int = Field(64, ge=1, description="Buckets scanned per query (recall vs speed).")
+    min_train_size: int = Field(
+        20_000,
+        ge=1,
+        description="Below this many items the index stays exact (flat): IVF needs enough "
+        "points per centroid to train, and brute force is fast at this size anyway.",
+    )
+    retrain_growth: float = Field(
+        2.0,
+        gt=1.0,
+        description="Retrain in the background once the catalog is this many times larger "
+        "(or smaller) than when the centroids were trained.",
+    )
+    train_iterations: int = Field(10, ge=1, description="k-means iterations per training.")
+    train_points_per_list: int = Field(
+        64, ge=39, description="k-means sample size per centroid (bounds training time)."
+    )
+
+
+class HnswConfig(_Strict):
+    """FAISS HNSW-flat graph index; removals are tombstones until the next rebuild."""
+
+    type: Literal["hnsw"] = "hnsw"
+    m: int = Field(32, ge=4, le=256, description="Graph degree (memory and recall).")
+    ef_construction: int = Field(40, ge=8, description="Candidate list size while inserting.")
+    ef_search: int = Field(256, ge=1, description="Candidate list size per query.")
+    max_dead_fraction: float = Field(
+        0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Rebuild in the background once this fraction of graph nodes is "
+        "tombstones (removed or replaced items).",
+    )
+
+
+FaissIndexConfig = Annotated[FlatConfig | IvfConfig | HnswConfig, Field(discriminator="type")]
+RetrieverConfig = Annotated[
+    ExactConfig | FlatConfig | IvfConfig | HnswConfig, Field(discriminator="type")
+]
+
+
+def build_retriever(
+    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int
+) -> Retriever:
+    """The retriever `config` describes, empty, for `dim`-dimensional vectors."""
+    # Imported here: the implementations import this module for their config types.
+    from freshrec.retrieval.exact import ExactRetriever  # noqa: PLC0415
+    from freshrec.retrieval.faiss import FaissRetriever  # noqa: PLC0415
+
+    if isinstance(config, ExactConfig):
+        return ExactRetriever(dim)
+    return FaissRetriever(dim, config)

@@ -1,0 +1,757 @@
+"""`FaissRetriever`: FAISS inner-product indexes that take upserts and removals while serving.
+
+Three structures, picked by the config's `type` (see `freshrec.retrieval.config`):
+
+- `flat`: `IndexIDMap2(IndexFlatIP)`. Exact. `remove_ids` compacts the flat array
+  (O(N) per call), an upsert is remove + add.
+- `ivf`: `IndexIVFFlat` with the item ids stored natively in the inverted lists and a
+  hash-table direct map, so `remove_ids` is O(removed) and an upsert is remove + add. Until
+  the catalog reaches `min_train_size` items the index is a `flat` one; after that the
+  centroids are (re)trained in the background whenever the catalog has grown or shrunk by
+  `retrain_growth` since the last training.
+- `hnsw`: `IndexIDMap2(IndexHNSWFlat)`. FAISS cannot delete graph nodes, so a removal (or
+  the old copy of an upserted item) becomes a tombstone: its id-map entry is set to -1 and
+  an `IDSelectorBitmap` of live nodes filters it out of every search. Once
+  `max_dead_fraction` of the nodes are tombstones a background rebuild compacts the graph.
+
+FAISS labels are int64; item ids are uint64 and are reinterpreted bit for bit
+(`ids.view(np.int64)` and back), so ids >= 2**63 round-trip exactly. The label -1 means
+"no result" to FAISS, hence the reserved id `2**64 - 1`.
+
+Concurrency: one reader-writer lock per retriever. Searches share it; `upsert`, `remove`,
+`replace` and the swap of a rebuilt index take it exclusively. A structural rebuild copies
+the current contents (briefly exclusive), builds and trains a fresh index in a background
+thread without any lock, then replays the upserts/removals that arrived meanwhile (from a
+journal) and swaps the new index in with one reference assignment. Searches keep using the
+old index until that assignment, so they never see a half-built one.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from freshrec.errors import InvalidInput, SnapshotError
+from freshrec.retrieval.base import (
+    Retriever,
+    SearchResult,
+    check_ids,
+    check_queries,
+    check_upsert,
+    exclusion_width,
+    filter_excluded,
+)
+from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.metrics import INDEX_REBUILDS
+from freshrec.table.base import FloatArray, IdArray
+
+__all__ = ["FaissRetriever"]
+
+logger = logging.getLogger(__name__)
+
+Labels = npt.NDArray[np.int64]
+
+# Journal entries replayed while holding the write lock at the end of a rebuild; longer
+# backlogs are first replayed without the lock so that searches are not held up.
+_FINAL_REPLAY_OPS = 64
+_TRAIN_SEED = 1234
+# After a failed rebuild, wait this long before trying again (the old index keeps serving).
+_RETRY_AFTER_FAILURE_S = 30.0
+
+
+def _to_labels(ids: IdArray) -> Labels:
+    """uint64 ids → FAISS int64 labels, same bits."""
+    return np.ascontiguousarray(ids, dtype=np.uint64).view(np.int64)
+
+
+def _to_ids(labels: Labels) -> IdArray:
+    """FAISS int64 labels → uint64 ids, same bits."""
+    return np.ascontiguousarray(labels, dtype=np.int64).view(np.uint64)
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class _Structure(abc.ABC):
+    """One concrete FAISS index and the bookkeeping it needs. Not thread-safe on its own."""
+
+    kind: str
+
+    def __init__(self, index: Any, dim: int) -> None:
+        self.index = index
+        self.dim = dim
+
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Live items."""
+
+    @abc.abstractmethod
+    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
+        """Insert or replace unique `(N,)` labels with `(N, D)` vectors."""
+
+    @abc.abstractmethod
+    def remove(self, labels: Labels) -> int:
+        """Remove `(N,)` labels; returns how many were held."""
+
+    @abc.abstractmethod
+    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
+        """`(Q, k)` labels (-1 where unfilled) and scores."""
+
+    @abc.abstractmethod
+    def labels(self) -> Labels:
+        """`(N,)` labels of the live items."""
+
+    @abc.abstractmethod
+    def contents(self) -> tuple[Labels, FloatArray]:
+        """`(N,)` labels and `(N, D)` vectors of the live items (copies)."""
+
+    def add_new(self, labels: Labels, vectors: FloatArray) -> None:
+        """Add labels known to be absent (a fresh build)."""
+        self.upsert(labels, vectors)
+
+
+class _Flat(_Structure):
+    kind = "flat"
+
+    @classmethod
+    def empty(cls, dim: int) -> _Flat:
+        return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), dim)
+
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
+        if self.index.ntotal:
+            self.index.remove_ids(labels)
+        self.index.add_with_ids(vectors, labels)
+
+    def add_new(self, labels: Labels, vectors: FloatArray) -> None:
+        self.index.add_with_ids(vectors, labels)
+
+    def remove(self, labels: Labels) -> int:
+        if not self.index.ntotal:
+            return 0
+        return int(self.index.remove_ids(labels))
+
+    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
+        scores, labels = self.index.search(queries, k)
+        return labels, scores
+
+    def labels(self) -> Labels:
+        return np.asarray(faiss.vector_to_array(self.index.id_map), dtype=np.int64)
+
+    def contents(self) -> tuple[Labels, FloatArray]:
+        n = self.size()
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(self.index.index.reconstruct_n(0, n), dtype=np.float32)
+        return self.labels(), vectors
+
+
+class _Ivf(_Structure):
+    kind = "ivf"
+
+    def __init__(self, index: Any, dim: int, nprobe: int) -> None:
+        super().__init__(index, dim)
+        self.nprobe = nprobe
+        self.trained_size = int(index.ntotal)
+        hashtable = faiss.DirectMap.Hashtable  # type: ignore[attr-defined]  # not in faiss stubs
+        if index.direct_map.type != hashtable:
+            # The hash-table direct map is what makes remove_ids O(removed).
+            index.set_direct_map_type(hashtable)
+
+    @classmethod
+    def train(cls, labels: Labels, vectors: FloatArray, dim: int, config: IvfConfig) -> _Ivf:
+        n = vectors.shape[0]
+        wanted = config.nlist if config.nlist is not None else round(4 * math.sqrt(n))
+        # FAISS wants >= 39 training points per centroid and warns (on stderr) otherwise.
+        nlist = max(1, min(wanted, n // 39))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = config.train_iterations
+        index.cp.seed = _TRAIN_SEED
+        index.cp.max_points_per_centroid = config.train_points_per_list
+        sample_size = min(n, nlist * config.train_points_per_list)
+        if sample_size < n:
+            rng = np.random.default_rng(_TRAIN_SEED)
+            sample = vectors[np.sort(rng.choice(n, size=sample_size, replace=False))]
+        else:
+            sample = vectors
+        index.train(np.ascontiguousarray(sample))
+        structure = cls(index, dim, config.nprobe)
+        structure.add_new(labels, vectors)
+        structure.trained_size = n
+        return structure
+
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def _remove(self, labels: Labels) -> int:
+        labels = np.ascontiguousarray(labels)
+        # With a hash-table direct map FAISS only accepts an IDSelectorArray.
+        selector = faiss.IDSelectorArray(labels.shape[0], faiss.swig_ptr(labels))
+        return int(self.index.remove_ids(selector))
+
+    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
+        self._remove(labels)
+        self.index.add_with_ids(vectors, labels)
+
+    def add_new(self, labels: Labels, vectors: FloatArray) -> None:
+        self.index.add_with_ids(vectors, labels)
+
+    def remove(self, labels: Labels) -> int:
+        return self._remove(labels)
+
+    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = min(self.nprobe, int(self.index.nlist))
+        scores, labels = self.index.search(queries, k, params=params)
+        return labels, scores
+
+    def _lists(self) -> Iterator[tuple[int, int]]:
+        invlists = self.index.invlists
+        for list_no in range(int(self.index.nlist)):
+            size = int(invlists.list_size(list_no))
+            if size:
+                yield list_no, size
+
+    def labels(self) -> Labels:
+        invlists = self.index.invlists
+        parts = [
+            faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy()
+            for list_no, size in self._lists()
+        ]
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.asarray(np.concatenate(parts), dtype=np.int64)
+
+    def contents(self) -> tuple[Labels, FloatArray]:
+        invlists = self.index.invlists
+        code_size = int(invlists.code_size)
+        ids: list[Labels] = []
+        codes: list[npt.NDArray[np.uint8]] = []
+        for list_no, size in self._lists():
+            ids.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+            codes.append(faiss.rev_swig_ptr(invlists.get_codes(list_no), size * code_size).copy())
+        if not ids:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        # IVF-flat codes are the raw float32 vectors.
+        vectors = np.concatenate(codes).view(np.float32).reshape(-1, self.dim)
+        return np.asarray(np.concatenate(ids), dtype=np.int64), vectors
+
+
+class _Hnsw(_Structure):
+    kind = "hnsw"
+
+    def __init__(self, index: Any, dim: int, ef_search: int) -> None:
+        super().__init__(index, dim)
+        self.ef_search = ef_search
+        id_map = self._id_map()
+        self.alive = id_map != -1
+        positions = np.flatnonzero(self.alive)
+        self.position: dict[int, int] = dict(
+            zip(id_map[positions].tolist(), positions.tolist(), strict=True)
+        )
+        self.dead = int(id_map.shape[0] - positions.shape[0])
+        self._bitmap: npt.NDArray[np.uint8] | None = None
+
+    @classmethod
+    def empty(cls, dim: int, config: HnswConfig) -> _Hnsw:
+        graph = faiss.IndexHNSWFlat(dim, config.m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = config.ef_construction
+        return cls(faiss.IndexIDMap2(graph), dim, config.ef_search)
+
+    def _id_map(self) -> Labels:
+        """A live view of the position → label array (valid until the next add)."""
+        size = int(self.index.id_map.size())
+        if size == 0:
+            return np.zeros(0, dtype=np.int64)
+        view: Labels = faiss.rev_swig_ptr(self.index.id_map.data(), size)
+        return view
+
+    def size(self) -> int:
+        return len(self.position)
+
+    def _kill(self, labels: Labels) -> int:
+        id_map = self._id_map()
+        killed = 0
+        for label in labels.tolist():
+            pos = self.position.pop(label, None)
+            if pos is None:
+                continue
+            self.alive[pos] = False
+            # -1 in the id map marks the tombstone in a saved index too.
+            id_map[pos] = -1
+            killed += 1
+        if killed:
+            self.dead += killed
+            self._bitmap = None
+        return killed
+
+    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
+        self._kill(labels)
+        start = int(self.index.ntotal)
+        self.index.add_with_ids(vectors, labels)
+        n = labels.shape[0]
+        self.alive = np.concatenate([self.alive, np.ones(n, dtype=np.bool_)])
+        self.position.update(zip(labels.tolist(), range(start, start + n), strict=True))
+        self._bitmap = None
+
+    def remove(self, labels: Labels) -> int:
+        return self._kill(labels)
+
+    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss stubs
+        params.efSearch = max(self.ef_search, k)
+        if self.dead:
+            if self._bitmap is None:
+                self._bitmap = np.packbits(self.alive, bitorder="little")
+            # Keep the selector referenced until the search returns.
+            selector = faiss.IDSelectorBitmap(self._bitmap.shape[0], faiss.swig_ptr(self._bitmap))
+            params.sel = selector
+        scores, positions = self.index.index.search(queries, k, params=params)
+        id_map = self._id_map()
+        labels = np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+        return labels.astype(np.int64), scores
+
+    def labels(self) -> Labels:
+        live: Labels = self._id_map()[self.alive].copy()
+        return live
+
+    def contents(self) -> tuple[Labels, FloatArray]:
+        n = int(self.index.ntotal)
+        if n == 0 or not self.position:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(self.index.index.reconstruct_n(0, n), dtype=np.float32)
+        return self.labels(), vectors[self.alive]
+
+
+@dataclass(frozen=True)
+class _Op:
+    """An upsert (vectors set) or removal recorded while a rebuild runs."""
+
+    labels: Labels
+    vectors: FloatArray | None
+
+    def apply(self, structure: _Structure) -> None:
+        if self.vectors is None:
+            structure.remove(self.labels)
+        else:
+            structure.upsert(self.labels, self.vectors)
+
+
+class FaissRetriever(Retriever):
+    """FAISS maximum-inner-product search that follows upserts and removals live.
+
+    Args:
+        dim: vector dimension `D`.
+        config: which index structure (`flat`, `ivf`, `hnsw`) and its parameters.
+        name: names this index in logs and in the `index` label of its metrics.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        config: FlatConfig | IvfConfig | HnswConfig | None = None,
+        name: str = "items",
+    ) -> None:
+        if dim < 1:
+            raise InvalidInput(f"dim must be >= 1, got {dim}")
+        self._dim = dim
+        self._config: FlatConfig | IvfConfig | HnswConfig = config or FlatConfig()
+        self._name = name
+        self._lock = _ReadWriteLock()
+        self._structure = self._build(
+            np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+        )
+        self._version = 0
+        # Bumped by replace/load: a rebuild that started from older contents is dropped.
+        self._epoch = 0
+        self._journal: list[_Op] | None = None
+        self._rebuild_thread: threading.Thread | None = None
+        self._rebuilds = 0
+        self._retry_rebuild_at = 0.0
+        self._closed = False
+
+    # -- introspection -------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension `D`."""
+        return self._dim
+
+    @property
+    def config(self) -> FlatConfig | IvfConfig | HnswConfig:
+        """The structure this retriever was configured with."""
+        return self._config
+
+    @property
+    def kind(self) -> str:
+        """ "faiss-flat", "faiss-ivf" or "faiss-hnsw", after the config."""
+        return f"faiss-{self._config.type}"
+
+    @property
+    def version(self) -> int:
+        """Bumps with every content change (see `Retriever.version`)."""
+        return self._version
+
+    @property
+    def structure(self) -> str:
+        """The index structure serving now: "flat", "ivf" or "hnsw"."""
+        return self._structure.kind
+
+    @property
+    def rebuilds(self) -> int:
+        """Background rebuilds swapped in since this retriever was created."""
+        return self._rebuilds
+
+    @property
+    def rebuilding(self) -> bool:
+        """Whether a background rebuild is running."""
+        thread = self._rebuild_thread
+        return thread is not None and thread.is_alive()
+
+    def __len__(self) -> int:
+        with self._lock.read():
+            return self._structure.size()
+
+    def ids(self) -> IdArray:
+        """Every id held, `(N,)` uint64."""
+        with self._lock.read():
+            labels = self._structure.labels()
+        return _to_ids(labels)
+
+    def tune(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change search-time parameters of the live index (recall against latency).
+
+        Args:
+            nprobe: IVF lists scanned per query (`ivf` only).
+            ef_search: HNSW candidate list size per query (`hnsw` only).
+
+        Raises:
+            InvalidInput: a parameter the configured structure does not have, or < 1.
+        """
+        with self._lock.write():
+            config = self._config
+            if nprobe is not None:
+                if not isinstance(config, IvfConfig) or nprobe < 1:
+                    raise InvalidInput(f"nprobe={nprobe} does not apply to a {config.type} index")
+                config = config.model_copy(update={"nprobe": nprobe})
+                if isinstance(self._structure, _Ivf):
+                    self._structure.nprobe = nprobe
+            if ef_search is not None:
+                if not isinstance(config, HnswConfig) or ef_search < 1:
+                    raise InvalidInput(
+                        f"ef_search={ef_search} does not apply to a {config.type} index"
+                    )
+                config = config.model_copy(update={"ef_search": ef_search})
+                if isinstance(self._structure, _Hnsw):
+                    self._structure.ef_search = ef_search
+            self._config = config
+
+    # -- mutations -----------------------------------------------------------------------
+
+    def upsert(self, ids: IdArray, vectors: FloatArray) -> None:
+        """Insert or replace `(N,)` ids with `(N, D)` vectors (see `Retriever.upsert`)."""
+        id_arr, vec = check_upsert(ids, vectors, self._dim)
+        if id_arr.shape[0] == 0:
+            return
+        labels = _to_labels(id_arr)
+        with self._lock.write():
+            self._structure.upsert(labels, vec)
+            if self._journal is not None:
+                self._journal.append(_Op(labels, vec))
+            self._version += 1
+            self._maybe_start_rebuild()
+
+    def remove(self, ids: IdArray) -> int:
+        """Remove `(N,)` ids; returns how many were held."""
+        id_arr = check_ids(ids)
+        if id_arr.shape[0] == 0:
+            return 0
+        labels = _to_labels(id_arr)
+        with self._lock.write():
+            removed = self._structure.remove(labels)
+            if self._journal is not None:
+                self._journal.append(_Op(labels, None))
+            self._version += 1
+            self._maybe_start_rebuild()
+        return removed
+
+    def replace(self, ids: IdArray, vectors: FloatArray) -> None:
+        """Build a fresh index from `(N,)` ids and `(N, D)` vectors in the calling thread
+        and swap it in; a background rebuild running meanwhile is dropped."""
+        id_arr, vec = check_upsert(ids, vectors, self._dim)
+        structure = self._build(_to_labels(id_arr), vec)
+        self._install(structure)
+        logger.info("index %s replaced: %d items, %s", self._name, len(id_arr), structure.kind)
+
+    def _install(self, structure: _Structure) -> None:
+        with self._lock.write():
+            self._structure = structure
+            self._epoch += 1
+            self._journal = None
+            self._version += 1
+            self._maybe_start_rebuild()
+
+    # -- search --------------------------------------------------------------------------
+
+    def search(
+        self, queries: FloatArray, k: int, exclude: list[IdArray] | None = None
+    ) -> SearchResult:
+        """Top-k by inner product; `(Q, k)` ids and scores (see `Retriever.search`)."""
+        q, excl = check_queries(queries, k, exclude, self._dim)
+        n_queries = q.shape[0]
+        with self._lock.read():
+            fetch = min(k + exclusion_width(excl), self._structure.size())
+            if fetch > 0 and n_queries > 0:
+                labels, scores = self._structure.search(q, fetch)
+            else:
+                labels = np.zeros((n_queries, 0), dtype=np.int64)
+                scores = np.zeros((n_queries, 0), dtype=np.float32)
+        valid = labels != -1
+        return filter_excluded(_to_ids(labels), scores, valid, k, excl)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """`faiss.write_index` of the serving index to `path`."""
+        with self._lock.read():
+            faiss.write_index(self._structure.index, str(path))
+
+    def load(self, path: Path) -> None:
+        """Replace the contents with an index written by `save`.
+
+        Raises:
+            SnapshotError: unreadable file, other dimension or metric, or a structure this
+                retriever's config cannot serve (a `flat`/`ivf` snapshot is accepted by an
+                `ivf` retriever; otherwise the structure must match the config).
+        """
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise SnapshotError(f"cannot read FAISS index {path}: {exc}") from exc
+        structure = self._adopt(index, path)
+        self._install(structure)
+        logger.info(
+            "index %s loaded from %s: %d items, %s",
+            self._name,
+            path,
+            structure.size(),
+            structure.kind,
+        )
+
+    def _adopt(self, index: Any, path: Path) -> _Structure:
+        if int(index.d) != self._dim:
+            raise SnapshotError(f"{path} holds {index.d}-dimensional vectors, expected {self._dim}")
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise SnapshotError(f"{path} is not an inner-product index")
+        structure: _Structure
+        if isinstance(index, faiss.IndexIVFFlat):
+            nprobe = self._config.nprobe if isinstance(self._config, IvfConfig) else 1
+            structure = _Ivf(index, self._dim, nprobe)
+        elif isinstance(index, faiss.IndexIDMap2):
+            inner = faiss.downcast_index(index.index)
+            if isinstance(inner, faiss.IndexHNSWFlat):
+                ef = self._config.ef_search if isinstance(self._config, HnswConfig) else 16
+                structure = _Hnsw(index, self._dim, ef)
+            elif isinstance(inner, faiss.IndexFlat):
+                structure = _Flat(index, self._dim)
+            else:
+                raise SnapshotError(f"{path} holds an unsupported index {type(inner).__name__}")
+        else:
+            raise SnapshotError(f"{path} holds an unsupported index {type(index).__name__}")
+        allowed = {"flat": {"flat"}, "ivf": {"flat", "ivf"}, "hnsw": {"hnsw"}}[self._config.type]
+        if structure.kind not in allowed:
+            raise SnapshotError(
+                f"{path} holds a {structure.kind} index; this retriever is configured for "
+                f"{self._config.type}"
+            )
+        return structure
+
+    # -- structural rebuilds -------------------------------------------------------------
+
+    def _build(self, labels: Labels, vectors: FloatArray) -> _Structure:
+        """A fresh structure of the configured kind holding `(labels, vectors)`."""
+        config = self._config
+        structure: _Structure
+        if isinstance(config, HnswConfig):
+            structure = _Hnsw.empty(self._dim, config)
+        elif isinstance(config, IvfConfig) and labels.shape[0] >= config.min_train_size:
+            return _Ivf.train(labels, vectors, self._dim, config)
+        else:
+            structure = _Flat.empty(self._dim)
+        if labels.shape[0]:
+            structure.add_new(labels, vectors)
+        return structure
+
+    def _follow_config(self, structure: _Structure) -> None:
+        """Give `structure` the search parameters of the current config."""
+        config = self._config
+        if isinstance(structure, _Ivf) and isinstance(config, IvfConfig):
+            structure.nprobe = config.nprobe
+        elif isinstance(structure, _Hnsw) and isinstance(config, HnswConfig):
+            structure.ef_search = config.ef_search
+
+    def _rebuild_reason(self) -> str | None:
+        """Why the serving structure should be rebuilt now, or None."""
+        config = self._config
+        structure = self._structure
+        if isinstance(config, IvfConfig):
+            n = structure.size()
+            if isinstance(structure, _Flat):
+                return "train" if n >= config.min_train_size else None
+            if isinstance(structure, _Ivf):
+                trained = max(structure.trained_size, 1)
+                if n >= config.retrain_growth * trained:
+                    return "grown"
+                if n * config.retrain_growth <= trained:
+                    return "shrunk"
+        if isinstance(config, HnswConfig) and isinstance(structure, _Hnsw):
+            total = structure.size() + structure.dead
+            if structure.dead > config.max_dead_fraction * total:
+                return "tombstones"
+        return None
+
+    def _maybe_start_rebuild(self) -> None:
+        """Start a background rebuild if one is due. Caller holds the write lock."""
+        if self._closed or self.rebuilding or time.monotonic() < self._retry_rebuild_at:
+            return
+        reason = self._rebuild_reason()
+        if reason is None:
+            return
+        epoch = self._epoch
+        thread = threading.Thread(
+            target=self._rebuild,
+            args=(reason, epoch),
+            name=f"freshrec-index-rebuild-{self._name}",
+            daemon=True,
+        )
+        self._rebuild_thread = thread
+        thread.start()
+
+    def _rebuild(self, reason: str, epoch: int) -> None:
+        started = time.monotonic()
+        try:
+            with self._lock.write():
+                if self._epoch != epoch or self._closed:
+                    return
+                labels, vectors = self._structure.contents()
+                self._journal = []
+            logger.info(
+                "index %s: rebuilding %d items in the background (%s)",
+                self._name,
+                labels.shape[0],
+                reason,
+            )
+            fresh = self._build(labels, vectors)
+            replayed = 0
+            while True:
+                with self._lock.write():
+                    if self._epoch != epoch or self._journal is None:
+                        logger.info("index %s: rebuild dropped, contents replaced", self._name)
+                        # The new contents may need a rebuild of their own.
+                        self._rebuild_thread = None
+                        self._maybe_start_rebuild()
+                        return
+                    backlog = self._journal[replayed:]
+                    if len(backlog) <= _FINAL_REPLAY_OPS or self._closed:
+                        for op in backlog:
+                            op.apply(fresh)
+                        self._follow_config(fresh)  # `tune` may have run meanwhile
+                        self._structure = fresh  # the atomic swap
+                        self._journal = None
+                        self._rebuilds += 1
+                        self._rebuild_thread = None
+                        self._maybe_start_rebuild()
+                        break
+                for op in backlog:
+                    op.apply(fresh)
+                replayed += len(backlog)
+            INDEX_REBUILDS.labels(index=self._name, reason=reason).inc()
+            logger.info(
+                "index %s: rebuilt as %s with %d items in %.2f s (%s)",
+                self._name,
+                fresh.kind,
+                fresh.size(),
+                time.monotonic() - started,
+                reason,
+            )
+        except Exception:
+            logger.exception("index %s: background rebuild failed (%s)", self._name, reason)
+            with self._lock.write():
+                if self._epoch == epoch:
+                    self._journal = None
+                self._retry_rebuild_at = time.monotonic() + _RETRY_AFTER_FAILURE_S
+
+    def wait_for_rebuild(self, timeout_s: float | None = None) -> bool:
+        """Block until no background rebuild runs (including one the last swap started).
+
+        Returns:
+            True when none is running, False when `timeout_s` passed first.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            thread = self._rebuild_thread
+            if thread is None or not thread.is_alive():
+                if thread is self._rebuild_thread:
+                    return True
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            thread.join(remaining)
+
+    def close(self, timeout_s: float | None = 30.0) -> None:
+        """Stop starting rebuilds and wait for a running one to finish or drop."""
+        with self._lock.write():
+            self._closed = True
+        self.wait_for_rebuild(timeout_s)

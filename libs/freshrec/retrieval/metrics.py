@@ -1,0 +1,65 @@
+"""Prometheus metrics of the retrieval index and its follower.
+
+The `index` label names the index (the item table it follows); it never carries item ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from freshrec.metrics import LATENCY_BUCKETS_S
+
+__all__ = [
+    "FOLLOW_ERRORS",
+    "INDEX_AGE",
+    "INDEX_APPLY_DELAY",
+    "INDEX_CHANGES",
+    "INDEX_FEED_LAG",
+    "INDEX_ITEMS",
+    "INDEX_REBUILDS",
+    "INDEX_VERSION",
+]
+
+INDEX_ITEMS = Gauge(
+    "freshrec_index_items",
+    "Items held by the retrieval index.",
+    ["index"],
+)
+INDEX_VERSION = Gauge(
+    "freshrec_index_version",
+    "Content version of the retrieval index; increases with every applied change.",
+    ["index"],
+)
+INDEX_AGE = Gauge(
+    "freshrec_index_age_seconds",
+    "Seconds since the index follower last applied a change (or built the index).",
+    ["index"],
+)
+INDEX_FEED_LAG = Gauge(
+    "freshrec_index_feed_lag_seconds",
+    "How far the index trails its change feed: 0 while polls reach the end of the feed, else "
+    "seconds since the last poll that did.",
+    ["index"],
+)
+INDEX_APPLY_DELAY = Histogram(
+    "freshrec_index_apply_delay_seconds",
+    "Per poll, seconds from the write of its oldest change-feed entry to the index serving "
+    "it (only for stores whose cursors carry the write time, as Redis stream ids do).",
+    ["index"],
+    buckets=LATENCY_BUCKETS_S,
+)
+INDEX_REBUILDS = Counter(
+    "freshrec_index_rebuilds_total",
+    "Full index rebuilds, by reason (bootstrap, feed_trimmed, train, grown, shrunk, tombstones).",
+    ["index", "reason"],
+)
+INDEX_CHANGES = Counter(
+    "freshrec_index_changes_total",
+    "Item ids applied to the index from the change feed, by what was done (upsert, remove).",
+    ["index", "op"],
+)
+FOLLOW_ERRORS = Counter(
+    "freshrec_index_follow_errors_total",
+    "Polls of the change feed that failed (the follower retries with backoff).",
+    ["index"],
+)

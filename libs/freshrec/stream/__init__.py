@@ -1,0 +1,54 @@
+"""The event stream: the event contract, producing to Kafka, dead letters and ingest's core.
+
+- `events`: the `Event` model, batch validation, message encoding and decoding
+  (`docs/specs/events.md`).
+- `base` / `producer` / `memory`: the `EventSink` seam, its Kafka implementation
+  (`EventProducer`) and its reference implementation (`InMemoryEventSink`).
+- `deadletter`: `DeadLetterWriter` for messages consumers cannot use.
+- `topics`: `ensure_topics`, idempotent topic creation.
+- `ingest`: `EventIngestor`, from a posted body to acknowledged events.
+"""
+
+from freshrec.stream.base import EventSink
+from freshrec.stream.deadletter import DeadLetter, DeadLetterWriter
+from freshrec.stream.events import (
+    SCHEMA_VERSION,
+    AcceptedEvent,
+    Event,
+    EventBatch,
+    EventErrorDetail,
+    EventType,
+    InvalidEvents,
+    PoisonMessage,
+    decode_event,
+    encode_event,
+    event_key,
+    validate_events,
+)
+from freshrec.stream.ingest import EventIngestor
+from freshrec.stream.memory import InMemoryEventSink
+from freshrec.stream.producer import EventProducer, ProducerConnection
+from freshrec.stream.topics import ensure_topics
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AcceptedEvent",
+    "DeadLetter",
+    "DeadLetterWriter",
+    "Event",
+    "EventBatch",
+    "EventErrorDetail",
+    "EventIngestor",
+    "EventProducer",
+    "EventSink",
+    "EventType",
+    "InMemoryEventSink",
+    "InvalidEvents",
+    "PoisonMessage",
+    "ProducerConnection",
+    "decode_event",
+    "encode_event",
+    "ensure_topics",
+    "event_key",
+    "validate_events",
+]

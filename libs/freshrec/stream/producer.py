@@ -1,0 +1,295 @@
+"""`EventProducer`: the Kafka `EventSink`, answering only after the broker acknowledged.
+
+kafka-python is blocking; every method here blocks for a bounded time and is meant to be
+called from a worker thread (the ingest service uses `anyio.to_thread.run_sync`).
+
+Connection is lazy: creating an `EventProducer` never touches the network, so a service
+starts while Kafka is down and answers 503 until it is back. The first send (or readiness
+probe) connects; a failed connection is retried by a later call, at most once per
+`RECONNECT_BACKOFF_S` so a burst of requests during an outage fails fast instead of
+queueing behind one another's connection attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from freshrec.errors import BrokerUnavailable
+from freshrec.stream.base import EventSink
+from freshrec.stream.events import Event, encode_event, event_key
+from freshrec.stream.metrics import BROKER_ERRORS, PRODUCE_LATENCY
+from freshrec.stream.topics import create_missing_topics
+
+__all__ = ["RECONNECT_BACKOFF_S", "EventProducer", "KafkaRecord", "ProducerConnection"]
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S: Final = 1.0
+"""After a failed connection attempt, calls within this window fail without retrying."""
+
+KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+"""One message to produce: `(key, value, headers)`."""
+
+
+class ProducerConnection:
+    """A lazily (re)connected idempotent Kafka producer plus an admin client for probes.
+
+    Shared by `EventProducer` and `DeadLetterWriter`. Thread-safe.
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        client_id: Kafka client id, also the `client` label of the metrics.
+        topics: topics (name → partitions) created if missing on the first connection.
+        connect_timeout_s: bound on bootstrapping, metadata waits and readiness probes.
+        produce_timeout_s: bound from handing a batch over until every message is
+            acknowledged (Kafka's `delivery.timeout.ms`).
+        max_message_bytes: largest record the producer accepts (`max.request.size`).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str,
+        topics: Mapping[str, int] | None = None,
+        connect_timeout_s: float = 2.0,
+        produce_timeout_s: float = 5.0,
+        max_message_bytes: int = 1024 * 1024,
+    ) -> None:
+        if connect_timeout_s <= 0 or produce_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self._topics = dict(topics or {})
+        self._connect_timeout_s = connect_timeout_s
+        self._produce_timeout_s = produce_timeout_s
+        self._max_message_bytes = max_message_bytes
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._topics_ready = not self._topics
+        self._connect_lock = threading.Lock()
+        self._admin_lock = threading.Lock()
+        self._failed_at = -math.inf
+        self._failure = ""
+        self._closed = False
+
+    # ------------------------------------------------------------------ connecting
+
+    def _producer_config(self) -> dict[str, Any]:
+        connect_ms = int(self._connect_timeout_s * 1000)
+        produce_ms = int(self._produce_timeout_s * 1000)
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "client_id": self.client_id,
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 0,
+            # delivery timeout bounds the whole send (retries included); request timeout
+            # equal to it satisfies Kafka's delivery >= linger + request rule
+            "delivery_timeout_ms": produce_ms,
+            "request_timeout_ms": produce_ms,
+            "max_block_ms": connect_ms,
+            "bootstrap_timeout_ms": connect_ms,
+            # the default grows to 30 s; a restarted broker must be found again quickly
+            "reconnect_backoff_max_ms": 1000,
+            "max_request_size": self._max_message_bytes,
+        }
+
+    def _admin_client(self) -> KafkaAdminClient:
+        if self._admin is None:
+            connect_ms = int(self._connect_timeout_s * 1000)
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap,
+                client_id=f"{self.client_id}-admin",
+                request_timeout_ms=connect_ms,
+                bootstrap_timeout_ms=connect_ms,
+                reconnect_backoff_max_ms=1000,
+            )
+        return self._admin
+
+    def _failed(self, what: str, exc: KafkaError) -> BrokerUnavailable:
+        self._failed_at = time.monotonic()
+        self._failure = f"{what}: {exc}"
+        BROKER_ERRORS.labels(self.client_id, type(exc).__name__).inc()
+        return BrokerUnavailable(f"Kafka at {self.bootstrap}: {self._failure}")
+
+    def producer(self) -> KafkaProducer:
+        """The connected producer, connecting (and creating missing topics) if needed.
+
+        Raises:
+            BrokerUnavailable: Kafka does not answer, or did not a moment ago.
+        """
+        producer = self._producer
+        if producer is not None and self._topics_ready:
+            return producer
+        if not self._connect_lock.acquire(timeout=self._connect_timeout_s):
+            raise BrokerUnavailable(f"still connecting to Kafka at {self.bootstrap}")
+        try:
+            if self._closed:
+                raise BrokerUnavailable("the Kafka producer is closed")
+            if self._producer is None or not self._topics_ready:
+                if time.monotonic() - self._failed_at < RECONNECT_BACKOFF_S:
+                    raise BrokerUnavailable(f"Kafka at {self.bootstrap}: {self._failure}")
+                if self._producer is None:
+                    try:
+                        self._producer = KafkaProducer(**self._producer_config())
+                    except KafkaError as exc:
+                        raise self._failed("connecting failed", exc) from exc
+                    logger.info("connected a Kafka producer to %s", self.bootstrap)
+                if not self._topics_ready:
+                    with self._admin_lock:
+                        try:
+                            create_missing_topics(
+                                self._admin_client(),
+                                self._topics,
+                                timeout_s=self._connect_timeout_s,
+                            )
+                        except KafkaError as exc:
+                            raise self._failed("creating topics failed", exc) from exc
+                    self._topics_ready = True
+            return self._producer
+        finally:
+            self._connect_lock.release()
+
+    def discard(self, producer: KafkaProducer) -> None:
+        """Drop `producer` after a non-retriable error; the next call connects a new one."""
+        with self._connect_lock:
+            if self._producer is producer:
+                self._producer = None
+        logger.warning("discarding the Kafka producer to %s after a fatal error", self.bootstrap)
+        producer.close(timeout=0)
+
+    # ------------------------------------------------------------------ producing
+
+    def send_all(self, topic: str, records: Sequence[KafkaRecord]) -> None:
+        """Produce `records` to `topic`; return only when the broker acknowledged all.
+
+        Raises:
+            BrokerUnavailable: any record was not acknowledged within the produce timeout
+                (earlier ones may have been).
+        """
+        if not records:
+            return
+        producer = self.producer()
+        start = time.perf_counter()
+        try:
+            futures = [
+                producer.send(topic, key=key, value=value, headers=headers)
+                for key, value, headers in records
+            ]
+            # the delivery timeout already fails each future in time; the margin only
+            # guards against a future the producer never completes
+            deadline = time.monotonic() + self._produce_timeout_s + 1.0
+            for future in futures:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except KafkaError as exc:
+            BROKER_ERRORS.labels(self.client_id, type(exc).__name__).inc()
+            if not getattr(exc, "retriable", False):
+                self.discard(producer)
+            raise BrokerUnavailable(
+                f"Kafka at {self.bootstrap} did not acknowledge {len(records)} messages to "
+                f"{topic}: {exc}"
+            ) from exc
+        finally:
+            PRODUCE_LATENCY.labels(self.client_id).observe(time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ probing
+
+    def ready(self) -> bool:
+        """Whether the broker answers a metadata request now and a producer is connected."""
+        if not self._admin_lock.acquire(timeout=self._connect_timeout_s):
+            return False
+        try:
+            self._admin_client().describe_cluster()
+        except KafkaError as exc:
+            BROKER_ERRORS.labels(self.client_id, type(exc).__name__).inc()
+            logger.debug("Kafka readiness probe failed: %s", exc)
+            return False
+        finally:
+            self._admin_lock.release()
+        try:
+            self.producer()
+        except BrokerUnavailable as exc:
+            logger.debug("Kafka readiness probe failed: %s", exc)
+            return False
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush pending messages (at most `timeout_s`) and close both clients."""
+        with self._connect_lock:
+            self._closed = True
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=timeout_s)
+        with self._admin_lock:
+            admin, self._admin = self._admin, None
+        if admin is not None:
+            admin.close()
+
+
+class EventProducer(EventSink):
+    """Produces events to the events topic with the idempotent producer and `acks=all`.
+
+    Each event becomes one message keyed by its user id (one user's events stay in one
+    partition, in order), with the value `encode_event(event, accepted_at)`.
+
+    Args:
+        bootstrap: Kafka bootstrap servers.
+        topic: the events topic.
+        partitions: create `topic` with this many partitions on the first connection if it
+            does not exist; None leaves topic creation to the broker or an operator.
+        connect_timeout_s: bound on connecting, metadata waits and readiness probes.
+        produce_timeout_s: bound on waiting for the broker's acknowledgement of a batch.
+        client_id: Kafka client id and the `client` metric label.
+        clock: wall clock for `accepted_at`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        partitions: int | None = None,
+        connect_timeout_s: float = 2.0,
+        produce_timeout_s: float = 5.0,
+        client_id: str = "freshrec-ingest",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topic = topic
+        self._clock = clock
+        self._connection = ProducerConnection(
+            bootstrap,
+            client_id=client_id,
+            topics=None if partitions is None else {topic: partitions},
+            connect_timeout_s=connect_timeout_s,
+            produce_timeout_s=produce_timeout_s,
+        )
+
+    def send_batch(self, events: Sequence[Event], accepted_at: float | None = None) -> None:
+        """Produce every event; return only after the broker acknowledged all of them.
+
+        Raises:
+            BrokerUnavailable: Kafka is down or did not acknowledge every event in time.
+        """
+        stamp = self._clock() if accepted_at is None else accepted_at
+        records: list[KafkaRecord] = [
+            (event_key(event), encode_event(event, stamp), []) for event in events
+        ]
+        self._connection.send_all(self.topic, records)
+
+    def ready(self) -> bool:
+        """Whether the broker answers now (bounded by the connect timeout)."""
+        return self._connection.ready()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what is pending (at most `timeout_s`) and disconnect."""
+        self._connection.close(timeout_s)

@@ -1,0 +1,117 @@
+"""Stable 64-bit ids for feature values, and the counter-based mixer the table draws from.
+
+A row is keyed by (table, full 64-bit id). Raw categorical values become ids through
+`hash_feature(slot, value)`: the first 8 bytes of BLAKE2b over the UTF-8 text ``slot:value``,
+read as a little-endian unsigned integer. The hash is stable across processes, machines and
+Python versions (unlike `hash()`), and nothing is reduced modulo a table size.
+
+Integers that already are ids (a catalogue's item id, an account number) are used as they are
+with `as_ids`: tables keyed by one entity need no hashing. Hash whenever several slots share a
+table (the `context` table holds ``device:ios`` and ``hour:13``), so equal raw values of
+different slots get different rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "MAX_ID",
+    "as_ids",
+    "hash_feature",
+    "hash_features",
+    "mix64",
+    "uniform01",
+]
+
+MAX_ID = 2**64 - 1
+
+_ID_BYTES = 8
+
+
+def hash_feature(slot: str, value: str | int) -> int:
+    """The stable 64-bit id of one feature value.
+
+    Args:
+        slot: the feature's name, e.g. ``"device"``.
+        value: its raw value; an int is hashed as its decimal text.
+
+    Returns:
+        An int in ``[0, 2**64)``.
+    """
+    digest = hashlib.blake2b(f"{slot}:{value}".encode(), digest_size=_ID_BYTES).digest()
+    return int.from_bytes(digest, "little", signed=False)
+
+
+def hash_features(slot: str, values: Iterable[str | int]) -> npt.NDArray[np.uint64]:
+    """`hash_feature` over many values of one slot.
+
+    Args:
+        slot: the feature's name.
+        values: `B` raw values.
+
+    Returns:
+        `(B,)` uint64 ids, in the order given.
+    """
+    prefix = f"{slot}:".encode()
+    joined = b"".join(
+        hashlib.blake2b(prefix + str(v).encode(), digest_size=_ID_BYTES).digest() for v in values
+    )
+    return np.frombuffer(joined, dtype="<u8").astype(np.uint64)
+
+
+def as_ids(values: Sequence[int] | npt.ArrayLike) -> npt.NDArray[np.uint64]:
+    """Integers that already are ids, as a `(B,)` uint64 array (no hashing, no modulo).
+
+    Raises:
+        ValueError: a value is negative or does not fit in 64 bits.
+    """
+    arr = np.asarray(values)
+    if arr.dtype == np.uint64:
+        return arr.reshape(-1)
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if arr.dtype.kind == "i":
+        if (arr < 0).any():
+            raise ValueError("ids must be non-negative")
+        return arr.astype(np.uint64).reshape(-1)
+    if arr.dtype.kind == "u":
+        return arr.astype(np.uint64).reshape(-1)
+    if arr.dtype == object:
+        flat = [int(v) for v in arr.reshape(-1)]
+        if any(v < 0 or v > MAX_ID for v in flat):
+            raise ValueError("ids must lie in [0, 2**64)")
+        return np.array(flat, dtype=np.uint64)
+    raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+
+
+def mix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """SplitMix64's finaliser: a bijective, well-mixing map of uint64 arrays (any shape).
+
+    Used as a counter-based random generator: ``mix64(key ^ counter)`` gives independent-looking
+    draws that depend only on their inputs, so a replay draws the same numbers.
+    """
+    z = np.asarray(x, dtype=np.uint64).copy()
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    z ^= z >> _S31
+    return z
+
+
+def uniform01(bits: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
+    """Uniform floats in ``[0, 1)`` from the top 53 bits of `bits` (same shape)."""
+    return (bits >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)

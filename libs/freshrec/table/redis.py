@@ -1,0 +1,832 @@
+"""The Redis embedding store: one key per row, every operation batched and pipelined.
+
+Key layout, row encoding, change feed and expiry mechanics are specified in
+`docs/specs/table.md` (format version 1). In short, for namespace `ns` and table `t`:
+
+- ``ns:t:t:r:<id>``  one row; `<id>` is the id's 8 bytes, little-endian. Value: the row
+  encoding of `freshrec.table.encoding`. Wall-clock tables set a PXAT deadline on every write.
+- ``ns:t:t:stats``  hash of counters: rows, created_total, filtered_total, expired_total, pgen.
+- ``ns:t:t:x:<bucket>`` + ``ns:t:t:xb``  expiry index: packed ids appended per time bucket,
+  and a sorted set of the buckets that exist.
+- ``ns:t:t:p:<gen>`` + ``ns:t:t:pb``  pending counts of the counting filter.
+- ``ns:feed:t``  the change feed, a stream of (op, ids) entries.
+- ``ns:meta:<key>``  metadata hashes and blobs staged through `Transaction`.
+
+A lookup is one MGET and one vectorised decode; a push is one MULTI/EXEC holding an MSET (or one
+SET PXAT per row on wall-clock tables), the index appends, the pending counts, one XADD and the
+counter increments. Driver errors surface as `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+import redis
+from prometheus_client import Histogram
+from redis.client import Pipeline
+
+from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
+from freshrec.metrics import LATENCY_BUCKETS_S
+from freshrec.table.admission import keeps_counts
+from freshrec.table.base import (
+    Change,
+    ChangeOp,
+    EmbeddingStore,
+    FloatArray,
+    IdArray,
+    LookupResult,
+    Pulled,
+    Rows,
+    TableStats,
+    Transaction,
+    UpdateResult,
+)
+from freshrec.table.config import TableConfig
+from freshrec.table.encoding import decode_rows, encode_rows, row_dtype
+from freshrec.table.expiry import (
+    bucket_of,
+    bucket_width,
+    event_cutoff,
+    pending_generation,
+    wall_deadline,
+)
+from freshrec.table.optimizers import make_optimizer
+from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows, plan_update
+
+__all__ = ["RedisEmbeddingStore", "RedisTransaction"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TABLE_OP_SECONDS = Histogram(
+    "freshrec_table_op_duration_seconds",
+    "Time one batched table operation took against Redis, by table and operation.",
+    ["table", "op"],
+    buckets=LATENCY_BUCKETS_S,
+)
+
+# Redis's own cost per key on a 64-bit build (dict entry, key and value headers, allocator
+# rounding), used to estimate `TableStats.bytes`; the table benchmark measures the real figure.
+KEY_OVERHEAD_BYTES = 64
+
+# Ids per Lua call when expiring, so one call blocks Redis for milliseconds, not seconds.
+_EXPIRE_CHUNK = 4096
+
+_EXPIRE_EVENT_LUA = """
+local cutoff = tonumber(ARGV[1])
+local out = {}
+for i = 3, #KEYS do
+  local h = redis.call('GETRANGE', KEYS[i], 8, 15)
+  if #h == 8 then
+    local t = struct.unpack('<d', h)
+    if t < cutoff then
+      redis.call('DEL', KEYS[i])
+      out[#out + 1] = string.sub(KEYS[i], -8)
+    end
+  end
+end
+if #out > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
+             table.concat(out))
+  redis.call('HINCRBY', KEYS[2], 'expired_total', #out)
+  redis.call('HINCRBY', KEYS[2], 'rows', -#out)
+end
+return table.concat(out)
+"""
+
+_EXPIRE_WALL_LUA = """
+local deadline = tonumber(ARGV[1])
+local gone = {}
+local waiting = {}
+for i = 3, #KEYS do
+  local t = redis.call('PEXPIRETIME', KEYS[i])
+  if t == -2 then
+    gone[#gone + 1] = string.sub(KEYS[i], -8)
+  elseif t >= 0 and t <= deadline then
+    waiting[#waiting + 1] = string.sub(KEYS[i], -8)
+  end
+end
+if #gone > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
+             table.concat(gone))
+  redis.call('HINCRBY', KEYS[2], 'expired_total', #gone)
+  redis.call('HINCRBY', KEYS[2], 'rows', -#gone)
+end
+return {table.concat(gone), table.concat(waiting)}
+"""
+
+
+def _pack(ids: IdArray) -> bytes:
+    return ids.astype("<u8", copy=False).tobytes()
+
+
+def _unpack(raw: bytes) -> IdArray:
+    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class RedisPulled(Pulled):
+    """`Pulled` plus what the Redis store needs to index the push cheaply.
+
+    Attributes:
+        wall_time: `(U,)` float64 wall time of each row's last write (0 where no row).
+        generation: the pending-count generation the counts were read from.
+    """
+
+    wall_time: npt.NDArray[np.float64]
+    generation: int
+
+
+class RedisTransaction(Transaction):
+    """A MULTI/EXEC pipeline: staged commands are sent and applied together at commit.
+
+    Any `RedisEmbeddingStore` sharing this transaction's client (or its connection pool) can
+    stage into it, so one commit spans several tables and the caller's metadata.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.pipeline: Pipeline = client.pipeline(transaction=True)
+
+    def _meta(self, key: str) -> str:
+        return f"{self.namespace}:meta:{key}"
+
+    def put_hash(self, key: str, mapping: Mapping[str, bytes | str | int | float]) -> None:
+        if any(isinstance(v, bool) for v in mapping.values()):
+            raise InvalidInput("booleans are not valid hash values; use 0/1")
+        if mapping:
+            self.pipeline.hset(self._meta(key), mapping=dict(mapping))  # type: ignore[arg-type]
+
+    def put_blob(self, key: str, value: bytes) -> None:
+        self.pipeline.set(self._meta(key), bytes(value))
+
+    def commit(self) -> None:
+        try:
+            self.pipeline.execute()
+        except redis.RedisError as exc:
+            self.pipeline.reset()
+            raise StoreUnavailable(f"Redis transaction failed: {exc}") from exc
+
+    def discard(self) -> None:
+        self.pipeline.reset()
+
+
+class RedisEmbeddingStore(EmbeddingStore):
+    """One table in Redis.
+
+    Args:
+        client: a `redis.Redis` with ``decode_responses=False`` (rows are binary).
+        namespace: prefix of every key this deployment owns.
+        config: the table.
+        feed_maxlen: approximate number of change-feed entries kept (MAXLEN ~).
+        clock: wall clock (unix seconds) for wall time and TTL deadlines.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        config: TableConfig,
+        *,
+        feed_maxlen: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ConfigError("RedisEmbeddingStore needs a client with decode_responses=False")
+        if feed_maxlen < 1:
+            raise ConfigError("feed_maxlen must be >= 1")
+        self.client = client
+        self.namespace = namespace
+        self.config = config
+        self.clock = clock
+        self.feed_maxlen = feed_maxlen
+        self.optimizer = make_optimizer(config.optimizer)
+        self.width = self.optimizer.state_width(config.dim)
+        self.dtype = row_dtype(config.dim, self.width)
+        base = f"{namespace}:t:{config.name}:"
+        self._base = base
+        self._row_prefix = (base + "r:").encode()
+        self.stats_key = base + "stats"
+        self.index_set_key = base + "xb"
+        self.pending_set_key = base + "pb"
+        self.feed_key = f"{namespace}:feed:{config.name}"
+        self._generation = 0
+        self._expire_event = client.register_script(_EXPIRE_EVENT_LUA)
+        self._expire_wall = client.register_script(_EXPIRE_WALL_LUA)
+
+    # ---- keys and plumbing -------------------------------------------------------------
+
+    def row_keys(self, ids: IdArray) -> list[bytes]:
+        """The row key of each id, `B` byte strings."""
+        raw = _pack(ids)
+        prefix = self._row_prefix
+        return [prefix + raw[i : i + 8] for i in range(0, len(raw), 8)]
+
+    def _bucket_key(self, bucket: int) -> str:
+        return f"{self._base}x:{bucket}"
+
+    def _pending_key(self, generation: int) -> str:
+        return f"{self._base}p:{generation}"
+
+    def _run(self, op: str, fn: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis failed during {op} on table {self.config.name!r}: {exc}"
+            ) from exc
+        finally:
+            TABLE_OP_SECONDS.labels(self.config.name, op).observe(time.perf_counter() - started)
+
+    def _own(self, txn: Transaction | None) -> tuple[RedisTransaction, bool]:
+        if txn is None:
+            return RedisTransaction(self.client, self.namespace), True
+        if not isinstance(txn, RedisTransaction) or (
+            txn.client is not self.client
+            and txn.client.connection_pool is not self.client.connection_pool
+        ):
+            raise TypeError(
+                "RedisEmbeddingStore needs a transaction from a store on the same Redis client"
+            )
+        return txn, False
+
+    def _decode(self, values: list[bytes | None]) -> tuple[npt.NDArray[np.bool_], np.ndarray]:
+        return decode_rows(self.dtype, values)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def lookup(self, ids: IdArray) -> LookupResult:
+        ids = check_ids(ids)
+        keys = self.row_keys(ids)
+        values = self._run("lookup", lambda: self.client.mget(keys) if keys else [])
+        exists, rec = self._decode(cast(list[bytes | None], values))
+        vectors = np.empty((ids.shape[0], self.config.dim), dtype=np.float32)
+        vectors[exists] = rec["vector"]
+        if not exists.all():
+            missing = ~exists
+            vectors[missing], _ = fresh_rows(self.config, self.optimizer, ids[missing])
+        return LookupResult(vectors=vectors, exists=exists)
+
+    def read_rows(self, ids: IdArray) -> Rows:
+        ids = check_ids(ids)
+        keys = self.row_keys(ids)
+        values = self._run("read_rows", lambda: self.client.mget(keys) if keys else [])
+        exists, rec = self._decode(cast(list[bytes | None], values))
+        return self._rows(ids[exists], rec)
+
+    def _rows(self, ids: IdArray, rec: np.ndarray) -> Rows:
+        return Rows(
+            ids=ids.copy(),
+            vectors=np.array(rec["vector"], dtype=np.float32).reshape(len(rec), self.config.dim),
+            state=np.array(rec["state"], dtype=np.float32).reshape(len(rec), self.width),
+            event_time=np.array(rec["event_time"], dtype=np.float64),
+            wall_time=np.array(rec["wall_time"], dtype=np.float64),
+            count=np.array(rec["count"], dtype=np.int64),
+        )
+
+    def _clock_generation(self) -> int | None:
+        """The pending generation when it follows the wall clock or is fixed, else None."""
+        expiry = self.config.expiry
+        if expiry is None:
+            return 0
+        if expiry.clock == "wall":
+            return pending_generation(self.clock(), expiry)
+        return None
+
+    def pull(self, ids: IdArray) -> RedisPulled:
+        ids = check_ids(ids, unique=True)
+        n = ids.shape[0]
+        keys = self.row_keys(ids)
+        counting = keeps_counts(self.config.admission)
+        generation = self._clock_generation()
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.mget(keys)
+            if counting and generation is None:
+                pipe.hget(self.stats_key, "pgen")
+            return pipe.execute()
+
+        replies = self._run("pull", read) if n else [[], None]
+        exists, rec = self._decode(replies[0])
+        if counting and generation is None:
+            if n:
+                self._generation = int(replies[1]) if replies[1] is not None else 0
+            generation = self._generation
+        vectors = np.empty((n, self.config.dim), dtype=np.float32)
+        state = np.empty((n, self.width), dtype=np.float32)
+        count = np.zeros(n, dtype=np.int64)
+        event_time = np.zeros(n, dtype=np.float64)
+        wall_time = np.zeros(n, dtype=np.float64)
+        vectors[exists] = rec["vector"]
+        state[exists] = rec["state"].reshape(len(rec), self.width)
+        count[exists] = rec["count"]
+        event_time[exists] = rec["event_time"]
+        wall_time[exists] = rec["wall_time"]
+        missing = ~exists
+        gen = generation if generation is not None else 0
+        if missing.any():
+            vectors[missing], state[missing] = fresh_rows(self.config, self.optimizer, ids[missing])
+            if counting:
+                count[missing] = self._pending_counts(ids[missing], gen)
+        return RedisPulled(
+            ids=ids,
+            vectors=vectors,
+            state=state,
+            exists=exists,
+            count=count,
+            event_time=event_time,
+            wall_time=wall_time,
+            generation=gen,
+        )
+
+    def _pending_counts(self, ids: IdArray, generation: int) -> npt.NDArray[np.int64]:
+        fields = [bytes(k[-8:]) for k in self.row_keys(ids)]
+
+        def read() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(self._pending_key(generation), fields)
+            pipe.hmget(self._pending_key(generation - 1), fields)
+            return pipe.execute()
+
+        current, previous = self._run("pull", read)
+        return np.array(
+            [
+                int(c) if c is not None else (int(p) if p is not None else 0)
+                for c, p in zip(current, previous, strict=True)
+            ],
+            dtype=np.int64,
+        )
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def push(
+        self,
+        pulled: Pulled,
+        grads: FloatArray,
+        occurrences: npt.NDArray[np.int64],
+        event_time: npt.NDArray[np.float64],
+        txn: Transaction | None = None,
+    ) -> UpdateResult:
+        now = self.clock()
+        plan = plan_update(
+            self.config,
+            self.optimizer,
+            pulled,
+            grads=grads,
+            occurrences=occurrences,
+            event_time=event_time,
+            now=now,
+        )
+        own, auto = self._own(txn)
+        pipe = own.pipeline
+        created = int(plan.created.sum())
+        if plan.ids.size:
+            self._stage_rows(pipe, plan, now)
+            self._stage_index(pipe, plan, pulled, now)
+            pipe.xadd(
+                self.feed_key,
+                {"op": ChangeOp.UPSERT.value, "ids": _pack(plan.ids)},
+                maxlen=self.feed_maxlen,
+                approximate=True,
+            )
+        if keeps_counts(self.config.admission):
+            batch_time = float(np.max(event_time)) if len(event_time) else 0.0
+            self._stage_pending(pipe, plan, pulled, batch_time, now)
+        if created:
+            pipe.hincrby(self.stats_key, "rows", created)
+            pipe.hincrby(self.stats_key, "created_total", created)
+        if plan.filtered:
+            pipe.hincrby(self.stats_key, "filtered_total", plan.filtered)
+        if auto:
+            self._run("push", own.commit)
+        return UpdateResult(written=plan.ids, created=created, filtered=plan.filtered)
+
+    def _stage_rows(self, pipe: Pipeline, plan: UpdatePlan, now: float) -> None:
+        keys = self.row_keys(plan.ids)
+        values = encode_rows(
+            self.dtype,
+            plan.vectors,
+            plan.state,
+            event_time=plan.event_time,
+            wall_time=plan.wall_time,
+            count=plan.count,
+        )
+        self._stage_values(pipe, keys, values, now)
+
+    def _stage_values(
+        self, pipe: Pipeline, keys: list[bytes], values: list[bytes], now: float
+    ) -> None:
+        expiry = self.config.expiry
+        if expiry is not None and expiry.clock == "wall":
+            deadline = wall_deadline(np.array([now]), expiry)[0]
+            pxat = math.ceil(deadline * 1000.0)
+            for key, value in zip(keys, values, strict=True):
+                pipe.set(key, value, pxat=pxat)
+            return
+        args: list[bytes] = [b""] * (2 * len(keys))
+        args[0::2] = keys
+        args[1::2] = values
+        pipe.execute_command("MSET", *args)  # type: ignore[no-untyped-call]
+
+    def _stage_index(self, pipe: Pipeline, plan: UpdatePlan, pulled: Pulled, now: float) -> None:
+        """Append ids to the expiry bucket of their new time, unless already indexed there."""
+        expiry = self.config.expiry
+        if expiry is None:
+            return
+        if expiry.clock == "event":
+            new = bucket_of(plan.event_time, expiry)
+            old = bucket_of(plan.previous_event_time, expiry)
+            fresh = plan.created | (new != old)
+        else:
+            new = bucket_of(np.full(plan.ids.shape[0], now), expiry)
+            fresh = np.ones(plan.ids.shape[0], dtype=np.bool_)
+            if isinstance(pulled, RedisPulled):
+                written = np.isin(pulled.ids, plan.ids)
+                old = bucket_of(pulled.wall_time[written], expiry)
+                fresh = plan.created | (new != old)
+        if not fresh.any():
+            return
+        ids = plan.ids[fresh]
+        buckets = new[fresh]
+        mapping: dict[str, int] = {}
+        for bucket in np.unique(buckets).tolist():
+            pipe.append(self._bucket_key(bucket), _pack(ids[buckets == bucket]))
+            mapping[str(bucket)] = bucket
+        pipe.zadd(self.index_set_key, mapping)
+
+    def _stage_pending(
+        self, pipe: Pipeline, plan: UpdatePlan, pulled: Pulled, batch_time: float, now: float
+    ) -> None:
+        expiry = self.config.expiry
+        seen = pulled.generation if isinstance(pulled, RedisPulled) else self._generation
+        if expiry is None:
+            gen = 0
+        elif expiry.clock == "event":
+            gen = max(seen, pending_generation(batch_time, expiry))
+            if gen > seen:
+                pipe.hset(self.stats_key, "pgen", gen)
+                pipe.zadd(self.pending_set_key, {str(gen): gen})
+                self._generation = gen
+        else:
+            gen = pending_generation(now, expiry)
+        admitted = plan.ids[plan.created]
+        if admitted.size:
+            fields = [bytes(k[-8:]) for k in self.row_keys(admitted)]
+            pipe.hdel(self._pending_key(gen), *fields)
+            pipe.hdel(self._pending_key(gen - 1), *fields)
+        if plan.pending_ids.size:
+            fields = [bytes(k[-8:]) for k in self.row_keys(plan.pending_ids)]
+            counts = [int(c) for c in plan.pending_counts.tolist()]
+            key = self._pending_key(gen)
+            pipe.hset(key, mapping=dict(zip(fields, counts, strict=True)))
+            if expiry is None:
+                pipe.zadd(self.pending_set_key, {"0": 0})
+            elif expiry.clock == "wall":
+                # Two generations on: readers no longer consult it by then.
+                pipe.pexpireat(key, math.ceil((gen + 2) * expiry.expire_after_s * 1000.0) + 1000)
+            else:
+                pipe.zadd(self.pending_set_key, {str(gen): gen})
+
+    def import_rows(self, rows: Rows) -> None:
+        ids = check_ids(rows.ids, unique=True)
+        n = len(ids)
+        if rows.vectors.shape != (n, self.config.dim) or rows.state.shape != (n, self.width):
+            raise InvalidInput(
+                f"rows must have ({n}, {self.config.dim}) vectors and ({n}, {self.width}) state"
+            )
+        chunk = 4096
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            self._import_chunk(
+                Rows(
+                    ids=ids[part],
+                    vectors=rows.vectors[part],
+                    state=rows.state[part],
+                    event_time=rows.event_time[part],
+                    wall_time=rows.wall_time[part],
+                    count=rows.count[part],
+                )
+            )
+
+    def _import_chunk(self, rows: Rows) -> None:
+        now = self.clock()
+        keys = self.row_keys(rows.ids)
+
+        def existing() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            return pipe.execute()
+
+        present = np.array(self._run("import", existing), dtype=bool)
+        created = int((~present).sum())
+        # A restore is a write: wall-clock expiry starts afresh.
+        wall = np.full(len(rows), now, dtype=np.float64)
+        plan = UpdatePlan(
+            ids=rows.ids,
+            vectors=rows.vectors,
+            state=rows.state,
+            event_time=rows.event_time,
+            wall_time=wall,
+            count=np.minimum(rows.count, COUNT_MAX),
+            created=np.ones(len(rows), dtype=np.bool_),
+            previous_event_time=np.zeros(len(rows)),
+            pending_ids=np.zeros(0, dtype=np.uint64),
+            pending_counts=np.zeros(0, dtype=np.int64),
+            filtered=0,
+        )
+        txn = RedisTransaction(self.client, self.namespace)
+        pipe = txn.pipeline
+        self._stage_rows(pipe, plan, now)
+        self._stage_index(pipe, plan, _NO_PULL, now)
+        pipe.xadd(
+            self.feed_key,
+            {"op": ChangeOp.UPSERT.value, "ids": _pack(rows.ids)},
+            maxlen=self.feed_maxlen,
+            approximate=True,
+        )
+        if created:
+            pipe.hincrby(self.stats_key, "rows", created)
+            pipe.hincrby(self.stats_key, "created_total", created)
+        self._run("import", txn.commit)
+
+    # ---- expiry ------------------------------------------------------------------------
+
+    def expire(self, watermark: float) -> IdArray:
+        expiry = self.config.expiry
+        if expiry is None:
+            return np.zeros(0, dtype=np.uint64)
+        if expiry.clock == "event":
+            removed = self._run("expire", lambda: self._expire_event_clock(watermark))
+        else:
+            removed = self._run("expire", self._expire_wall_clock)
+        if removed.size:
+            logger.info("table %s: expired %d rows", self.config.name, removed.size)
+        return removed
+
+    def _buckets_until(self, last: int) -> list[int]:
+        members = cast(list[bytes], self.client.zrangebyscore(self.index_set_key, "-inf", last))
+        return sorted(int(m) for m in members)
+
+    def _scan_bucket(
+        self,
+        bucket: int,
+        process: Callable[[IdArray], None],
+        finish: Callable[[Pipeline], None],
+    ) -> None:
+        """Feed a bucket's ids to `process` in chunks, then run `finish` in a MULTI.
+
+        WATCH makes `finish` (which deletes or rewrites the bucket) fail when a writer
+        appended meanwhile; the appended tail is then processed too and `finish` retried.
+        """
+        key = self._bucket_key(bucket)
+        step = 8 * _EXPIRE_CHUNK
+        offset = 0
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                length = pipe.strlen(key)
+                for start in range(offset, length, step):
+                    raw = cast(bytes, pipe.getrange(key, start, min(start + step, length) - 1))
+                    process(_unpack(raw[: len(raw) - len(raw) % 8]))
+                offset = length
+                pipe.multi()
+                finish(pipe)
+                try:
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def _expire_event_clock(self, watermark: float) -> IdArray:
+        expiry = self.config.expiry
+        assert expiry is not None
+        cutoff = event_cutoff(watermark, expiry)
+        width = bucket_width(expiry)
+        removed: list[IdArray] = []
+        done: set[int] = set()
+
+        def process(ids: IdArray) -> None:
+            ids = np.unique(ids)
+            ids = ids[[i not in done for i in ids.tolist()]] if done else ids
+            if not ids.size:
+                return
+            keys = [self.feed_key.encode(), self.stats_key.encode(), *self.row_keys(ids)]
+            out = self._expire_event(keys=keys, args=[repr(cutoff), self.feed_maxlen])
+            gone = _unpack(cast(bytes, out))
+            done.update(gone.tolist())
+            removed.append(gone)
+
+        for bucket in self._buckets_until(math.floor(cutoff / width)):
+            full = (bucket + 1) * width <= cutoff
+
+            def finish(pipe: Pipeline, bucket: int = bucket, full: bool = full) -> None:
+                if full:
+                    pipe.delete(self._bucket_key(bucket))
+                    pipe.zrem(self.index_set_key, str(bucket))
+
+            self._scan_bucket(bucket, process, finish)
+        self._drop_pending_generations(watermark)
+        return np.concatenate(removed) if removed else np.zeros(0, dtype=np.uint64)
+
+    def _drop_pending_generations(self, watermark: float) -> None:
+        expiry = self.config.expiry
+        if expiry is None or not keeps_counts(self.config.admission):
+            return
+        current = self.client.hget(self.stats_key, "pgen")
+        gen = int(cast(bytes, current)) if current is not None else 0
+        horizon = min(pending_generation(watermark, expiry), gen) - 2
+        old = cast(list[bytes], self.client.zrangebyscore(self.pending_set_key, "-inf", horizon))
+        if old:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*[self._pending_key(int(g)) for g in old])
+            pipe.zrem(self.pending_set_key, *old)
+            pipe.execute()
+
+    def _expire_wall_clock(self) -> IdArray:
+        expiry = self.config.expiry
+        assert expiry is not None
+        width = bucket_width(expiry)
+        now_ms = self.clock() * 1000.0
+        # A bucket's rows all share one deadline; visit buckets whose deadline has passed.
+        last = math.floor((now_ms / 1000.0 - expiry.expire_after_s) / width) - 1
+        removed: list[IdArray] = []
+        done: set[int] = set()
+        for bucket in self._buckets_until(last):
+            # The same arithmetic as `wall_deadline`, from the bucket number itself.
+            deadline_ms = math.ceil(((bucket + 1) * width + expiry.expire_after_s) * 1000.0)
+            if deadline_ms > now_ms:
+                continue
+            waiting: list[bytes] = []
+
+            def process(
+                ids: IdArray, deadline_ms: int = deadline_ms, waiting: list[bytes] = waiting
+            ) -> None:
+                ids = np.unique(ids)
+                ids = ids[[i not in done for i in ids.tolist()]] if done else ids
+                if not ids.size:
+                    return
+                keys = [self.feed_key.encode(), self.stats_key.encode(), *self.row_keys(ids)]
+                out = self._expire_wall(keys=keys, args=[deadline_ms, self.feed_maxlen])
+                gone_raw, waiting_raw = cast(list[bytes], out)
+                gone = _unpack(gone_raw)
+                done.update(gone.tolist())
+                removed.append(gone)
+                waiting.append(waiting_raw)
+
+            def finish(
+                pipe: Pipeline, bucket: int = bucket, waiting: list[bytes] = waiting
+            ) -> None:
+                rest = b"".join(waiting)
+                if rest:
+                    # Rows Redis has not dropped yet (clock skew): look again next time.
+                    pipe.set(self._bucket_key(bucket), rest)
+                else:
+                    pipe.delete(self._bucket_key(bucket))
+                    pipe.zrem(self.index_set_key, str(bucket))
+
+            self._scan_bucket(bucket, process, finish)
+        return np.concatenate(removed) if removed else np.zeros(0, dtype=np.uint64)
+
+    # ---- metadata, feed, bookkeeping ---------------------------------------------------
+
+    def stats(self) -> TableStats:
+        def read() -> tuple[dict[bytes, bytes], list[int], int]:
+            counters = cast(dict[bytes, bytes], self.client.hgetall(self.stats_key))
+            buckets = cast(list[bytes], self.client.zrange(self.index_set_key, 0, -1))
+            gens = cast(list[bytes], self.client.zrange(self.pending_set_key, 0, -1))
+            pipe = self.client.pipeline(transaction=False)
+            for b in buckets:
+                pipe.strlen(self._bucket_key(int(b)))
+            sizes = cast(list[int], pipe.execute()) if buckets else []
+            pipe = self.client.pipeline(transaction=False)
+            for g in gens:
+                pipe.hlen(self._pending_key(int(g)))
+            pending = sum(cast(list[int], pipe.execute())) if gens else 0
+            return counters, sizes, pending
+
+        counters, sizes, pending = self._run("stats", read)
+
+        def counter(name: str) -> int:
+            return int(counters.get(name.encode(), b"0"))
+
+        rows = max(counter("rows"), 0)
+        per_row = len(self._row_prefix) + 8 + self.dtype.itemsize + KEY_OVERHEAD_BYTES
+        return TableStats(
+            rows=rows,
+            bytes=rows * per_row + sum(sizes) + pending * (8 + 4 + KEY_OVERHEAD_BYTES // 2),
+            created_total=counter("created_total"),
+            filtered_total=counter("filtered_total"),
+            expired_total=counter("expired_total"),
+        )
+
+    def export(self, batch_size: int = 4096) -> Iterator[Rows]:
+        if batch_size < 1:
+            raise InvalidInput("batch_size must be >= 1")
+        key_len = len(self._row_prefix) + 8
+        pattern = self._row_prefix + b"*"
+        seen: set[bytes] = set()
+        pending: list[bytes] = []
+
+        def flush(keys: list[bytes]) -> Rows:
+            values = self._run("export", lambda: self.client.mget(keys))
+            exists, rec = self._decode(cast(list[bytes | None], values))
+            ids = np.frombuffer(b"".join(k[-8:] for k in keys), dtype="<u8").astype(np.uint64)
+            return self._rows(ids[exists], rec)
+
+        cursor = 0
+        while True:
+
+            def scan(at: int = cursor) -> tuple[int, list[bytes]]:
+                return cast(
+                    tuple[int, list[bytes]], self.client.scan(at, match=pattern, count=1000)
+                )
+
+            cursor, keys = self._run("export", scan)
+            for key in keys:
+                # SCAN may return a key twice while Redis rehashes.
+                if len(key) == key_len and key not in seen:
+                    seen.add(key)
+                    pending.append(key)
+            while len(pending) >= batch_size:
+                rows = flush(pending[:batch_size])
+                pending = pending[batch_size:]
+                if len(rows):
+                    yield rows
+            if cursor == 0:
+                break
+        if pending:
+            rows = flush(pending)
+            if len(rows):
+                yield rows
+
+    def changes(self, cursor: str, count: int = 100, block_ms: int | None = None) -> list[Change]:
+        def read() -> Any:
+            block = block_ms if block_ms else None
+            return self.client.xread({self.feed_key: cursor}, count=count, block=block)
+
+        try:
+            reply = self._run("changes", read)
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, redis.ResponseError):
+                raise InvalidInput(f"invalid change-feed cursor {cursor!r}") from exc
+            raise
+        out: list[Change] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append(
+                    Change(
+                        cursor=entry_id.decode(),
+                        op=ChangeOp(fields[b"op"].decode()),
+                        ids=_unpack(fields[b"ids"]),
+                    )
+                )
+        return out
+
+    def transaction(self) -> Transaction:
+        return RedisTransaction(self.client, self.namespace)
+
+    def get_hash(self, key: str) -> dict[str, bytes]:
+        raw = self._run("get_hash", lambda: self.client.hgetall(f"{self.namespace}:meta:{key}"))
+        return {k.decode(): v for k, v in cast(dict[bytes, bytes], raw).items()}
+
+    def get_blob(self, key: str) -> bytes | None:
+        raw = self._run("get_blob", lambda: self.client.get(f"{self.namespace}:meta:{key}"))
+        return cast(bytes | None, raw)
+
+    def clear(self) -> None:
+        def wipe() -> None:
+            pattern = f"{self._base}*".encode()
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                self.client.unlink(*batch)
+            self.client.unlink(self.feed_key)
+
+        self._run("clear", wipe)
+        self._generation = 0
+
+
+_NO_PULL = Pulled(
+    ids=np.zeros(0, dtype=np.uint64),
+    vectors=np.zeros((0, 0), dtype=np.float32),
+    state=np.zeros((0, 0), dtype=np.float32),
+    exists=np.zeros(0, dtype=np.bool_),
+    count=np.zeros(0, dtype=np.int64),
+    event_time=np.zeros(0, dtype=np.float64),
+)

@@ -1,0 +1,189 @@
+"""Events to training examples.
+
+- **Explicit feedback**: a `rating` event is one example, positive when its value reaches
+  `positive_rating`.
+- **Implicit feedback**: an impression waits up to `join_window_s` of event time for an action
+  (`click`, `like`, `purchase`) with the same `request_id` and item. A joined pair is a
+  positive; an impression whose window closes without one is a negative, kept with
+  probability `negative_keep_rate` = r. Training on kept negatives shifts the learned log-odds
+  by `-log r`; serving adds `logit_offset = log r` back, so probabilities stay calibrated.
+- **Positive-only actions** (no `request_id`, or none matching): a positive, plus
+  `sampled_negatives` items drawn from recently seen items as negatives.
+
+Every random choice is a hash of the event id, never a generator's state, so a replay of the
+same stream gives the same examples whatever the batch boundaries. The builder's pending
+state is small and bounded (`max_pending`) and is saved in the trainer's checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from freshrec.stream.events import Event
+
+__all__ = ["Example", "ExampleBuilder", "ExampleConfig"]
+
+_ACTIONS = frozenset({"click", "like", "purchase"})
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    """How events become examples.
+
+    Attributes:
+        positive_rating: a rating at or above this is a positive.
+        join_window_s: event-time window an impression waits for its action.
+        negative_keep_rate: probability an unanswered impression is kept as a negative.
+        sampled_negatives: negatives drawn per positive-only action.
+        item_pool: how many recent distinct items sampled negatives are drawn from.
+        max_pending: impressions held at most; the oldest closes early beyond it.
+    """
+
+    positive_rating: float = 4.0
+    join_window_s: float = 600.0
+    negative_keep_rate: float = 1.0
+    sampled_negatives: int = 2
+    item_pool: int = 2000
+    max_pending: int = 200_000
+
+    @property
+    def logit_offset(self) -> float:
+        """Added to logits at serving to undo negative subsampling."""
+        return math.log(self.negative_keep_rate)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled (user, item, context) triple."""
+
+    user_id: str
+    item_id: str
+    context: dict[str, str | int | float]
+    label: float
+    event_time: float
+    accepted_at: float
+
+
+def _unit(key: str) -> float:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+@dataclass
+class _Pending:
+    user_id: str
+    item_id: str
+    context: dict[str, str | int | float]
+    event_id: str
+    event_time: float
+    accepted_at: float
+
+
+@dataclass
+class ExampleBuilder:
+    """Turns a stream of events into examples; deterministic and checkpointable."""
+
+    config: ExampleConfig = field(default_factory=ExampleConfig)
+    watermark: float = 0.0
+    _pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
+    _joined: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _pool: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def add(self, events: list[Event], accepted_at: list[float]) -> list[Example]:
+        """Examples that `events` complete, in stream order.
+
+        Args:
+            events: decoded events in the order they were consumed.
+            accepted_at: ingest wall time of each event (for the freshness metric).
+        """
+        out: list[Example] = []
+        for event, accepted in zip(events, accepted_at, strict=True):
+            self.watermark = max(self.watermark, event.timestamp)
+            user, item = str(event.user_id), str(event.item_id)
+            context = dict(event.context or {})
+            if event.type == "rating":
+                label = 1.0 if (event.value or 0.0) >= self.config.positive_rating else 0.0
+                out.append(Example(user, item, context, label, event.timestamp, accepted))
+            elif event.type == "impression" and event.request_id is not None:
+                key = f"{event.request_id}\x1f{item}"
+                if key not in self._joined and key not in self._pending:
+                    self._pending[key] = _Pending(
+                        user, item, context, event.event_id, event.timestamp, accepted
+                    )
+            elif event.type in _ACTIONS:
+                out.extend(self._action(event, user, item, context, accepted))
+            self._remember_item(item)
+            out.extend(self._close(self.watermark - self.config.join_window_s))
+        return out
+
+    def _action(
+        self,
+        event: Event,
+        user: str,
+        item: str,
+        context: dict[str, str | int | float],
+        accepted: float,
+    ) -> list[Example]:
+        key = f"{event.request_id}\x1f{item}" if event.request_id is not None else None
+        if key is not None and key in self._joined:
+            return []  # a second action on the same impression adds nothing
+        if key is not None and key in self._pending:
+            imp = self._pending.pop(key)
+            self._joined[key] = event.timestamp
+            return [Example(user, item, imp.context or context, 1.0, event.timestamp, accepted)]
+        if key is not None:
+            self._joined[key] = event.timestamp  # a late impression must not become a negative
+        out = [Example(user, item, context, 1.0, event.timestamp, accepted)]
+        candidates = [i for i in self._pool if i != item]
+        for j in range(min(self.config.sampled_negatives, len(candidates))):
+            pick = candidates[int(_unit(f"{event.event_id}:{j}") * len(candidates))]
+            out.append(Example(user, pick, context, 0.0, event.timestamp, accepted))
+        return out
+
+    def _remember_item(self, item: str) -> None:
+        self._pool.pop(item, None)
+        self._pool[item] = None
+        if len(self._pool) > self.config.item_pool:
+            self._pool.popitem(last=False)
+
+    def _close(self, horizon: float) -> list[Example]:
+        out: list[Example] = []
+        while self._pending:
+            key, imp = next(iter(self._pending.items()))
+            if imp.event_time >= horizon and len(self._pending) <= self.config.max_pending:
+                break
+            self._pending.popitem(last=False)
+            if _unit(imp.event_id) < self.config.negative_keep_rate:
+                out.append(
+                    Example(
+                        imp.user_id, imp.item_id, imp.context, 0.0, imp.event_time, imp.accepted_at
+                    )
+                )
+        while self._joined and next(iter(self._joined.values())) < horizon:
+            self._joined.popitem(last=False)
+        return out
+
+    def state(self) -> bytes:
+        """The pending state, for the trainer's checkpoint."""
+        return orjson.dumps(
+            {
+                "watermark": self.watermark,
+                "pending": [[k, vars(p)] for k, p in self._pending.items()],
+                "joined": list(self._joined.items()),
+                "pool": list(self._pool),
+            }
+        )
+
+    def load_state(self, blob: bytes) -> None:
+        """Restore what `state` saved."""
+        raw: dict[str, Any] = orjson.loads(blob)
+        self.watermark = float(raw["watermark"])
+        self._pending = OrderedDict((k, _Pending(**p)) for k, p in raw["pending"])
+        self._joined = OrderedDict((k, float(t)) for k, t in raw["joined"])
+        self._pool = OrderedDict((i, None) for i in raw["pool"])

@@ -1,0 +1,177 @@
+"""The Kafka side of training: a consumer-group member that feeds `OnlineTrainer`.
+
+Redis, not Kafka, holds the authoritative position: on every partition assignment the loop
+restores the trainer's checkpoint and seeks each partition to the offset committed with the
+rows (Kafka's guidance for sinks outside Kafka). Offsets are also committed to Kafka
+asynchronously, only so that standard lag tools see the group's progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import Gauge
+
+from freshrec.errors import BrokerUnavailable
+from freshrec.training.trainer import BatchReport, Message, OnlineTrainer
+
+__all__ = ["LoopConfig", "TrainingLoop"]
+
+logger = logging.getLogger(__name__)
+
+LAG_MESSAGES = Gauge(
+    "freshrec_trainer_consumer_lag_messages", "Messages in the topic not yet consumed."
+)
+LAG_SECONDS = Gauge(
+    "freshrec_trainer_consumer_lag_seconds",
+    "Age of the last consumed message when more are waiting; 0 when caught up.",
+)
+ASSIGNED = Gauge("freshrec_trainer_assigned_partitions", "Partitions assigned to this member.")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Consumer knobs.
+
+    Attributes:
+        bootstrap: Kafka bootstrap servers.
+        topic: the events topic.
+        batch_size: messages per micro-batch (also `max_poll_records`).
+        max_wait_s: a partial batch is trained after waiting this long for more messages.
+        start_from_beginning: where a partition without a stored offset starts.
+        session_timeout_ms: how long the group waits for a silent member (a crashed
+            trainer's partitions move after this).
+    """
+
+    bootstrap: str
+    topic: str
+    batch_size: int = 1024
+    max_wait_s: float = 0.1
+    start_from_beginning: bool = True
+    session_timeout_ms: int = 10_000
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: TrainingLoop) -> None:
+        self._loop = loop
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._loop.drop_buffered(set(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._loop.seek_to_stored(assigned)
+
+
+class TrainingLoop:
+    """Polls micro-batches and hands them to the trainer until stopped."""
+
+    def __init__(self, trainer: OnlineTrainer, config: LoopConfig) -> None:
+        self.trainer = trainer
+        self.config = config
+        self._buffer: deque[Message] = deque()
+        self._last_timestamp_ms = 0
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=config.bootstrap,
+            group_id=trainer.config.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if config.start_from_beginning else "latest",
+            max_poll_records=config.batch_size,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            client_id=f"{trainer.config.group}-trainer",
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, config.session_timeout_ms // 4),
+        )
+        self.consumer.subscribe([config.topic], listener=_SeekToStored(self))
+        self.ready = threading.Event()
+
+    def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        """Restore the checkpoint and seek `assigned` partitions to the stored offsets."""
+        offsets = self.trainer.restore()
+        self._buffer.clear()
+        for tp in assigned:
+            stored = offsets.get((tp.topic, tp.partition))
+            if stored is not None:
+                self.consumer.seek(tp, stored)
+            elif self.config.start_from_beginning:
+                self.consumer.seek_to_beginning(tp)
+        ASSIGNED.set(len(assigned))
+        logger.info("assigned %s; resuming from stored offsets", [str(tp) for tp in assigned])
+        self.ready.set()
+
+    def drop_buffered(self, revoked: set[TopicPartition]) -> None:
+        """Forget buffered messages of partitions this member no longer owns."""
+        keep = [m for m in self._buffer if TopicPartition(m.topic, m.partition) not in revoked]
+        self._buffer = deque(keep)
+
+    def _fill(self, deadline: float, stop: threading.Event) -> None:
+        while len(self._buffer) < self.config.batch_size and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and self._buffer:
+                return
+            timeout_ms = int(max(remaining, 0.05) * 1000) if self._buffer else 200
+            try:
+                polled = self.consumer.poll(
+                    timeout_ms=timeout_ms, max_records=self.config.batch_size
+                )
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"polling {self.config.topic} failed: {exc}") from exc
+            for tp in sorted(polled, key=lambda t: t.partition):
+                for record in polled[tp]:
+                    self._buffer.append(Message(tp.topic, tp.partition, record.offset, record.value))
+                    self._last_timestamp_ms = max(self._last_timestamp_ms, record.timestamp)
+            if not polled and not self._buffer:
+                return
+
+    def _update_lag(self) -> None:
+        # position() counts what was fetched into the buffer; buffered messages are still lag
+        lag = len(self._buffer)
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag += max(0, high - self.consumer.position(tp))
+        LAG_MESSAGES.set(lag)
+        behind = lag > 0 and self._last_timestamp_ms > 0
+        LAG_SECONDS.set(max(0.0, time.time() - self._last_timestamp_ms / 1000) if behind else 0.0)
+
+    def step(self, stop: threading.Event) -> BatchReport | None:
+        """Collect one micro-batch, train and commit it; None when nothing arrived."""
+        self._fill(time.monotonic() + self.config.max_wait_s, stop)
+        if not self._buffer:
+            self._update_lag()
+            return None
+        n = min(self.config.batch_size, len(self._buffer))
+        batch = [self._buffer.popleft() for _ in range(n)]
+        report = self.trainer.train_batch(batch)
+        self._update_lag()
+        self._commit_to_kafka()
+        return report
+
+    def _commit_to_kafka(self) -> None:
+        offsets = {
+            TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+            for (t, p), o in self.trainer.offsets.items()
+            if TopicPartition(t, p) in self.consumer.assignment()
+        }
+        if offsets:
+            try:
+                self.consumer.commit_async(offsets)
+            except KafkaError as exc:  # informational only; Redis holds the real position
+                logger.debug("async Kafka commit failed: %s", exc)
+
+    def run(self, stop: threading.Event) -> None:
+        """Train until `stop` is set; the batch in progress is finished and committed."""
+        while not stop.is_set():
+            self.step(stop)
+        logger.info("training loop stopped: %s", self.trainer.state_summary())
+
+    def close(self) -> None:
+        """Leave the group and close the consumer."""
+        self.consumer.close(autocommit=False)

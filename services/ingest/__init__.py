@@ -1,0 +1,1 @@
+"""The ingest process: `POST /v1/events` → validated, acknowledged messages on Kafka."""

@@ -1,0 +1,1 @@
+"""The ranker process: FastAPI recommendations over fresh rows and a live FAISS index."""

@@ -1,0 +1,42 @@
+"""Ranker settings (`FRESHREC_*` environment variables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from freshrec.settings import CommonSettings
+
+__all__ = ["RankerSettings"]
+
+
+class RankerSettings(CommonSettings):
+    """Everything the ranker process can be told."""
+
+    ranker_host: str = Field("127.0.0.1", description="HTTP bind address.")
+    ranker_port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    max_k: int = Field(100, ge=1, le=1000, description="Largest k a request may ask for.")
+    candidates: int = Field(
+        500, ge=10, le=10_000, description="Items retrieval hands to the ranking model."
+    )
+    max_concurrency: int = Field(
+        16, ge=1, description="Requests handled at once; more are answered 429."
+    )
+    max_exclude: int = Field(1000, ge=0, description="Most exclude_item_ids a request may send.")
+    index_kind: Literal["flat", "ivf", "hnsw"] = Field(
+        "flat", description="FAISS index: flat (exact) or an approximate kind for large catalogs."
+    )
+    index_snapshot: Path | None = Field(
+        None, description="Where the index snapshot is kept so a restart does not start empty."
+    )
+    index_snapshot_interval_s: float = Field(
+        60.0, gt=0, description="How often the index snapshot is written."
+    )
+    sync_interval_s: float = Field(
+        0.2, gt=0, description="How often the model version and popularity are checked."
+    )
+    recommend_requires_key: bool = Field(
+        False, description="Require an API key on /v1/recommend too (when keys are set)."
+    )

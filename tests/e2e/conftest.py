@@ -1,0 +1,71 @@
+"""The three services as real processes on free loopback ports, in a test's own namespace."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from freshrec import stack
+from tests.conftest import Servers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Stack:
+    namespace: str
+    ingest: str
+    trainer: str
+    ranker: str
+    api_key: str
+    run_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def running_stack(
+    servers: Servers, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
+    api_key = "test-key-" + namespace[-8:]
+    env = {
+        **os.environ,
+        "FRESHREC_REDIS_URL": servers.redis_url,
+        "FRESHREC_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
+        "FRESHREC_NAMESPACE": namespace,
+        "FRESHREC_TRAINER_GROUP": f"{namespace}-group",
+        "FRESHREC_API_KEYS": api_key,
+        "FRESHREC_PUBLISH_INTERVAL_S": "0.5",
+        "FRESHREC_MAX_BATCH_WAIT_S": "0.05",
+        "FRESHREC_SESSION_TIMEOUT_MS": "6000",
+        "FRESHREC_EVENTS_TOPIC_PARTITIONS": "2",
+        "FRESHREC_EXPIRE_EVERY_BATCHES": "1",
+        "PYTHONPATH": f"{ROOT / 'libs'}:{ROOT}",
+        **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("FRESHREC_RUN_DIR", str(run_dir))
+    try:
+        urls = stack.start_services(timeout_s=120, env=env)
+    except RuntimeError as exc:
+        logs = "\n".join(
+            f"--- {log.name}\n{log.read_text()[-2000:]}" for log in run_dir.glob("*.log")
+        )
+        stack.stop_services()
+        pytest.fail(f"services did not start: {exc}\n{logs}", pytrace=False)
+    try:
+        yield Stack(
+            namespace, urls["ingest"], urls["trainer"], urls["ranker"], api_key, run_dir
+        )
+    finally:
+        stack.stop_services()

@@ -1,0 +1,156 @@
+"""Index-follower scenarios run against every store: in memory (unit) and Redis (integration).
+
+Each scenario takes a fresh, empty store of `item_table()`. Item vectors are written the way
+the trainer writes them, through `apply_gradients`: with zero initialisation and SGD at
+lr=1, a row's vector is minus the sum of its gradients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freshrec.retrieval import FaissRetriever, IndexFollower, IvfConfig
+from freshrec.table.base import EmbeddingStore
+from freshrec.table.config import ExpiryConfig, SgdConfig, TableConfig, ZerosInit
+
+DIM = 8
+EXPIRE_AFTER_S = 3600.0
+T0 = 1_700_000_000.0
+
+
+def item_table() -> TableConfig:
+    return TableConfig(
+        name="item",
+        dim=DIM,
+        initializer=ZerosInit(),
+        optimizer=SgdConfig(lr=1.0),
+        expiry=ExpiryConfig(clock="event", expire_after_s=EXPIRE_AFTER_S),
+    )
+
+
+def write(store: EmbeddingStore, ids: list[int], vectors: np.ndarray, event_time: float) -> None:
+    """Make the rows of `ids` hold exactly `vectors` (each id's first write)."""
+    store.apply_gradients(np.array(ids, dtype=np.uint64), -vectors.astype(np.float32), event_time)
+
+
+def axis(j: int, scale: float = 1.0) -> np.ndarray:
+    v = np.zeros((1, DIM), dtype=np.float32)
+    v[0, j] = scale
+    return v
+
+
+def background(store: EmbeddingStore, n: int = 200, seed: int = 0) -> list[int]:
+    """`n` ordinary items with small random vectors; returns their ids."""
+    rng = np.random.default_rng(seed)
+    ids = [int(i) for i in rng.integers(1, 2**63, size=n, dtype=np.uint64)]
+    write(store, ids, rng.standard_normal((n, DIM)).astype(np.float32), T0)
+    return ids
+
+
+def top1(follower: IndexFollower, direction: int) -> int:
+    found, scores = follower.retriever.search(axis(direction), 1)
+    return int(found[0, 0]) if np.isfinite(scores[0, 0]) else -1
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def new_retriever() -> FaissRetriever:
+    return FaissRetriever(DIM, IvfConfig(min_train_size=1000))
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def new_item_is_searchable_after_poll_once(store: EmbeddingStore) -> None:
+    background(store)
+    follower = IndexFollower(store, new_retriever())
+    assert follower.bootstrap() == "export"
+    assert len(follower.retriever) == 200
+    fresh = 2**63 + 12345  # ids >= 2**63 survive the FAISS int64 labels
+    write(store, [fresh], axis(3, 1000.0), T0 + 10)
+    assert top1(follower, 3) != fresh
+    assert follower.poll_once() >= 1
+    assert top1(follower, 3) == fresh
+    assert len(follower.retriever) == 201
+    assert follower.poll_once() == 0
+
+
+def expired_item_is_never_returned(store: EmbeddingStore) -> None:
+    background(store)  # written at T0
+    follower = IndexFollower(store, new_retriever())
+    follower.bootstrap()
+    old, recent = 2**64 - 2, 77
+    write(store, [old], axis(1, 1000.0), T0 - EXPIRE_AFTER_S)
+    write(store, [recent], axis(2, 1000.0), T0)
+    follower.poll_once()
+    assert (top1(follower, 1), top1(follower, 2)) == (old, recent)
+    removed = store.expire(watermark=T0 + 1)
+    assert old in removed.tolist() and recent not in removed.tolist()
+    follower.poll_once()
+    assert old not in follower.retriever.ids().tolist()
+    found, _ = follower.retriever.search(axis(1), 500)
+    assert old not in found.ravel().tolist()
+    # Later unrelated writes do not bring it back.
+    write(store, [78], axis(4, 5.0), T0 + 20)
+    follower.poll_once()
+    found, _ = follower.retriever.search(np.eye(DIM, dtype=np.float32), 500)
+    assert old not in found.ravel().tolist()
+    assert top1(follower, 2) == recent
+
+
+def background_thread_makes_new_items_searchable(store: EmbeddingStore) -> None:
+    background(store)
+    follower = IndexFollower(store, new_retriever(), block_ms=100)
+    follower.start()
+    try:
+        assert follower.running
+        fresh = 2**63 + 99
+        write(store, [fresh], axis(5, 1000.0), T0 + 30)
+        wait_until(lambda: top1(follower, 5) == fresh, 5.0, "the new item to be searchable")
+        store.expire(watermark=T0 + EXPIRE_AFTER_S + 31)  # everything expires
+        wait_until(lambda: len(follower.retriever) == 0, 5.0, "expired items to leave")
+    finally:
+        started = time.monotonic()
+        follower.stop()
+        stopped_in = time.monotonic() - started
+    assert not follower.running
+    assert stopped_in < 2.0, f"stop() took {stopped_in:.2f} s"
+
+
+def restart_from_snapshot_does_not_start_empty(
+    store: EmbeddingStore, snapshot_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = background(store, n=1500)  # over min_train_size: the snapshot holds an IVF index
+    retriever = new_retriever()
+    first = IndexFollower(store, retriever, snapshot_dir)
+    assert first.bootstrap() == "export"
+    assert retriever.structure == "ivf"
+    write(store, [2**63 + 1], axis(6, 1000.0), T0 + 40)
+    first.poll_once()
+    manifest = first.snapshot()
+    assert manifest.items == 1501 and manifest.cursor == first.cursor
+    write(store, [2**63 + 2], axis(7, 1000.0), T0 + 50)  # after the snapshot
+
+    def no_export(batch_size: int = 4096) -> None:
+        raise AssertionError("restart from a valid snapshot must not export the table")
+
+    monkeypatch.setattr(store, "export", no_export)
+    second = IndexFollower(store, new_retriever(), snapshot_dir)
+    assert second.bootstrap() == "snapshot"
+    assert len(second.retriever) == 1501
+    assert top1(second, 6) == 2**63 + 1
+    assert isinstance(second.retriever, FaissRetriever) and second.retriever.structure == "ivf"
+    second.poll_once()  # catches up from the snapshot's cursor
+    assert top1(second, 7) == 2**63 + 2
+    assert set(second.retriever.ids().tolist()) == {*ids, 2**63 + 1, 2**63 + 2}

@@ -1,0 +1,220 @@
+"""The ingest HTTP app over the reference sink: status codes, bodies, auth, bounds, docs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from freshrec.errors import BrokerUnavailable
+from freshrec.stream import Event, InMemoryEventSink, decode_event
+from services.ingest.app import create_app
+from services.ingest.settings import IngestSettings
+
+pytestmark = [
+    pytest.mark.anyio,
+    # freshrec.api answers errors and /readyz with FastAPI's deprecated ORJSONResponse
+    pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated"),
+]
+
+
+def _event(i: int, user: str = "u-1", **overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": f"e-{i}",
+        "type": "click",
+        "user_id": user,
+        "item_id": i,
+        "timestamp": time.time(),
+    }
+    event.update(overrides)
+    return event
+
+
+@asynccontextmanager
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://ingest") as client,
+    ):
+        yield client
+
+
+def _settings(**overrides: Any) -> IngestSettings:
+    return IngestSettings(namespace="unit", **overrides)
+
+
+async def test_accepted_batch_is_202_after_the_sink_has_it() -> None:
+    sink = InMemoryEventSink()
+    async with _client(create_app(_settings(), sink)) as client:
+        response = await client.post(
+            "/v1/events", json={"events": [_event(0, "a"), _event(1, "b")]}
+        )
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 2}
+    assert [key for key, _ in sink.messages] == [b"a", b"b"]
+    assert [decode_event(v).event_id for _, v in sink.messages] == ["e-0", "e-1"]
+
+
+async def test_invalid_events_are_422_naming_index_and_field_and_nothing_is_produced() -> None:
+    sink = InMemoryEventSink()
+    events = [_event(0), _event(1, type="bought"), _event(2), _event(3, timestamp=1e12)]
+    async with _client(create_app(_settings(), sink)) as client:
+        response = await client.post("/v1/events", json={"events": events})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "InvalidEvents"
+    assert [(d["index"], d["field"]) for d in body["details"]] == [(1, "type"), (3, "timestamp")]
+    assert all(d["reason"] for d in body["details"])
+    assert sink.messages == []
+
+
+async def test_body_that_is_not_json_is_422() -> None:
+    async with _client(create_app(_settings(), InMemoryEventSink())) as client:
+        response = await client.post(
+            "/v1/events", content=b"{oops", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["details"][0]["field"] == "body"
+
+
+async def test_oversized_body_is_413_from_content_length_and_while_reading() -> None:
+    sink = InMemoryEventSink()
+    settings = _settings(max_body_bytes=2048)
+    big = {"events": [_event(i) for i in range(40)]}
+    assert len(orjson.dumps(big)) > 2048
+
+    async def chunks() -> AsyncIterator[bytes]:
+        raw = orjson.dumps(big)
+        for start in range(0, len(raw), 500):
+            yield raw[start : start + 500]
+
+    async with _client(create_app(settings, sink)) as client:
+        declared = await client.post("/v1/events", json=big)
+        streamed = await client.post("/v1/events", content=chunks())
+        small = await client.post("/v1/events", json={"events": [_event(0)]})
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "PayloadTooLarge"
+    assert streamed.status_code == 413
+    assert small.status_code == 202
+    assert len(sink.messages) == 1
+
+
+async def test_too_many_events_is_413() -> None:
+    sink = InMemoryEventSink()
+    async with _client(create_app(_settings(max_batch_events=5), sink)) as client:
+        over = await client.post("/v1/events", json={"events": [_event(i) for i in range(6)]})
+        at = await client.post("/v1/events", json={"events": [_event(i) for i in range(5)]})
+    assert over.status_code == 413
+    assert "at most 5" in over.json()["message"]
+    assert at.status_code == 202
+    assert len(sink.messages) == 5
+
+
+async def test_api_keys_when_configured() -> None:
+    sink = InMemoryEventSink()
+    body = {"events": [_event(0)]}
+    async with _client(create_app(_settings(api_keys="k1,k2"), sink)) as client:
+        missing = await client.post("/v1/events", json=body)
+        wrong = await client.post("/v1/events", json=body, headers={"Authorization": "Bearer x"})
+        basic = await client.post("/v1/events", json=body, headers={"Authorization": "Basic k1"})
+        right = await client.post("/v1/events", json=body, headers={"Authorization": "Bearer k2"})
+        health = await client.get("/healthz")
+    assert [missing.status_code, wrong.status_code, basic.status_code] == [401, 401, 401]
+    assert right.status_code == 202
+    assert health.status_code == 200
+    assert len(sink.messages) == 1
+
+
+async def test_sink_down_is_503_with_retry_after_and_not_ready() -> None:
+    sink = InMemoryEventSink()
+    async with _client(create_app(_settings(), sink)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        sink.available = False
+        response = await client.post("/v1/events", json={"events": [_event(0)]})
+        ready = await client.get("/readyz")
+        sink.available = True
+        again = await client.post("/v1/events", json={"events": [_event(0)]})
+    assert response.status_code == 503
+    assert response.json()["error"] == "BrokerUnavailable"
+    assert int(response.headers["retry-after"]) > 0
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"kafka": False}
+    assert again.status_code == 202
+
+
+class _GatedSink(InMemoryEventSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def send_batch(self, events: Sequence[Event], accepted_at: float | None = None) -> None:
+        self.waiting.set()
+        if not self.gate.wait(timeout=10):
+            raise BrokerUnavailable("gate never opened")
+        super().send_batch(events, accepted_at)
+
+
+async def test_over_the_in_flight_bound_is_429_with_retry_after() -> None:
+    sink = _GatedSink()
+    statuses: list[int] = []
+    async with _client(create_app(_settings(max_in_flight_batches=1), sink)) as client:
+
+        async def first() -> None:
+            response = await client.post("/v1/events", json={"events": [_event(0)]})
+            statuses.append(response.status_code)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(first)
+            with anyio.fail_after(5):
+                while not sink.waiting.is_set():
+                    await anyio.sleep(0.01)
+            second = await client.post("/v1/events", json={"events": [_event(1)]})
+            sink.gate.set()
+    assert second.status_code == 429
+    assert int(second.headers["retry-after"]) > 0
+    assert statuses == [202]
+    assert [decode_event(v).event_id for _, v in sink.messages] == ["e-0"]
+
+
+async def test_lifespan_closes_the_sink() -> None:
+    sink = InMemoryEventSink()
+    async with _client(create_app(_settings(), sink)):
+        assert sink.ready()
+    assert not sink.ready()
+
+
+async def test_openapi_documents_the_request_body_and_answers() -> None:
+    async with _client(create_app(_settings(), InMemoryEventSink())) as client:
+        spec = (await client.get("/openapi.json")).json()
+        metrics = (await client.get("/metrics")).text
+    operation = spec["paths"]["/v1/events"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    event = schema["properties"]["events"]["items"]
+    assert set(event["required"]) == {"event_id", "type", "user_id", "item_id", "timestamp"}
+    assert "rating" in event["properties"]["type"]["enum"]
+    assert "$ref" not in orjson.dumps(schema).decode()
+    assert {"202", "401", "413", "422", "429", "503"} <= set(operation["responses"])
+    assert "freshrec_ingest_events_accepted_total" in metrics
+
+
+def test_settings_come_from_freshrec_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRESHREC_INGEST_PORT", "9123")
+    monkeypatch.setenv("FRESHREC_MAX_BATCH_EVENTS", "7")
+    monkeypatch.setenv("FRESHREC_NAMESPACE", "envtest")
+    settings = IngestSettings()
+    assert settings.ingest_port == 9123
+    assert settings.max_batch_events == 7
+    assert settings.events_topic == "envtest.events"
+    assert all(f.description for f in IngestSettings.model_fields.values())
