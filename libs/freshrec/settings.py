@@ -70,3 +70,34 @@ class CommonSettings(BaseSettings):
         if not self.dead_letter_topic:
             self.dead_letter_topic = f"{self.namespace}.events.dlq"
         return self
+
+
+def settings_markdown(sections: dict[str, type[BaseSettings]]) -> str:
+    """A markdown table per settings class: variable, type, default, description.
+
+    Args:
+        sections: heading → settings class (fields shared with an earlier class are listed
+            once, under the first heading).
+    """
+    seen: set[str] = set()
+    lines: list[str] = []
+    for heading, cls in sections.items():
+        rows = []
+        for name, field in cls.model_fields.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            default = field.get_default(call_default_factory=True)
+            if name == "table_config":
+                default = "bundled libs/freshrec/tables.yaml"
+            elif isinstance(default, list):
+                default = ",".join(str(v) for v in default) or "(empty)"
+            shown = "(derived)" if default == "" else f"`{default}`"
+            kind = getattr(field.annotation, "__name__", str(field.annotation))
+            kind = kind.replace("typing.", "").replace("|", "\\|")
+            env = f"FRESHREC_{name.upper()}"
+            rows.append(f"| `{env}` | {kind} | {shown} | {field.description or ''} |")
+        if rows:
+            lines += [f"## {heading}", "", "| variable | type | default | meaning |"]
+            lines += ["| --- | --- | --- | --- |", *rows, ""]
+    return "\n".join(lines)

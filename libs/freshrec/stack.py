@@ -39,6 +39,9 @@ class Service:
         return f"http://127.0.0.1:{self.port(env)}"
 
 
+_children: dict[str, subprocess.Popen[bytes]] = {}
+"""Processes this interpreter started; kept so they are reaped, not left as zombies."""
+
 SERVICES = (
     Service("ingest", "services.ingest.main", "FRESHREC_INGEST_PORT", 8001),
     Service("trainer", "services.trainer.main", "FRESHREC_TRAINER_PORT", 8002),
@@ -55,6 +58,9 @@ def run_dir() -> Path:
 
 
 def _pid(service: Service) -> int | None:
+    child = _children.get(service.name)
+    if child is not None and child.poll() is not None:
+        return None
     pidfile = run_dir() / f"{service.name}.pid"
     try:
         pid = int(pidfile.read_text())
@@ -95,6 +101,7 @@ def start_services(timeout_s: float = 120.0, env: Mapping[str, str] | None = Non
                 env=environ,
                 start_new_session=True,
             )
+        _children[service.name] = proc
         (run_dir() / f"{service.name}.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + timeout_s
     for service in SERVICES:
@@ -128,6 +135,9 @@ def stop_services(timeout_s: float = 30.0) -> list[str]:
         if _pid(service) is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        child = _children.pop(service.name, None)
+        if child is not None:
+            child.wait(timeout=5)
         pidfile.unlink(missing_ok=True)
         stopped.append(service.name)
     return stopped

@@ -91,18 +91,14 @@ def _retriever_config(settings: RankerSettings) -> FlatConfig | IvfConfig | Hnsw
 
 
 def _sync_loop(state: RankerState) -> None:
-    """Model versions and popularity, polled beside the index follower."""
-    last_snapshot = time.monotonic()
+    """Model versions and popularity, polled beside the index follower (started late if
+    Redis was down when the app started)."""
     while not state.stop.wait(state.settings.sync_interval_s):
         try:
+            if not state.follower.running:
+                state.follower.start()
             state.models.refresh()
             state.popularity.poll_once()
-            if (
-                state.settings.index_snapshot is not None
-                and time.monotonic() - last_snapshot > state.settings.index_snapshot_interval_s
-            ):
-                state.follower.snapshot()
-                last_snapshot = time.monotonic()
         except StoreUnavailable as exc:
             logger.warning("sync paused, Redis unavailable: %s", exc)
         except Exception:  # the sync thread must outlive any single bad poll
@@ -129,7 +125,12 @@ def create_app(settings: RankerSettings) -> FastAPI:
             for t in tables_config.tables
         }
         retriever = build_retriever(_retriever_config(settings), tables["item"].config.dim)
-        follower = IndexFollower(tables["item"], retriever, settings.index_snapshot)
+        follower = IndexFollower(
+            tables["item"],
+            retriever,
+            settings.index_snapshot,
+            snapshot_interval_s=settings.index_snapshot_interval_s,
+        )
         models = ModelHolder(tables["item"])
         popularity = PopularityTracker(tables["item"])
         stop = threading.Event()
@@ -151,10 +152,10 @@ def create_app(settings: RankerSettings) -> FastAPI:
             target=_sync_loop, args=(state,), name="ranker-sync", daemon=True
         )
         try:
-            await run_in_threadpool(follower.bootstrap)
+            await run_in_threadpool(follower.start)
+            await run_in_threadpool(models.refresh)
         except StoreUnavailable as exc:
-            logger.warning("index starts empty, Redis unavailable: %s", exc)
-        follower.start()
+            logger.warning("index starts empty until Redis answers: %s", exc)
         state.sync_thread.start()
         app.state.ranker = state
         try:
@@ -183,7 +184,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
             redis_ok = bool(await run_in_threadpool(state.client.ping))
         except redis.RedisError:
             redis_ok = False
-        return {"redis": redis_ok, "index": state.follower.ready}
+        return {"redis": redis_ok, "index": state.follower.running}
 
     install_common(app, "ranker", readiness)
     guard = api_key_guard(settings.api_keys)

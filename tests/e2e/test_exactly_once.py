@@ -102,14 +102,14 @@ def _trainer(servers: Servers, namespace: str, topic: str, run: Path) -> subproc
         "FRESHREC_SESSION_TIMEOUT_MS": "6000",
         "PYTHONPATH": f"{ROOT / 'libs'}:{ROOT}",
     }
-    log = (run / f"{namespace}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.trainer.main"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    with (run / f"{namespace}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.trainer.main"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
 
 def _committed(store: RedisEmbeddingStore, group: str, topic: str) -> int:

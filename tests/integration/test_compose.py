@@ -136,10 +136,10 @@ def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> No
     controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
     voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"]
     assert voters.startswith(f"{node}@kafka:")
-    listener_ports = dict(
-        re.match(r"(\w+)://[^:]*:(\d+)", item).groups()  # type: ignore[union-attr]
-        for item in env["KAFKA_LISTENERS"].split(",")
-    )
+    listener_ports = {}
+    for item in env["KAFKA_LISTENERS"].split(","):
+        name, _, address = item.partition("://")
+        listener_ports[name] = address.rsplit(":", 1)[1]
     assert voters.rsplit(":", 1)[1] == listener_ports[controller]
     assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://kafka:{listener_ports['PLAINTEXT']}"
     for key in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,22 +96,25 @@ def _limbs(ids: np.ndarray) -> np.ndarray:
     return ((ids[:, None] >> shifts[None, :]) & np.uint64(0xFFFF)).astype(np.float32)
 
 
+@functools.cache
 def _million_ids() -> np.ndarray:
     rng = np.random.default_rng(1)
-    special = [
-        np.array([0, 1, 2**63, 2**63 + 1, 2**64 - 1, 2**64 - 2], dtype=np.uint64),
-        # Equal modulo 2**20 and 2**32: a table that reduced ids would merge these rows.
-        np.uint64(12345) + np.arange(1, 2001, dtype=np.uint64) * np.uint64(2**20),
-        np.uint64(777) + np.arange(1, 2001, dtype=np.uint64) * np.uint64(2**32),
-        np.uint64(2**63) + np.arange(1, 2001, dtype=np.uint64) * np.uint64(2**32),
-    ]
-    ids = np.unique(np.concatenate(special))
-    while ids.shape[0] < 1_000_000:
-        extra = rng.integers(0, 2**64 - 1, size=1_000_000, dtype=np.uint64, endpoint=True)
-        ids = np.unique(np.concatenate([ids, extra]))
-    keep = np.unique(np.concatenate(special))
-    rest = np.setdiff1d(ids, keep)[: 1_000_000 - keep.shape[0]]
-    return rng.permutation(np.concatenate([keep, rest]))
+    special = np.unique(
+        np.concatenate(
+            [
+                np.array([0, 1, 2**63, 2**63 + 1, 2**64 - 1, 2**64 - 2], dtype=np.uint64),
+                # Equal modulo 2**20 and 2**32: a table that reduced ids would merge these rows.
+                np.uint64(12345) + np.arange(1, 2001, dtype=np.uint64) * np.uint64(2**20),
+                np.uint64(777) + np.arange(1, 2001, dtype=np.uint64) * np.uint64(2**32),
+                np.uint64(2**63) + np.arange(1, 2001, dtype=np.uint64) * np.uint64(2**32),
+            ]
+        )
+    )
+    rand = np.unique(np.frombuffer(rng.bytes(8 * 1_001_000), dtype="<u8").astype(np.uint64))
+    rand = rand[~np.isin(rand, special)][: 1_000_000 - special.shape[0]]
+    ids = np.concatenate([special, rand])
+    ids.flags.writeable = False
+    return ids
 
 
 def test_million_distinct_ids_get_distinct_rows(make_store: MakeStore) -> None:
@@ -118,7 +122,7 @@ def test_million_distinct_ids_get_distinct_rows(make_store: MakeStore) -> None:
         name="big", dim=4, initializer=ZerosInit(), optimizer=SgdConfig(lr=1.0), expiry=None
     )
     store = make_store(config)
-    ids = _million_ids()
+    ids = np.random.default_rng(2).permutation(_million_ids())
     assert np.unique(ids).shape[0] == 1_000_000
     assert (ids >= np.uint64(2**63)).sum() > 1000
     chunk = 125_000
@@ -596,13 +600,15 @@ def test_snapshot_refuses_corrupt_or_mismatched_files(
     with pytest.raises(SnapshotError, match="optimizer 'adagrad'"):
         restore_snapshot([wrong_opt], tmp_path / "snap")
     with pytest.raises(SnapshotError, match="no table 'item'"):
-        restore_snapshot([InMemoryEmbeddingStore(TableConfig(name="item", dim=8))], tmp_path / "snap")
+        restore_snapshot(
+            [InMemoryEmbeddingStore(TableConfig(name="item", dim=8))], tmp_path / "snap"
+        )
 
     vectors = tmp_path / "snap" / "user" / "vectors.bin"
     data = bytearray(vectors.read_bytes())
     data[100] ^= 0x01
     vectors.write_bytes(bytes(data))
-    with pytest.raises(SnapshotError, match="checksum mismatch in user/vectors.bin"):
+    with pytest.raises(SnapshotError, match=r"checksum mismatch in user/vectors\.bin"):
         restore_snapshot([store], tmp_path / "snap")
     vectors.write_bytes(bytes(data[:-4]))
     with pytest.raises(SnapshotError, match="bytes, expected"):

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Match
 
@@ -66,20 +66,20 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
             HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
 
     @app.exception_handler(FreshrecError)
-    async def _freshrec_error(_: Request, exc: FreshrecError) -> ORJSONResponse:
+    async def _freshrec_error(_: Request, exc: FreshrecError) -> JSONResponse:
         headers = {}
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(exc.retry_after_s)
         if exc.status_code >= 500:
             logger.warning("%s: %s", type(exc).__name__, exc.message)
-        return ORJSONResponse(
+        return JSONResponse(
             error_body(type(exc).__name__, exc.message),
             status_code=exc.status_code,
             headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
             {
                 "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
@@ -88,7 +88,7 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
             }
             for err in exc.errors()
         ]
-        return ORJSONResponse(
+        return JSONResponse(
             error_body("InvalidInput", "request failed validation", details),
             status_code=422,
         )
@@ -99,7 +99,7 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> JSONResponse:
         """Readiness: every dependency answers."""
         try:
             checks = dict(await readiness())
@@ -107,7 +107,7 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
             logger.warning("readiness check failed: %s", exc)
             checks = {"probe": False}
         ready = all(checks.values())
-        return ORJSONResponse(
+        return JSONResponse(
             {"ready": ready, "checks": checks},
             status_code=200 if ready else 503,
             headers=None if ready else {"Retry-After": "2"},

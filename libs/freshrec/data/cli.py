@@ -120,9 +120,10 @@ def replay_command(
             events, total = movielens_events(ml, user_context=user_context), len(ml)
         elif synthetic is not None:
             events, total = synthetic_events(synthetic, seed), synthetic
-        else:
-            assert file is not None
+        elif file is not None:
             events = read_event_file(file)
+        else:  # unreachable: exactly one source was checked above
+            raise _fail("no event source")
         report = replay(
             events,
             url,

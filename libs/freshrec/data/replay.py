@@ -373,7 +373,7 @@ class _Sender:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
             return exc.retry_after_s
-        # Full jitter on an exponential backoff: many replays do not retry in lockstep.
+        # Jittered exponential backoff: several replays do not retry in lockstep.
         return min(10.0, 0.2 * 2.0 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
 
     def _before_sleep(self, state: RetryCallState) -> None:
@@ -540,8 +540,7 @@ def replay(
     own_client = client is None
     http = client or httpx.Client(
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-        # TCP_NODELAY: headers and body go out as separate writes; with Nagle's algorithm
-        # the body waits for the server's delayed ACK, ~40 ms per request.
+        # TCP_NODELAY: a small batch must not wait in Nagle's buffer for an ACK.
         transport=httpx.HTTPTransport(
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
@@ -556,12 +555,13 @@ def replay(
         max_retry_s=max_retry_s,
         max_attempts=max_attempts,
     )
+    bar = _Progress(progress, total, extra_columns)
     started = clock()
     first_ts: float | None = None
     pending: list[tuple[int, dict[str, Any]]] = []
-    pending_due: float | None = None  # when the oldest pending event was due
+    pending_due: float | None = None  # when the most overdue pending event was due
 
-    def flush(bar: _Progress) -> None:
+    def flush() -> None:
         nonlocal pending_due
         if not pending:
             return
@@ -572,32 +572,42 @@ def replay(
         pending.clear()
         bar.update(report.sent, report.rejected)
 
+    def pace(ts: float, pace_speedup: float) -> None:
+        nonlocal first_ts, pending_due
+        if first_ts is None:
+            first_ts = ts
+        due = started + (ts - first_ts) / pace_speedup
+        if due > clock():
+            # Not due yet: send what is due, then wait for this one.
+            flush()
+            wait = due - clock()
+            if wait > 0:
+                sleep(wait)
+        # min: out-of-order events can be due before the batch's first
+        pending_due = due if pending_due is None else min(pending_due, due)
+
     try:
-        with _Progress(progress, total, extra_columns) as bar:
-            for index, raw in enumerate(stream):
-                event = dict(raw)
-                report.read += 1
-                ts = event.get("timestamp")
-                if isinstance(ts, int | float) and not isinstance(ts, bool):
-                    if report.first_event_time is None:
-                        report.first_event_time = float(ts)
-                    report.last_event_time = float(ts)
-                    if speedup is not None:
-                        if first_ts is None:
-                            first_ts = float(ts)
-                        due = started + (float(ts) - first_ts) / speedup
-                        if due > clock():
-                            # Not due yet: send what is due, then wait for this one.
-                            flush(bar)
-                            wait = due - clock()
-                            if wait > 0:
-                                sleep(wait)
-                        # min: out-of-order events can be due before the batch's first
-                        pending_due = due if pending_due is None else min(pending_due, due)
-                pending.append((index, event))
-                if len(pending) >= batch_size:
-                    flush(bar)
-            flush(bar)
+        with bar:
+            try:
+                for index, raw in enumerate(stream):
+                    event = dict(raw)
+                    report.read += 1
+                    ts = event.get("timestamp")
+                    if isinstance(ts, int | float) and not isinstance(ts, bool):
+                        if report.first_event_time is None:
+                            report.first_event_time = float(ts)
+                        report.last_event_time = float(ts)
+                        if speedup is not None:
+                            pace(float(ts), speedup)
+                    pending.append((index, event))
+                    if len(pending) >= batch_size:
+                        flush()
+            except InvalidInput:
+                # A bad record in the source: what was read before it still goes out.
+                flush()
+                logger.warning("source failed after %d events: %s", report.read, report.summary())
+                raise
+            flush()
     except (DependencyUnavailable, Unauthorized) as exc:
         report.unsent = report.read - report.sent - report.rejected
         report.elapsed_s = clock() - started

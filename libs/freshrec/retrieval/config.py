@@ -100,13 +100,20 @@ RetrieverConfig = Annotated[
 
 
 def build_retriever(
-    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int
+    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int, name: str = "item"
 ) -> Retriever:
-    """The retriever `config` describes, empty, for `dim`-dimensional vectors."""
-    # Imported here: the implementations import this module for their config types.
+    """The retriever `config` describes, empty, for `dim`-dimensional vectors.
+
+    Args:
+        config: which implementation and structure.
+        dim: vector dimension `D`.
+        name: the index's name in logs and metric labels (use the item table's name, as
+            `IndexFollower` does).
+    """
+    # Imported here: reading a config should not load FAISS, and faiss.py imports this module.
     from freshrec.retrieval.exact import ExactRetriever  # noqa: PLC0415
     from freshrec.retrieval.faiss import FaissRetriever  # noqa: PLC0415
 
     if isinstance(config, ExactConfig):
         return ExactRetriever(dim)
-    return FaissRetriever(dim, config)
+    return FaissRetriever(dim, config, name=name)

@@ -401,7 +401,7 @@ class FaissRetriever(Retriever):
         self,
         dim: int,
         config: FlatConfig | IvfConfig | HnswConfig | None = None,
-        name: str = "items",
+        name: str = "item",
     ) -> None:
         if dim < 1:
             raise InvalidInput(f"dim must be >= 1, got {dim}")
@@ -435,7 +435,7 @@ class FaissRetriever(Retriever):
 
     @property
     def kind(self) -> str:
-        """ "faiss-flat", "faiss-ivf" or "faiss-hnsw", after the config."""
+        """The configured structure: "faiss-flat", "faiss-ivf" or "faiss-hnsw"."""
         return f"faiss-{self._config.type}"
 
     @property

@@ -48,10 +48,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from freshrec.errors import FreshrecError, SnapshotError
-from freshrec.retrieval.base import Retriever
+from freshrec.retrieval.base import RESERVED_ID, Retriever
 from freshrec.retrieval.metrics import (
     FOLLOW_ERRORS,
     INDEX_AGE,
@@ -260,9 +261,9 @@ class IndexFollower:
             for rows in self._store.export(self._export_batch_size):
                 if len(rows) == 0:
                     continue
-                finite = np.isfinite(rows.vectors).all(axis=1)
-                ids_parts.append(rows.ids[finite])
-                vector_parts.append(rows.vectors[finite])
+                usable = self._usable(rows.ids, rows.vectors)
+                ids_parts.append(rows.ids[usable])
+                vector_parts.append(rows.vectors[usable])
             dim = self._retriever.dim
             ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.uint64)
             vectors = (
@@ -361,12 +362,8 @@ class IndexFollower:
             if to_upsert.shape[0]:
                 found = self._store.lookup(to_upsert)
                 vectors = np.asarray(found.vectors, dtype=np.float32)
-                keep = np.asarray(found.exists, dtype=np.bool_) & np.isfinite(vectors).all(axis=1)
-                bad = int((found.exists & ~keep).sum())
-                if bad:
-                    logger.warning(
-                        "index %s: %d rows with non-finite vectors left out", self._name, bad
-                    )
+                keep = np.array(found.exists, dtype=np.bool_)  # a copy: it is narrowed below
+                keep[keep] = self._usable(to_upsert[keep], vectors[keep])
                 if keep.any():
                     self._retriever.upsert(to_upsert[keep], vectors[keep])
                     upserted = int(keep.sum())
@@ -383,6 +380,18 @@ class IndexFollower:
         if written is not None:
             INDEX_APPLY_DELAY.labels(index=self._name).observe(max(0.0, time.time() - written))
         return len(changes)
+
+    def _usable(self, ids: IdArray, vectors: FloatArray) -> npt.NDArray[np.bool_]:
+        """Rows the index can hold: finite vectors, and not the one id FAISS reserves."""
+        usable: npt.NDArray[np.bool_] = np.isfinite(vectors).all(axis=1) & (ids != RESERVED_ID)
+        left_out = int(ids.shape[0] - usable.sum())
+        if left_out:
+            logger.warning(
+                "index %s: %d rows left out (non-finite vector or id 2**64-1)",
+                self._name,
+                left_out,
+            )
+        return usable
 
     def _caught_up(self, reached_end: bool) -> None:
         if reached_end:

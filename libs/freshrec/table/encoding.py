@@ -26,7 +26,14 @@ import numpy.typing as npt
 from freshrec.errors import ConfigError
 from freshrec.table.base import FloatArray
 
-__all__ = ["FORMAT_VERSION", "HEADER_BYTES", "decode_rows", "encode_rows", "row_dtype"]
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER_BYTES",
+    "decode_rows",
+    "encode_records",
+    "encode_rows",
+    "row_dtype",
+]
 
 FORMAT_VERSION = 1
 HEADER_BYTES = 24
@@ -48,7 +55,7 @@ def row_dtype(dim: int, width: int) -> np.dtype[np.void]:
     )
 
 
-def encode_rows(
+def encode_records(
     dtype: np.dtype[np.void],
     vectors: FloatArray,
     state: FloatArray,
@@ -56,8 +63,8 @@ def encode_rows(
     event_time: npt.NDArray[np.float64],
     wall_time: npt.NDArray[np.float64],
     count: npt.NDArray[np.int64],
-) -> list[bytes]:
-    """Encode `N` rows.
+) -> npt.NDArray[np.uint8]:
+    """Encode `N` rows into one `(N, row_bytes)` uint8 matrix, one encoded row per line.
 
     Args:
         dtype: from `row_dtype`.
@@ -66,9 +73,6 @@ def encode_rows(
         event_time: `(N,)` float64.
         wall_time: `(N,)` float64.
         count: `(N,)` int64, clipped to uint32.
-
-    Returns:
-        `N` byte strings of `dtype.itemsize` bytes each.
     """
     n = int(vectors.shape[0])
     rec = np.zeros(n, dtype=dtype)
@@ -78,7 +82,22 @@ def encode_rows(
     rec["wall_time"] = wall_time
     rec["vector"] = vectors
     rec["state"] = state
-    raw = rec.tobytes()
+    return rec.view(np.uint8).reshape(n, dtype.itemsize)
+
+
+def encode_rows(
+    dtype: np.dtype[np.void],
+    vectors: FloatArray,
+    state: FloatArray,
+    *,
+    event_time: npt.NDArray[np.float64],
+    wall_time: npt.NDArray[np.float64],
+    count: npt.NDArray[np.int64],
+) -> list[bytes]:
+    """Encode `N` rows (arguments as `encode_records`) as `N` byte strings."""
+    raw = encode_records(
+        dtype, vectors, state, event_time=event_time, wall_time=wall_time, count=count
+    ).tobytes()
     size = dtype.itemsize
     return [raw[i : i + size] for i in range(0, len(raw), size)]
 

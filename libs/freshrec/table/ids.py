@@ -14,7 +14,7 @@ different slots get different rows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -64,29 +64,28 @@ def hash_features(slot: str, values: Iterable[str | int]) -> npt.NDArray[np.uint
     return np.frombuffer(joined, dtype="<u8").astype(np.uint64)
 
 
-def as_ids(values: Sequence[int] | npt.ArrayLike) -> npt.NDArray[np.uint64]:
+def as_ids(values: Iterable[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.uint64]:
     """Integers that already are ids, as a `(B,)` uint64 array (no hashing, no modulo).
 
     Raises:
-        ValueError: a value is negative or does not fit in 64 bits.
+        ValueError: a value is negative, not an integer, or does not fit in 64 bits.
     """
-    arr = np.asarray(values)
-    if arr.dtype == np.uint64:
-        return arr.reshape(-1)
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.uint64)
-    if arr.dtype.kind == "i":
-        if (arr < 0).any():
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "u" or (values.dtype.kind == "i" and not (values < 0).any()):
+            return values.astype(np.uint64).reshape(-1)
+        if values.dtype.kind == "i":
             raise ValueError("ids must be non-negative")
-        return arr.astype(np.uint64).reshape(-1)
-    if arr.dtype.kind == "u":
-        return arr.astype(np.uint64).reshape(-1)
-    if arr.dtype == object:
-        flat = [int(v) for v in arr.reshape(-1)]
-        if any(v < 0 or v > MAX_ID for v in flat):
-            raise ValueError("ids must lie in [0, 2**64)")
-        return np.array(flat, dtype=np.uint64)
-    raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
+        values = values.reshape(-1).tolist()
+    # Python ints go one by one: numpy would turn [1, 2**64 - 1] into float64 and lose bits.
+    flat = list(values)
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in flat):
+        raise ValueError("ids must be integers")
+    ints = [int(v) for v in flat]
+    if any(v < 0 for v in ints):
+        raise ValueError("ids must be non-negative")
+    if any(v > MAX_ID for v in ints):
+        raise ValueError("ids must lie in [0, 2**64)")
+    return np.array(ints, dtype=np.uint64).reshape(-1)
 
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -9,6 +9,7 @@ spans several keys. Behaviour (admission, optimizers, expiry, feed) matches
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -86,8 +87,8 @@ class _TableData:
         )
 
     def slots(self, ids: IdArray) -> npt.NDArray[np.int64]:
-        get = self.index.get
-        return np.fromiter((get(i, -1) for i in ids.tolist()), dtype=np.int64, count=len(ids))
+        found = list(map(self.index.get, ids.tolist(), itertools.repeat(-1)))
+        return np.array(found, dtype=np.int64).reshape(-1)
 
     def _grow(self, needed: int) -> None:
         cap = self.vectors.shape[0]

@@ -49,7 +49,7 @@ from freshrec.table.base import (
     UpdateResult,
 )
 from freshrec.table.config import TableConfig
-from freshrec.table.encoding import decode_rows, encode_rows, row_dtype
+from freshrec.table.encoding import decode_rows, encode_records, row_dtype
 from freshrec.table.expiry import (
     bucket_of,
     bucket_width,
@@ -58,9 +58,10 @@ from freshrec.table.expiry import (
     wall_deadline,
 )
 from freshrec.table.optimizers import make_optimizer
+from freshrec.table.resp import EXEC, MULTI, execute_packed, pack_command, rows_concat
 from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows, plan_update
 
-__all__ = ["RedisEmbeddingStore", "RedisTransaction"]
+__all__ = ["KEY_OVERHEAD_BYTES", "RedisEmbeddingStore", "RedisPulled", "RedisTransaction"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,17 @@ def _pack(ids: IdArray) -> bytes:
     return ids.astype("<u8", copy=False).tobytes()
 
 
+def _split_ids(ids: IdArray) -> list[bytes]:
+    """Each id's 8 little-endian bytes (hash fields, key suffixes)."""
+    raw = _pack(ids)
+    return [raw[i : i + 8] for i in range(0, len(raw), 8)]
+
+
+def _id_bytes(ids: IdArray) -> npt.NDArray[np.uint8]:
+    """`(N, 8)` uint8: each id's little-endian bytes."""
+    return np.ascontiguousarray(ids, dtype="<u8").view(np.uint8).reshape(-1, 8)
+
+
 def _unpack(raw: bytes) -> IdArray:
     return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
 
@@ -155,7 +167,17 @@ class RedisTransaction(Transaction):
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self.pipeline: Pipeline = client.pipeline(transaction=True)
+        self._chunks: list[bytes] = []
+        self._commands = 0
+
+    def stage_packed(self, chunk: bytes, commands: int) -> None:
+        """Stage `commands` RESP-encoded commands (see `freshrec.table.resp`)."""
+        self._chunks.append(chunk)
+        self._commands += commands
+
+    def stage(self, *args: bytes | str | int | float) -> None:
+        """Stage one command, e.g. ``stage("HINCRBY", key, "rows", 3)``."""
+        self.stage_packed(pack_command(args), 1)
 
     def _meta(self, key: str) -> str:
         return f"{self.namespace}:meta:{key}"
@@ -164,20 +186,32 @@ class RedisTransaction(Transaction):
         if any(isinstance(v, bool) for v in mapping.values()):
             raise InvalidInput("booleans are not valid hash values; use 0/1")
         if mapping:
-            self.pipeline.hset(self._meta(key), mapping=dict(mapping))  # type: ignore[arg-type]
+            self.stage("HSET", self._meta(key), *(x for kv in mapping.items() for x in kv))
 
     def put_blob(self, key: str, value: bytes) -> None:
-        self.pipeline.set(self._meta(key), bytes(value))
+        self.stage("SET", self._meta(key), bytes(value))
 
     def commit(self) -> None:
+        chunks, commands = self._chunks, self._commands
+        self.discard()
+        if not commands:
+            return
         try:
-            self.pipeline.execute()
+            replies = execute_packed(self.client, [MULTI, *chunks, EXEC], commands + 2)
         except redis.RedisError as exc:
-            self.pipeline.reset()
             raise StoreUnavailable(f"Redis transaction failed: {exc}") from exc
+        results = replies[-1]
+        if results is None:
+            raise StoreUnavailable("Redis transaction was aborted")
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise StoreUnavailable(
+                f"Redis transaction had {len(failed)} failing commands: {failed[0]}"
+            )
 
     def discard(self) -> None:
-        self.pipeline.reset()
+        self._chunks = []
+        self._commands = 0
 
 
 class RedisEmbeddingStore(EmbeddingStore):
@@ -215,6 +249,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         base = f"{namespace}:t:{config.name}:"
         self._base = base
         self._row_prefix = (base + "r:").encode()
+        self._key_head = b"$%d\r\n" % (len(self._row_prefix) + 8) + self._row_prefix
         self.stats_key = base + "stats"
         self.index_set_key = base + "xb"
         self.pending_set_key = base + "pb"
@@ -230,6 +265,23 @@ class RedisEmbeddingStore(EmbeddingStore):
         raw = _pack(ids)
         prefix = self._row_prefix
         return [prefix + raw[i : i + 8] for i in range(0, len(raw), 8)]
+
+    def _mget_command(self, ids: IdArray) -> bytes:
+        """``MGET`` of the row keys of `ids` (non-empty), built in one numpy pass."""
+        n = int(ids.shape[0])
+        return b"*%d\r\n$4\r\nMGET\r\n" % (n + 1) + rows_concat(
+            n, [self._key_head, _id_bytes(ids), b"\r\n"]
+        )
+
+    def _mget(self, op: str, ids: IdArray, *extra: bytes) -> list[Any]:
+        """MGET the rows of `ids`, plus `extra` packed commands, in one round trip."""
+        if not ids.shape[0] and not extra:
+            return [[]]
+        chunks = [self._mget_command(ids)] if ids.shape[0] else []
+        replies = self._run(
+            op, lambda: execute_packed(self.client, [*chunks, *extra], len(chunks) + len(extra))
+        )
+        return replies if ids.shape[0] else [[], *replies]
 
     def _bucket_key(self, bucket: int) -> str:
         return f"{self._base}x:{bucket}"
@@ -267,9 +319,7 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     def lookup(self, ids: IdArray) -> LookupResult:
         ids = check_ids(ids)
-        keys = self.row_keys(ids)
-        values = self._run("lookup", lambda: self.client.mget(keys) if keys else [])
-        exists, rec = self._decode(cast(list[bytes | None], values))
+        exists, rec = self._decode(self._mget("lookup", ids)[0])
         vectors = np.empty((ids.shape[0], self.config.dim), dtype=np.float32)
         vectors[exists] = rec["vector"]
         if not exists.all():
@@ -279,9 +329,7 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     def read_rows(self, ids: IdArray) -> Rows:
         ids = check_ids(ids)
-        keys = self.row_keys(ids)
-        values = self._run("read_rows", lambda: self.client.mget(keys) if keys else [])
-        exists, rec = self._decode(cast(list[bytes | None], values))
+        exists, rec = self._decode(self._mget("read_rows", ids)[0])
         return self._rows(ids[exists], rec)
 
     def _rows(self, ids: IdArray, rec: np.ndarray) -> Rows:
@@ -306,18 +354,12 @@ class RedisEmbeddingStore(EmbeddingStore):
     def pull(self, ids: IdArray) -> RedisPulled:
         ids = check_ids(ids, unique=True)
         n = ids.shape[0]
-        keys = self.row_keys(ids)
         counting = keeps_counts(self.config.admission)
         generation = self._clock_generation()
-
-        def read() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.mget(keys)
-            if counting and generation is None:
-                pipe.hget(self.stats_key, "pgen")
-            return pipe.execute()
-
-        replies = self._run("pull", read) if n else [[], None]
+        extra = []
+        if counting and generation is None and n:
+            extra.append(pack_command(["HGET", self.stats_key, "pgen"]))
+        replies = self._mget("pull", ids, *extra)
         exists, rec = self._decode(replies[0])
         if counting and generation is None:
             if n:
@@ -351,7 +393,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         )
 
     def _pending_counts(self, ids: IdArray, generation: int) -> npt.NDArray[np.int64]:
-        fields = [bytes(k[-8:]) for k in self.row_keys(ids)]
+        fields = _split_ids(ids)
 
         def read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -389,32 +431,27 @@ class RedisEmbeddingStore(EmbeddingStore):
             now=now,
         )
         own, auto = self._own(txn)
-        pipe = own.pipeline
         created = int(plan.created.sum())
         if plan.ids.size:
-            self._stage_rows(pipe, plan, now)
-            self._stage_index(pipe, plan, pulled, now)
-            pipe.xadd(
-                self.feed_key,
-                {"op": ChangeOp.UPSERT.value, "ids": _pack(plan.ids)},
-                maxlen=self.feed_maxlen,
-                approximate=True,
-            )
+            self._stage_rows(own, plan, now)
+            self._stage_index(own, plan, pulled, now)
+            self._stage_feed(own, ChangeOp.UPSERT, plan.ids)
         if keeps_counts(self.config.admission):
             batch_time = float(np.max(event_time)) if len(event_time) else 0.0
-            self._stage_pending(pipe, plan, pulled, batch_time, now)
+            self._stage_pending(own, plan, pulled, batch_time, now)
         if created:
-            pipe.hincrby(self.stats_key, "rows", created)
-            pipe.hincrby(self.stats_key, "created_total", created)
+            own.stage("HINCRBY", self.stats_key, "rows", created)
+            own.stage("HINCRBY", self.stats_key, "created_total", created)
         if plan.filtered:
-            pipe.hincrby(self.stats_key, "filtered_total", plan.filtered)
+            own.stage("HINCRBY", self.stats_key, "filtered_total", plan.filtered)
         if auto:
             self._run("push", own.commit)
         return UpdateResult(written=plan.ids, created=created, filtered=plan.filtered)
 
-    def _stage_rows(self, pipe: Pipeline, plan: UpdatePlan, now: float) -> None:
-        keys = self.row_keys(plan.ids)
-        values = encode_rows(
+    def _stage_rows(self, txn: RedisTransaction, plan: UpdatePlan, now: float) -> None:
+        """Stage the rows: one MSET, or one SET PXAT per row on wall-clock tables."""
+        n = int(plan.ids.shape[0])
+        values = encode_records(
             self.dtype,
             plan.vectors,
             plan.state,
@@ -422,24 +459,32 @@ class RedisEmbeddingStore(EmbeddingStore):
             wall_time=plan.wall_time,
             count=plan.count,
         )
-        self._stage_values(pipe, keys, values, now)
-
-    def _stage_values(
-        self, pipe: Pipeline, keys: list[bytes], values: list[bytes], now: float
-    ) -> None:
+        value_head = b"\r\n$%d\r\n" % self.dtype.itemsize
         expiry = self.config.expiry
         if expiry is not None and expiry.clock == "wall":
+            # Every row of one push is written at `now`, so all share one deadline.
             deadline = wall_deadline(np.array([now]), expiry)[0]
-            pxat = math.ceil(deadline * 1000.0)
-            for key, value in zip(keys, values, strict=True):
-                pipe.set(key, value, pxat=pxat)
+            pxat = b"%d" % math.ceil(deadline * 1000.0)
+            tail = b"\r\n$4\r\nPXAT\r\n$%d\r\n%s\r\n" % (len(pxat), pxat)
+            head = b"*5\r\n$3\r\nSET\r\n" + self._key_head
+            txn.stage_packed(
+                rows_concat(n, [head, _id_bytes(plan.ids), value_head, values, tail]), n
+            )
             return
-        args: list[bytes] = [b""] * (2 * len(keys))
-        args[0::2] = keys
-        args[1::2] = values
-        pipe.execute_command("MSET", *args)  # type: ignore[no-untyped-call]
+        command = b"*%d\r\n$4\r\nMSET\r\n" % (2 * n + 1) + rows_concat(
+            n, [self._key_head, _id_bytes(plan.ids), value_head, values, b"\r\n"]
+        )
+        txn.stage_packed(command, 1)
 
-    def _stage_index(self, pipe: Pipeline, plan: UpdatePlan, pulled: Pulled, now: float) -> None:
+    def _stage_feed(self, txn: RedisTransaction, op: ChangeOp, ids: IdArray) -> None:
+        txn.stage(
+            "XADD", self.feed_key, "MAXLEN", "~", self.feed_maxlen, "*",
+            "op", op.value, "ids", _pack(ids),
+        )  # fmt: skip
+
+    def _stage_index(
+        self, txn: RedisTransaction, plan: UpdatePlan, pulled: Pulled, now: float
+    ) -> None:
         """Append ids to the expiry bucket of their new time, unless already indexed there."""
         expiry = self.config.expiry
         if expiry is None:
@@ -459,14 +504,19 @@ class RedisEmbeddingStore(EmbeddingStore):
             return
         ids = plan.ids[fresh]
         buckets = new[fresh]
-        mapping: dict[str, int] = {}
+        members: list[int | str] = []
         for bucket in np.unique(buckets).tolist():
-            pipe.append(self._bucket_key(bucket), _pack(ids[buckets == bucket]))
-            mapping[str(bucket)] = bucket
-        pipe.zadd(self.index_set_key, mapping)
+            txn.stage("APPEND", self._bucket_key(bucket), _pack(ids[buckets == bucket]))
+            members += [bucket, str(bucket)]
+        txn.stage("ZADD", self.index_set_key, *members)
 
     def _stage_pending(
-        self, pipe: Pipeline, plan: UpdatePlan, pulled: Pulled, batch_time: float, now: float
+        self,
+        txn: RedisTransaction,
+        plan: UpdatePlan,
+        pulled: Pulled,
+        batch_time: float,
+        now: float,
     ) -> None:
         expiry = self.config.expiry
         seen = pulled.generation if isinstance(pulled, RedisPulled) else self._generation
@@ -475,28 +525,26 @@ class RedisEmbeddingStore(EmbeddingStore):
         elif expiry.clock == "event":
             gen = max(seen, pending_generation(batch_time, expiry))
             if gen > seen:
-                pipe.hset(self.stats_key, "pgen", gen)
-                pipe.zadd(self.pending_set_key, {str(gen): gen})
+                txn.stage("HSET", self.stats_key, "pgen", gen)
+                txn.stage("ZADD", self.pending_set_key, gen, str(gen))
                 self._generation = gen
         else:
             gen = pending_generation(now, expiry)
         admitted = plan.ids[plan.created]
         if admitted.size:
-            fields = [bytes(k[-8:]) for k in self.row_keys(admitted)]
-            pipe.hdel(self._pending_key(gen), *fields)
-            pipe.hdel(self._pending_key(gen - 1), *fields)
+            fields = _split_ids(admitted)
+            txn.stage("HDEL", self._pending_key(gen), *fields)
+            txn.stage("HDEL", self._pending_key(gen - 1), *fields)
         if plan.pending_ids.size:
-            fields = [bytes(k[-8:]) for k in self.row_keys(plan.pending_ids)]
-            counts = [int(c) for c in plan.pending_counts.tolist()]
             key = self._pending_key(gen)
-            pipe.hset(key, mapping=dict(zip(fields, counts, strict=True)))
-            if expiry is None:
-                pipe.zadd(self.pending_set_key, {"0": 0})
-            elif expiry.clock == "wall":
-                # Two generations on: readers no longer consult it by then.
-                pipe.pexpireat(key, math.ceil((gen + 2) * expiry.expire_after_s * 1000.0) + 1000)
+            pairs = zip(_split_ids(plan.pending_ids), plan.pending_counts.tolist(), strict=True)
+            txn.stage("HSET", key, *(x for pair in pairs for x in pair))
+            if expiry is None or expiry.clock == "event":
+                txn.stage("ZADD", self.pending_set_key, gen, str(gen))
             else:
-                pipe.zadd(self.pending_set_key, {str(gen): gen})
+                # Two generations on, readers no longer consult it.
+                at = math.ceil((gen + 2) * expiry.expire_after_s * 1000.0) + 1000
+                txn.stage("PEXPIREAT", key, at)
 
     def import_rows(self, rows: Rows) -> None:
         ids = check_ids(rows.ids, unique=True)
@@ -521,15 +569,7 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     def _import_chunk(self, rows: Rows) -> None:
         now = self.clock()
-        keys = self.row_keys(rows.ids)
-
-        def existing() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.exists(key)
-            return pipe.execute()
-
-        present = np.array(self._run("import", existing), dtype=bool)
+        present, _ = self._decode(self._mget("import", rows.ids)[0])
         created = int((~present).sum())
         # A restore is a write: wall-clock expiry starts afresh.
         wall = np.full(len(rows), now, dtype=np.float64)
@@ -547,18 +587,12 @@ class RedisEmbeddingStore(EmbeddingStore):
             filtered=0,
         )
         txn = RedisTransaction(self.client, self.namespace)
-        pipe = txn.pipeline
-        self._stage_rows(pipe, plan, now)
-        self._stage_index(pipe, plan, _NO_PULL, now)
-        pipe.xadd(
-            self.feed_key,
-            {"op": ChangeOp.UPSERT.value, "ids": _pack(rows.ids)},
-            maxlen=self.feed_maxlen,
-            approximate=True,
-        )
+        self._stage_rows(txn, plan, now)
+        self._stage_index(txn, plan, _NO_PULL, now)
+        self._stage_feed(txn, ChangeOp.UPSERT, rows.ids)
         if created:
-            pipe.hincrby(self.stats_key, "rows", created)
-            pipe.hincrby(self.stats_key, "created_total", created)
+            txn.stage("HINCRBY", self.stats_key, "rows", created)
+            txn.stage("HINCRBY", self.stats_key, "created_total", created)
         self._run("import", txn.commit)
 
     # ---- expiry ------------------------------------------------------------------------
@@ -809,9 +843,9 @@ class RedisEmbeddingStore(EmbeddingStore):
         def wipe() -> None:
             pattern = f"{self._base}*".encode()
             batch: list[bytes] = []
-            for key in self.client.scan_iter(match=pattern, count=1000):
+            for key in self.client.scan_iter(match=pattern, count=10_000):
                 batch.append(key)
-                if len(batch) >= 1000:
+                if len(batch) >= 10_000:
                     self.client.unlink(*batch)
                     batch = []
             if batch:

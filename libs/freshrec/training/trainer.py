@@ -77,6 +77,8 @@ ROWS_FILTERED = Counter(
     "freshrec_table_rows_filtered_total", "Updates dropped by the admission filter.", ["table"]
 )
 ROWS_EXPIRED = Counter("freshrec_table_rows_expired_total", "Rows removed by expiry.", ["table"])
+TABLE_ROWS = Gauge("freshrec_table_rows", "Rows in the table.", ["table"])
+TABLE_BYTES = Gauge("freshrec_table_bytes", "Estimated bytes the table uses in Redis.", ["table"])
 FRESHNESS = Histogram(
     "freshrec_freshness_event_to_row_seconds",
     "Time from an event accepted by ingest to its rows committed in the table.",
@@ -115,6 +117,7 @@ class TrainerConfig:
         publish_interval_s: how often the serving copy of the dense model is published.
         expire_every_batches: event-time expiry runs before every n-th batch.
         max_message_bytes: larger messages are dead-lettered.
+        stats_interval_s: how often table sizes are refreshed for the metrics.
         model: dense model shape.
         examples: how events become examples.
     """
@@ -126,6 +129,7 @@ class TrainerConfig:
     publish_interval_s: float = 2.0
     expire_every_batches: int = 100
     max_message_bytes: int = 65536
+    stats_interval_s: float = 5.0
     model: ModelConfig = field(default_factory=ModelConfig)
     examples: ExampleConfig = field(default_factory=ExampleConfig)
 
@@ -207,6 +211,7 @@ class OnlineTrainer:
         self.batches = 0
         self.published_version = 0
         self._last_publish = -math.inf
+        self._last_stats = -math.inf
         self._meta = self.tables["item"]
         self._offsets_key = f"offsets:{config.group}"
 
@@ -317,6 +322,9 @@ class OnlineTrainer:
             FRESHNESS.observe(max(0.0, committed - example.accepted_at))
         BATCHES.inc()
         COMMIT_SECONDS.observe(time.perf_counter() - start)
+        if committed - self._last_stats >= self.config.stats_interval_s:
+            self._last_stats = committed
+            self.refresh_table_stats()
         if not math.isnan(loss):
             LOSS.set(loss)
         return BatchReport(len(messages), len(examples), dead, loss, written)
@@ -406,6 +414,13 @@ class OnlineTrainer:
         txn.put_blob(PUBLISHED_MODEL_KEY, encode_tensors(params, meta))
         txn.put_hash(PUBLISHED_VERSION_KEY, {"version": self.published_version})
         DENSE_VERSION.set(self.published_version)
+
+    def refresh_table_stats(self) -> None:
+        """Set the table size gauges from each store's stats."""
+        for name, store in self.tables.items():
+            stats = store.stats()
+            TABLE_ROWS.labels(name).set(stats.rows)
+            TABLE_BYTES.labels(name).set(stats.bytes)
 
     def _expire(self, watermark: float) -> None:
         for name, store in self.tables.items():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from freshrec.data import movielens
 from freshrec.data.movielens import (
     RECBOLE_WHEEL,
     default_data_dir,
@@ -90,9 +90,7 @@ def test_reads_side_information(tmp_path: Path) -> None:
 
 def test_columns_are_found_by_header_name(tmp_path: Path) -> None:
     reordered = (
-        "timestamp:float\trating:float\titem_id:token\tuser_id:token\n"
-        "100\t5\t7\t1\n"
-        "50\t4\t8\t2\n"
+        "timestamp:float\trating:float\titem_id:token\tuser_id:token\n100\t5\t7\t1\n50\t4\t8\t2\n"
     )
     ml = read_movielens_zip(make_wheel(tmp_path / "w.whl", {"ml-100k.inter": reordered}))
     assert ml.users.tolist() == [2, 1]
@@ -201,7 +199,7 @@ def test_pip_failure_is_dependency_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a python that cannot run pip stands in for an unreachable index
-    monkeypatch.setattr(movielens.sys, "executable", "/bin/false")
+    monkeypatch.setattr(sys, "executable", "/bin/false")
     with pytest.raises(DependencyUnavailable, match="pip download"):
         fetch_movielens_wheel(tmp_path / "cache")
 

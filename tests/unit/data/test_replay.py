@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -158,12 +158,10 @@ URL = "http://testserver"
 
 
 def run(
-    client: httpx.Client, state: Ingest, events: list[dict[str, Any]], **kwargs: Any
+    client: httpx.Client, state: Ingest, events: Iterable[dict[str, Any]], **kwargs: Any
 ) -> Any:
     kwargs.setdefault("progress", False)
-    return replay(
-        events, URL, client=client, clock=state.clock, sleep=state.clock.sleep, **kwargs
-    )
+    return replay(events, URL, client=client, clock=state.clock, sleep=state.clock.sleep, **kwargs)
 
 
 def test_sends_everything_in_order_in_batches(ingest: tuple[Ingest, ASGIClient]) -> None:
@@ -402,3 +400,15 @@ def test_read_event_file_plain_gz_and_errors(tmp_path: Path) -> None:
         list(read_event_file(array))
 
 
+def test_a_bad_record_in_the_source_stops_after_sending_what_came_before(
+    ingest: tuple[Ingest, ASGIClient],
+) -> None:
+    state, client = ingest
+
+    def source() -> Iterator[dict[str, Any]]:
+        yield from (ev(i) for i in range(3))
+        raise InvalidInput("events.jsonl line 4: not JSON")
+
+    with pytest.raises(InvalidInput, match="line 4"):
+        run(client, state, source(), batch_size=100)
+    assert state.ids == ["e0", "e1", "e2"]

@@ -104,7 +104,8 @@ def test_clicks_follow_the_hidden_ground_truth(stream: list[dict[str, Any]]) -> 
     world = SyntheticWorld(SMALL, seed=7)
     clicked = {(e["request_id"], e["item_id"]) for e in stream if e["type"] == "click"}
     last_impression = max(e["timestamp"] for e in stream if e["type"] == "click") - 60
-    p_clicked, p_not = [], []
+    p_clicked: list[float] = []
+    p_not: list[float] = []
     for e in stream:
         if e["type"] != "impression" or e["timestamp"] > last_impression:
             continue

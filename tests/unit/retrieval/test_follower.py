@@ -27,12 +27,15 @@ class CountingStore(InMemoryEmbeddingStore):
         self.exports = 0
         self.failures_left = 0
         self.hidden: set[int] = set()
+        self.nan_ids: set[int] = set()
 
     def lookup(self, ids: IdArray) -> LookupResult:
         self.lookups.append(int(ids.shape[0]))
         found = super().lookup(ids)
         hidden = np.isin(ids, np.array(sorted(self.hidden), dtype=np.uint64))
-        return LookupResult(found.vectors, found.exists & ~hidden)
+        vectors = found.vectors.copy()
+        vectors[np.isin(ids, np.array(sorted(self.nan_ids), dtype=np.uint64))] = np.nan
+        return LookupResult(vectors, found.exists & ~hidden)
 
     def export(self, batch_size: int = 4096) -> Any:
         self.exports += 1
@@ -99,6 +102,17 @@ def test_upsert_of_a_row_that_is_gone_removes_it(store: CountingStore) -> None:
     store.hidden = {5}
     assert follower.poll_once() == 1
     assert follower.retriever.ids().tolist() == [6]
+
+
+def test_rows_the_index_cannot_hold_are_left_out(store: CountingStore) -> None:
+    sc.write(store, [2**64 - 1, 3], np.eye(sc.DIM, dtype=np.float32)[:2], sc.T0)
+    follower = IndexFollower(store, ExactRetriever(sc.DIM))
+    follower.bootstrap()
+    assert follower.retriever.ids().tolist() == [3]
+    sc.write(store, [2**64 - 1, 4], np.eye(sc.DIM, dtype=np.float32)[:2], sc.T0 + 1)
+    store.nan_ids = {4}
+    assert follower.poll_once() == 1
+    assert follower.retriever.ids().tolist() == [3]
 
 
 def test_bootstrap_follows_from_the_feed_end_read_before_the_export(store: CountingStore) -> None:

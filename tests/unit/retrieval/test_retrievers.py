@@ -268,3 +268,28 @@ def test_build_retriever_from_config(raw: dict[str, object], kind: str) -> None:
     config = TypeAdapter(RetrieverConfig).validate_python(raw)
     retriever = build_retriever(config, DIM)
     assert retriever.kind == kind and retriever.dim == DIM
+
+
+def test_tune_changes_search_parameters_live() -> None:
+    ids, vectors = _items(2000, seed=16)
+    retriever = FaissRetriever(DIM, IvfConfig(min_train_size=500, nprobe=1))
+    retriever.replace(ids, vectors)
+    exact = ExactRetriever(DIM)
+    exact.replace(ids, vectors)
+    queries = _queries(32, seed=17)
+    truth, _ = exact.search(queries, 20)
+
+    def recall() -> float:
+        found, _ = retriever.search(queries, 20)
+        return float(
+            np.mean([len(np.intersect1d(f, t)) / 20 for f, t in zip(found, truth, strict=True)])
+        )
+
+    narrow = recall()
+    retriever.tune(nprobe=10_000)
+    assert retriever.config.nprobe == 10_000
+    assert recall() == 1.0 > narrow
+    with pytest.raises(InvalidInput):
+        retriever.tune(ef_search=10)
+    with pytest.raises(InvalidInput):
+        FaissRetriever(DIM, FlatConfig()).tune(nprobe=4)
