@@ -124,11 +124,10 @@ def stack_status() -> None:
 
 
 def _all_settings() -> dict[str, type[BaseSettings]]:
+    from freshrec.settings import CommonSettings  # noqa: PLC0415
     from services.ingest.settings import IngestSettings  # noqa: PLC0415
     from services.ranker.settings import RankerSettings  # noqa: PLC0415
     from services.trainer.settings import TrainerSettings  # noqa: PLC0415
-
-    from freshrec.settings import CommonSettings  # noqa: PLC0415
 
     return {
         "Every process": CommonSettings,

@@ -77,7 +77,9 @@ def _ready(url: str) -> bool:
         return False
 
 
-def start_services(timeout_s: float = 120.0, env: Mapping[str, str] | None = None) -> dict[str, str]:
+def start_services(
+    timeout_s: float = 120.0, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Start every service not already running and wait until all are ready.
 
     Returns:

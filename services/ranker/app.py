@@ -31,6 +31,7 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
+
 class RecommendRequest(BaseModel):
     """A recommendation request."""
 
@@ -121,8 +122,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         tables_config = load_tables(settings.table_config)
         tables: dict[str, EmbeddingStore] = {
-            t.name: RedisEmbeddingStore(client, settings.namespace, t)
-            for t in tables_config.tables
+            t.name: RedisEmbeddingStore(client, settings.namespace, t) for t in tables_config.tables
         }
         retriever = build_retriever(_retriever_config(settings), tables["item"].config.dim)
         follower = IndexFollower(
@@ -190,9 +190,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
     guard = api_key_guard(settings.api_keys)
     recommend_deps = [Depends(guard)] if settings.recommend_requires_key else []
 
-    @app.post(
-        "/v1/recommend", response_model=RecommendResponse, dependencies=recommend_deps
-    )
+    @app.post("/v1/recommend", response_model=RecommendResponse, dependencies=recommend_deps)
     async def recommend(body: RecommendRequest, state: State) -> RecommendResponse:
         """Top-k items for a user, scored from the freshest rows."""
         if body.k > settings.max_k:
@@ -248,6 +246,4 @@ def create_app(settings: RankerSettings) -> FastAPI:
 
 
 def _field_error(field: str, reason: str) -> Exception:
-    return RequestValidationError(
-        [{"loc": ("body", field), "msg": reason, "type": "value_error"}]
-    )
+    return RequestValidationError([{"loc": ("body", field), "msg": reason, "type": "value_error"}])

@@ -37,6 +37,9 @@ class RankerSettings(CommonSettings):
     sync_interval_s: float = Field(
         0.2, gt=0, description="How often the model version and popularity are checked."
     )
+    trainer_url: str = Field(
+        "http://127.0.0.1:8002", description="Trainer HTTP base URL, for the status page."
+    )
     recommend_requires_key: bool = Field(
         False, description="Require an API key on /v1/recommend too (when keys are set)."
     )

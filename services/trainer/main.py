@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from freshrec.api import install_common
+from freshrec.models import ModelConfig
 from freshrec.stream.deadletter import DeadLetterWriter
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisEmbeddingStore, load_tables
@@ -24,7 +25,6 @@ from freshrec.training import (
     TrainerConfig,
     TrainingLoop,
 )
-from freshrec.models import ModelConfig
 from services.trainer.settings import TrainerSettings
 
 __all__ = ["build_trainer", "main"]
@@ -92,7 +92,9 @@ def _status_app(loop: TrainingLoop, client: redis.Redis) -> FastAPI:
 def main(settings: TrainerSettings | None = None) -> None:
     """Run the trainer until SIGTERM/SIGINT; the batch in progress is committed first."""
     settings = settings or TrainerSettings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     ensure_topics(
         settings.kafka_bootstrap,
         {settings.events_topic: settings.events_topic_partitions, settings.dead_letter_topic: 1},

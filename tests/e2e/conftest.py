@@ -64,8 +64,6 @@ def running_stack(
         stack.stop_services()
         pytest.fail(f"services did not start: {exc}\n{logs}", pytrace=False)
     try:
-        yield Stack(
-            namespace, urls["ingest"], urls["trainer"], urls["ranker"], api_key, run_dir
-        )
+        yield Stack(namespace, urls["ingest"], urls["trainer"], urls["ranker"], api_key, run_dir)
     finally:
         stack.stop_services()

@@ -48,21 +48,35 @@ def _stream(seed: int = 7) -> Iterator[Event]:
         user, item = int(users[n]), int(items[n])
         if kinds[n] < 0.55:
             yield Event(
-                event_id=f"r{n}", type="rating", user_id=f"u{user}", item_id=f"i{item}",
-                timestamp=ts, value=float(1 + n % 5), context={"device": ["ios", "web"][n % 2]},
-            )  # fmt: skip
+                event_id=f"r{n}",
+                type="rating",
+                user_id=f"u{user}",
+                item_id=f"i{item}",
+                timestamp=ts,
+                value=float(1 + n % 5),
+                context={"device": ["ios", "web"][n % 2]},
+            )
         elif kinds[n] < 0.85 or last_impression is None:
             last_impression = (f"q{n}", user, item)
             yield Event(
-                event_id=f"m{n}", type="impression", user_id=f"u{user}", item_id=f"i{item}",
-                request_id=f"q{n}", timestamp=ts, context={"hour": n % 24},
-            )  # fmt: skip
+                event_id=f"m{n}",
+                type="impression",
+                user_id=f"u{user}",
+                item_id=f"i{item}",
+                request_id=f"q{n}",
+                timestamp=ts,
+                context={"hour": n % 24},
+            )
         else:
             request, imp_user, imp_item = last_impression
             yield Event(
-                event_id=f"c{n}", type="click", user_id=f"u{imp_user}", item_id=f"i{imp_item}",
-                request_id=request, timestamp=ts,
-            )  # fmt: skip
+                event_id=f"c{n}",
+                type="click",
+                user_id=f"u{imp_user}",
+                item_id=f"i{imp_item}",
+                request_id=request,
+                timestamp=ts,
+            )
 
 
 def _produce(servers: Servers, topic: str) -> int:
@@ -76,7 +90,9 @@ def _produce(servers: Servers, topic: str) -> int:
     )
     sent = 0
     for n, event in enumerate(_stream()):
-        producer.send(topic, key=str(event.user_id).encode(), value=encode_event(event, event.timestamp + 1.0))
+        producer.send(
+            topic, key=str(event.user_id).encode(), value=encode_event(event, event.timestamp + 1.0)
+        )
         sent += 1
         if n % 10_000 == 5_000:
             producer.send(topic, key=b"poison", value=POISON[(n // 10_000) % len(POISON)])

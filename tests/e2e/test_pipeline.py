@@ -99,13 +99,18 @@ def test_events_become_rows_models_and_recommendations(running_stack: Stack) -> 
         positions = [items.index(a) for a in group_a if a in items]
         return sum(positions) / max(len(positions), 1) if positions else 99.0
 
-    _wait("the index to hold all 12 items", lambda: len(_recommend(stack, "target", 12)["items"]) == 12)
+    _wait(
+        "the index to hold all 12 items",
+        lambda: len(_recommend(stack, "target", 12)["items"]) == 12,
+    )
     before_vector = _row(stack, "user", "target")
     assert before_vector is not None
     rank_before = rank_of_a()
 
     # 2. online learning: target clicks through group A → A ranks higher for target
-    _post(stack, [_rating(k, "target", item, 5.0, T0 + 60 + k) for k, item in enumerate(group_a[:3])])
+    _post(
+        stack, [_rating(k, "target", item, 5.0, T0 + 60 + k) for k, item in enumerate(group_a[:3])]
+    )
     _wait(
         "target's row to change",
         lambda: (_row(stack, "user", "target") or {}).get("vector") != before_vector["vector"],
@@ -142,7 +147,10 @@ def test_expired_item_is_never_recommended_again(running_stack: Stack) -> None:
     # 100 days later only kept-item is updated; the trainer's event-time expiry removes old-item
     later = T0 + 100 * DAY
     for batch in range(3):
-        _post(stack, [_rating(batch * 100 + n, f"u{n}", "kept-item", 4.0, later + n) for n in range(100)])
+        _post(
+            stack,
+            [_rating(batch * 100 + n, f"u{n}", "kept-item", 4.0, later + n) for n in range(100)],
+        )
     _wait("old-item to expire", lambda: _row(stack, "item", "old-item") is None, timeout_s=60)
     _wait("old-item to leave the index", lambda: not served("old-item"), timeout_s=10)
     for _ in range(20):

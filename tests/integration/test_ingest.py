@@ -341,6 +341,22 @@ def throwaway_kafka(tmp_path: Path) -> Iterator[_ThrowawayKafka]:
         kafka.down()
         # finalize the sockets of refused connections while this test's filter applies
         gc.collect()
+        import socket as _s, types as _t
+        socks=[o for o in gc.get_objects() if isinstance(o, _s.socket) and o.fileno() != -1]
+        seen=set()
+        with open("/tmp/ingest-exp/refs.txt","w") as f:
+            f.write(f"alive {len(socks)}\n")
+            def walk(o, depth):
+                if depth > 10 or id(o) in seen: return
+                seen.add(id(o))
+                for r in gc.get_referrers(o):
+                    if r is socks or isinstance(r, _t.FrameType) and r.f_code.co_name == "_debug_walk": continue
+                    if type(r).__name__ in ("list",) and len(r) > 50: continue
+                    f.write("  "*depth + f"{type(r).__name__}: {str(r)[:160]}\n")
+                    if type(r).__name__ in ("frame","traceback","dict","list","tuple","cell","function","method","KafkaTimeoutError","KafkaConnectionError","BrokerUnavailable","NodeNotReadyError") or isinstance(r, BaseException) or True:
+                        walk(r, depth+1)
+            if socks:
+                walk(socks[0], 0)
 
 
 async def _post(client: httpx.AsyncClient, first: int, n: int) -> tuple[httpx.Response, float]:

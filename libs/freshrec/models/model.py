@@ -51,11 +51,11 @@ class RankingModel(nn.Module):
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(config.seed)
         width = 3 * config.item_dim + config.context_dim
-        self.mlp = nn.Sequential(
-            nn.Linear(width, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1)
-        )
+        head = nn.Linear(config.hidden, 1)
+        self.mlp = nn.Sequential(nn.Linear(width, config.hidden), nn.ReLU(), head)
         torch.random.set_rng_state(generator_state)
-        nn.init.zeros_(self.mlp[2].weight)
+        # a zero head starts the ranker as the retrieval score; the MLP learns the residual
+        nn.init.zeros_(head.weight)
         self.retrieval_bias = nn.Parameter(torch.zeros(()))
 
     def forward(

@@ -62,7 +62,9 @@ class ModelHolder:
         try:
             published = load_published_dense(self._store)
         except FreshrecError as exc:
-            logger.warning("published model unreadable, keeping version %s: %s", self._version(), exc)
+            logger.warning(
+                "published model unreadable, keeping version %s: %s", self._version(), exc
+            )
             return False
         if published is None:
             return False

@@ -93,6 +93,7 @@ class Recommender:
         retriever: Retriever,
         models: ModelHolder,
         popularity: PopularityTracker,
+        *,
         candidates: int = 500,
         clock: Callable[[], float] = time.time,
     ) -> None:

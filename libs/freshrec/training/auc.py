@@ -9,7 +9,7 @@ __all__ = ["StreamingAuc", "auc"]
 
 
 def auc(scores: npt.NDArray[np.floating], labels: npt.NDArray[np.floating]) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties counted half); NaN without both classes.
+    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN without both classes.
 
     Args:
         scores: `(N,)` predicted scores.

@@ -155,7 +155,7 @@ class ExampleBuilder:
     def _close(self, horizon: float) -> list[Example]:
         out: list[Example] = []
         while self._pending:
-            key, imp = next(iter(self._pending.items()))
+            imp = next(iter(self._pending.values()))
             if imp.event_time >= horizon and len(self._pending) <= self.config.max_pending:
                 break
             self._pending.popitem(last=False)

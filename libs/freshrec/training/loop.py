@@ -125,7 +125,9 @@ class TrainingLoop:
                 raise BrokerUnavailable(f"polling {self.config.topic} failed: {exc}") from exc
             for tp in sorted(polled, key=lambda t: t.partition):
                 for record in polled[tp]:
-                    self._buffer.append(Message(tp.topic, tp.partition, record.offset, record.value))
+                    self._buffer.append(
+                        Message(tp.topic, tp.partition, record.offset, record.value)
+                    )
                     self._last_timestamp_ms = max(self._last_timestamp_ms, record.timestamp)
             if not polled and not self._buffer:
                 return

@@ -160,7 +160,9 @@ def checkpoint_key(group: str) -> str:
     return f"trainer:{group}:checkpoint"
 
 
-def load_published_dense(store: EmbeddingStore) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
+def load_published_dense(
+    store: EmbeddingStore,
+) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
     """The latest published dense parameters, or None before the first publish.
 
     Returns:
@@ -226,7 +228,9 @@ class OnlineTrainer:
         raw = self._meta.get_hash(self._offsets_key)
         self.offsets = {}
         for name, value in raw.items():
-            topic, _, partition = (name.decode() if isinstance(name, bytes) else name).rpartition(":")
+            topic, _, partition = (name.decode() if isinstance(name, bytes) else name).rpartition(
+                ":"
+            )
             self.offsets[(topic, int(partition))] = int(value)
         blob = self._meta.get_blob(checkpoint_key(self.config.group))
         if blob is not None:
@@ -390,7 +394,10 @@ class OnlineTrainer:
         _, first = np.unique(leaf.inverse, return_index=True)  # first example of each row
         txn.put_hash(
             ITEM_NAMES_KEY,
-            {str(int(leaf.pulled.ids[u])): examples[int(first[u])].item_id for u in np.flatnonzero(new)},
+            {
+                str(int(leaf.pulled.ids[u])): examples[int(first[u])].item_id
+                for u in np.flatnonzero(new)
+            },
         )
 
     def _stage_checkpoint(self, txn: Transaction) -> None:
@@ -468,4 +475,3 @@ class _Leaf:
         out = np.zeros(self.pulled.ids.shape[0], dtype=np.float64)
         np.maximum.at(out, self.inverse, times)
         return out
-

@@ -56,7 +56,5 @@ def test_model_seed_fixes_dense_init_and_scores_candidates_in_one_pass() -> None
         assert torch.equal(pa, pb), name
     user, items, ctx = torch.randn(32), torch.randn(10, 32), torch.zeros(8)
     batched = a.score_candidates(user, items, ctx)
-    one_by_one = torch.stack(
-        [a(user[None], items[j : j + 1], ctx[None])[0][0] for j in range(10)]
-    )
+    one_by_one = torch.stack([a(user[None], items[j : j + 1], ctx[None])[0][0] for j in range(10)])
     assert torch.allclose(batched, one_by_one, atol=1e-6)

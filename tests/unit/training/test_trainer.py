@@ -42,9 +42,14 @@ def _ratings(n: int, seed: int = 0) -> list[Event]:
         liked = item < 10
         out.append(
             Event(
-                event_id=f"e{k}", type="rating", user_id=f"u{user}", item_id=f"i{item}",
-                timestamp=T0 + k, value=5.0 if liked else 1.0, context={"device": "web"},
-            )  # fmt: skip
+                event_id=f"e{k}",
+                type="rating",
+                user_id=f"u{user}",
+                item_id=f"i{item}",
+                timestamp=T0 + k,
+                value=5.0 if liked else 1.0,
+                context={"device": "web"},
+            )
         )
     return out
 
@@ -118,15 +123,22 @@ def test_impressions_join_clicks_and_close_as_negatives() -> None:
 
     def ev(i: int, kind: str, item: str, ts: float, request: str | None) -> Event:
         return Event(
-            event_id=f"x{i}", type=kind, user_id="u", item_id=item, request_id=request,
+            event_id=f"x{i}",
+            type=kind,
+            user_id="u",
+            item_id=item,
+            request_id=request,
             timestamp=T0 + ts,
-        )  # fmt: skip
+        )
 
     out = builder.add(
-        [ev(0, "impression", "a", 0, "r1"), ev(1, "impression", "b", 0, "r1"),
-         ev(2, "click", "a", 3, "r1")],
+        [
+            ev(0, "impression", "a", 0, "r1"),
+            ev(1, "impression", "b", 0, "r1"),
+            ev(2, "click", "a", 3, "r1"),
+        ],
         [T0] * 3,
-    )  # fmt: skip
+    )
     assert [(e.item_id, e.label) for e in out] == [("a", 1.0)]
     out = builder.add([ev(3, "impression", "c", 20, "r2")], [T0])
     assert [(e.item_id, e.label) for e in out] == [("b", 0.0)]  # b's window closed
