@@ -40,7 +40,7 @@ status: ## Show which servers answer
 	@$(SERVERS) status
 
 run: up ## Start the servers and services, replay MovieLens live, print recommendations
-	@$(VENV)/bin/freshrec stack up
+	@$(VENV)/bin/freshrec run
 
 lint: install ## ruff check, ruff format --check, mypy --strict on libs/ and services/
 	$(VENV)/bin/ruff check libs services tests

@@ -78,8 +78,8 @@ kafka_fetch() {
   rm -rf "$kafka_libs" && mv "$kafka_libs.tmp" "$kafka_libs"
 }
 
-kafka_java() {  # main class, args...
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+kafka_java() {  # main class, args... (exec: run it in a subshell so $! is the JVM's pid)
+  exec java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$run/kafka/log4j.properties" \
     -Dkafka.logs.dir="$run/kafka" -cp "$kafka_libs/*" "$@"
 }
@@ -96,11 +96,11 @@ kafka_up() {
     "$here/kafka.properties" >"$run/kafka/server.properties"
   sed -e "s#@LOG@#$run/kafka/server.log#" "$here/log4j.properties" >"$run/kafka/log4j.properties"
   if [ ! -f "$run/kafka/data/meta.properties" ]; then
-    kafka_java kafka.tools.StorageTool format -t "$cluster_id" \
-      -c "$run/kafka/server.properties" >"$run/kafka/format.log" 2>&1 ||
+    (kafka_java kafka.tools.StorageTool format -t "$cluster_id" \
+      -c "$run/kafka/server.properties") >"$run/kafka/format.log" 2>&1 ||
       die "formatting Kafka storage failed; see $run/kafka/format.log"
   fi
-  kafka_java kafka.Kafka "$run/kafka/server.properties" </dev/null >"$run/kafka/stdout.log" 2>&1 &
+  (kafka_java kafka.Kafka "$run/kafka/server.properties") </dev/null >"$run/kafka/stdout.log" 2>&1 &
   echo $! >"$run/kafka.pid"
   wait_until kafka "$run/kafka/server.log" kafka_ready
   log "kafka listening on 127.0.0.1:$kafka_port (log: $run/kafka/server.log)"

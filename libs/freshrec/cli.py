@@ -155,3 +155,99 @@ def config_docs() -> None:
     from freshrec.settings import settings_markdown  # noqa: PLC0415
 
     typer.echo(CONFIG_DOC_HEADER + settings_markdown(_all_settings()), nl=False)
+
+
+@app.command("run")
+def run_main_job(
+    speedup: Annotated[
+        float,
+        typer.Option(
+            envvar="FRESHREC_REPLAY_SPEEDUP",
+            help="Event-time speed-up of the replay; 0 sends as fast as ingest accepts.",
+        ),
+    ] = 0.0,
+    limit: Annotated[
+        int,
+        typer.Option(
+            envvar="FRESHREC_REPLAY_LIMIT", help="Replay only the first N ratings (0: all)."
+        ),
+    ] = 0,
+    timeout_s: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 180.0,
+) -> None:
+    """The main job: start the services, replay MovieLens live, print recommendations."""
+    from freshrec.showcase import run_showcase  # noqa: PLC0415
+    from freshrec.stack import start_services  # noqa: PLC0415
+
+    try:
+        urls = start_services(timeout_s=timeout_s)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    keys = [k for k in os.environ.get("FRESHREC_API_KEYS", "").split(",") if k.strip()]
+    result = run_showcase(
+        urls,
+        api_key=keys[0].strip() if keys else None,
+        speedup=speedup or None,
+        limit=limit or None,
+    )
+    typer.echo(f"main job done in {result.seconds:.0f}s")
+
+
+bench = typer.Typer(help="Benchmarks: print figures and write JSON under --out.")
+app.add_typer(bench, name="bench")
+
+BenchOut = Annotated[Path, typer.Option(help="Directory the JSON files go to.")]
+
+
+def _endpoints() -> tuple[str, str]:
+    from freshrec.settings import CommonSettings  # noqa: PLC0415
+
+    settings = CommonSettings()
+    return settings.redis_url, settings.kafka_bootstrap
+
+
+def _show(name: str, result: object) -> None:
+    import json  # noqa: PLC0415
+
+    typer.echo(f"== {name}\n{json.dumps(result, indent=2)}")
+
+
+@bench.command("table")
+def bench_table(out: BenchOut = Path("results/bench")) -> None:
+    """Table lookups/updates against raw MGET/SET at batch 4096 (table.json)."""
+    from freshrec.bench.table import run_table_bench  # noqa: PLC0415
+
+    _show("table", run_table_bench(_endpoints()[0], out))
+
+
+@bench.command("retrieval")
+def bench_retrieval(out: BenchOut = Path("results/bench")) -> None:
+    """Recall@100 and queries/s of the FAISS indexes at 100k items (retrieval.json)."""
+    from freshrec.bench.retrieval import run_retrieval_bench  # noqa: PLC0415
+
+    _show("retrieval", run_retrieval_bench(out))
+
+
+@bench.command("trainer")
+def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
+    """Sustained Kafka → Redis events/s and lag at 5,000 events/s (trainer.json)."""
+    from freshrec.bench.trainer import run_trainer_bench  # noqa: PLC0415
+
+    _show("trainer", run_trainer_bench(*_endpoints(), out))
+
+
+@bench.command("ranker")
+def bench_ranker(out: BenchOut = Path("results/bench")) -> None:
+    """Recommend latency/throughput and end-to-end freshness (ranker.json, freshness.json)."""
+    from freshrec.bench.ranker import run_ranker_bench  # noqa: PLC0415
+
+    _show("ranker", run_ranker_bench(*_endpoints(), out))
+
+
+@bench.command("all")
+def bench_all(out: BenchOut = Path("results/bench")) -> None:
+    """Every benchmark above, one after another."""
+    bench_table(out)
+    bench_retrieval(out)
+    bench_trainer(out)
+    bench_ranker(out)

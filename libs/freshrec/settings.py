@@ -44,6 +44,9 @@ class CommonSettings(BaseSettings):
         description="Comma-separated API keys; empty disables authentication.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="PyTorch intra-op threads (trainer and ranker)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import numpy as np
 import redis
+import torch
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -119,6 +120,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         tables_config = load_tables(settings.table_config)
         tables: dict[str, EmbeddingStore] = {

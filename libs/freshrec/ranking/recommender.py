@@ -137,10 +137,10 @@ class Recommender:
                 user_vec = np.zeros(self.items.config.dim, dtype=np.float32)
             else:
                 user_vec = user_rows.vectors[0]
-                found, _ = self.retriever.search(
+                found, scores = self.retriever.search(
                     user_vec[None, :], self.candidates, exclude=[exclude]
                 )
-                cand = found[0][found[0] != 0]
+                cand = found[0][np.isfinite(scores[0])]  # -inf marks padding
         with _stage("rows"):
             rows = self.items.read_rows(cand.astype(np.uint64))
         with _stage("scoring"):

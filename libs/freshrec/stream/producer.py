@@ -27,7 +27,7 @@ from freshrec.errors import BrokerUnavailable
 from freshrec.stream.base import EventSink
 from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.metrics import BROKER_ERRORS, PRODUCE_LATENCY
-from freshrec.stream.topics import create_missing_topics
+from freshrec.stream.topics import create_missing_topics, open_admin_client
 
 __all__ = ["RECONNECT_BACKOFF_S", "EventProducer", "KafkaRecord", "ProducerConnection"]
 
@@ -106,13 +106,10 @@ class ProducerConnection:
 
     def _admin_client(self) -> KafkaAdminClient:
         if self._admin is None:
-            connect_ms = int(self._connect_timeout_s * 1000)
-            self._admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap,
+            self._admin = open_admin_client(
+                self.bootstrap,
                 client_id=f"{self.client_id}-admin",
-                request_timeout_ms=connect_ms,
-                bootstrap_timeout_ms=connect_ms,
-                reconnect_backoff_max_ms=1000,
+                timeout_s=self._connect_timeout_s,
             )
         return self._admin
 
@@ -212,14 +209,14 @@ class ProducerConnection:
             self._admin_client().describe_cluster()
         except KafkaError as exc:
             BROKER_ERRORS.labels(self.client_id, type(exc).__name__).inc()
-            logger.debug("Kafka readiness probe failed: %s", exc)
+            logger.debug("Kafka readiness probe failed: %s", str(exc))
             return False
         finally:
             self._admin_lock.release()
         try:
             self.producer()
         except BrokerUnavailable as exc:
-            logger.debug("Kafka readiness probe failed: %s", exc)
+            logger.debug("Kafka readiness probe failed: %s", exc.message)
             return False
         return True
 

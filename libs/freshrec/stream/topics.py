@@ -4,15 +4,52 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from freshrec.errors import BrokerUnavailable
 
-__all__ = ["create_missing_topics", "ensure_topics"]
+__all__ = ["create_missing_topics", "ensure_topics", "open_admin_client"]
 
 logger = logging.getLogger(__name__)
+
+
+class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
+    """`KafkaAdminClient` that releases its IO thread when it cannot bootstrap.
+
+    kafka-python 3.0 starts the client's IO thread before bootstrapping and leaves it running
+    when bootstrapping fails; a process probing a dead broker would gain a thread per probe.
+    """
+
+    def __init__(self, **configs: Any) -> None:
+        try:
+            super().__init__(**configs)
+        except KafkaError:
+            client, net = getattr(self, "_client", None), getattr(self, "_net", None)
+            if client is not None:
+                client.close()
+            if net is not None:
+                net.stop()
+            raise
+
+
+def open_admin_client(bootstrap: str, *, client_id: str, timeout_s: float) -> KafkaAdminClient:
+    """A connected admin client whose requests time out after `timeout_s`.
+
+    Raises:
+        KafkaError: Kafka did not answer within `timeout_s` (nothing is left running).
+    """
+    timeout_ms = int(timeout_s * 1000)
+    return _AdminClient(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+        # the default grows to 30 s; a restarted broker must be found again quickly
+        reconnect_backoff_max_ms=1000,
+    )
 
 
 def create_missing_topics(
@@ -80,15 +117,8 @@ def ensure_topics(
     Raises:
         BrokerUnavailable: Kafka did not answer within `timeout_s` or refused a creation.
     """
-    timeout_ms = int(timeout_s * 1000)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="freshrec-admin",
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
-            reconnect_backoff_max_ms=1000,
-        )
+        admin = open_admin_client(bootstrap, client_id="freshrec-admin", timeout_s=timeout_s)
     except KafkaError as exc:
         raise BrokerUnavailable(f"Kafka at {bootstrap} does not answer: {exc}") from exc
     try:

@@ -19,6 +19,7 @@ loops over rows in Python beyond slicing the joined bytes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -118,8 +119,12 @@ def decode_rows(
         ConfigError: a row's size or version does not match `dtype` (the table's dim or
             optimizer changed without migrating its rows).
     """
-    present = np.fromiter((v is not None for v in values), dtype=np.bool_, count=len(values))
-    joined = b"".join([v for v in values if v is not None])
+    if None in values:
+        present = np.array([v is not None for v in values], dtype=np.bool_)
+        joined = b"".join([v for v in values if v is not None])
+    else:
+        present = np.ones(len(values), dtype=np.bool_)
+        joined = b"".join(cast(Sequence[bytes], values))
     n = int(present.sum())
     if len(joined) != n * dtype.itemsize:
         sizes = sorted({len(v) for v in values if v is not None})

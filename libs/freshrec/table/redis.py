@@ -14,7 +14,8 @@ Key layout, row encoding, change feed and expiry mechanics are specified in
 
 A lookup is one MGET and one vectorised decode; a push is one MULTI/EXEC holding an MSET (or one
 SET PXAT per row on wall-clock tables), the index appends, the pending counts, one XADD and the
-counter increments. Driver errors surface as `StoreUnavailable`.
+counter increments. The hot commands are encoded as one numpy byte matrix (`resp.py`) rather
+than argument by argument. Driver errors surface as `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -320,6 +321,8 @@ class RedisEmbeddingStore(EmbeddingStore):
     def lookup(self, ids: IdArray) -> LookupResult:
         ids = check_ids(ids)
         exists, rec = self._decode(self._mget("lookup", ids)[0])
+        if rec.shape[0] == ids.shape[0]:
+            return LookupResult(vectors=np.array(rec["vector"], dtype=np.float32), exists=exists)
         vectors = np.empty((ids.shape[0], self.config.dim), dtype=np.float32)
         vectors[exists] = rec["vector"]
         if not exists.all():

@@ -99,6 +99,7 @@ class Message:
     partition: int
     offset: int
     value: bytes | None
+    key: bytes | None = None
 
 
 DeadLetterSink = Callable[[Message, str, str], None]
@@ -118,6 +119,8 @@ class TrainerConfig:
         expire_every_batches: event-time expiry runs before every n-th batch.
         max_message_bytes: larger messages are dead-lettered.
         stats_interval_s: how often table sizes are refreshed for the metrics.
+        torch_threads: intra-op threads of this process's PyTorch (the model is small: one
+            thread is fastest and avoids spinning thread pools fighting over cores).
         model: dense model shape.
         examples: how events become examples.
     """
@@ -130,6 +133,7 @@ class TrainerConfig:
     expire_every_batches: int = 100
     max_message_bytes: int = 65536
     stats_interval_s: float = 5.0
+    torch_threads: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     examples: ExampleConfig = field(default_factory=ExampleConfig)
 
@@ -143,6 +147,8 @@ class BatchReport:
     dead_letters: int
     loss: float
     rows_written: int
+    freshness_s: tuple[float, ...] = ()
+    """Seconds from each example's event accepted by ingest to its rows committed."""
 
 
 PUBLISHED_MODEL_KEY = "dense:model"
@@ -203,6 +209,7 @@ class OnlineTrainer:
             raise ValueError(f"trainer needs tables {sorted(missing)}")
         self.tables = dict(tables)
         self.config = config
+        torch.set_num_threads(config.torch_threads)
         self._dead_letters = dead_letters
         self._clock = clock
         self.model = RankingModel(config.model)
@@ -322,8 +329,9 @@ class OnlineTrainer:
                 self._stage_publish(txn)
                 self._last_publish = now
         committed = self._clock()
-        for example in examples:
-            FRESHNESS.observe(max(0.0, committed - example.accepted_at))
+        freshness = tuple(max(0.0, committed - e.accepted_at) for e in examples)
+        for lag in freshness:
+            FRESHNESS.observe(lag)
         BATCHES.inc()
         COMMIT_SECONDS.observe(time.perf_counter() - start)
         if committed - self._last_stats >= self.config.stats_interval_s:
@@ -331,7 +339,7 @@ class OnlineTrainer:
             self.refresh_table_stats()
         if not math.isnan(loss):
             LOSS.set(loss)
-        return BatchReport(len(messages), len(examples), dead, loss, written)
+        return BatchReport(len(messages), len(examples), dead, loss, written, freshness)
 
     def _step(self, examples: list[Example], txn: Transaction) -> tuple[float, int]:
         users = hash_features("user", [e.user_id for e in examples])
@@ -431,7 +439,9 @@ class OnlineTrainer:
 
     def _expire(self, watermark: float) -> None:
         for name, store in self.tables.items():
-            if store.config.expiry is not None and store.config.expiry.clock == "event":
+            # event clock: removes idle rows; wall clock: reports rows Redis let go, so their
+            # tombstones reach the change feed and the retrieval index
+            if store.config.expiry is not None:
                 removed = store.expire(watermark)
                 ROWS_EXPIRED.labels(name).inc(int(removed.shape[0]))
 

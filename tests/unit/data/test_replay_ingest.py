@@ -22,7 +22,6 @@ from services.ingest.settings import IngestSettings
 KEY = "replay-test-key"
 
 
-
 @dataclass
 class Served:
     url: str

@@ -1,0 +1,329 @@
+"""Ranker and end-to-end freshness benchmarks, against the three services run as processes.
+
+`results/bench/ranker.json`:
+- p50/p99 latency of `POST /v1/recommend` (100,000 items in the index, 500 candidates,
+  k=50) at fixed offered rates — open loop: requests are sent on a fixed schedule from a
+  separate process and latency is measured from each request's scheduled time, so a slow
+  answer delays no later measurement (no coordinated omission);
+- `max_qps`: closed loop with a fixed number of concurrent clients;
+- `noop_max_qps`: the same closed loop against a no-op FastAPI route served by uvicorn the
+  same way, measured in the same run — the ceiling this machine puts on any Python route.
+
+`results/bench/freshness.json`: `e2e_p50_s` / `e2e_p99_s` from posting an event to ingest
+until the ranker's row endpoint shows the changed vector.
+
+Run: `freshrec bench ranker` (needs Redis and Kafka up: `make up`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+from freshrec import stack
+from freshrec.settings import default_table_config_path
+from freshrec.table import RedisEmbeddingStore, hash_features, load_tables
+from freshrec.table.base import Rows
+
+__all__ = ["run_ranker_bench"]
+
+_T0 = 1_750_000_000.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    array = np.array(values)
+    return float(np.percentile(array, 50)), float(np.percentile(array, 99))
+
+
+async def _open_loop(url: str, body: Mapping[str, Any], rate: float, seconds: float) -> list[float]:
+    n = int(rate * seconds)
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    latencies: list[float] = []  # NaN marks a failed request
+    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.1
+
+        async def one(i: int) -> None:
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                response = await client.post(url, json={**body, "user_id": f"u{i % 1000}"})
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(loop.time() - due if ok else float("nan"))
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return latencies
+
+
+async def _closed_loop(
+    url: str, body: Mapping[str, Any] | None, clients: int, seconds: float
+) -> float:
+    done = 0
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+
+        async def worker(w: int) -> None:
+            nonlocal done
+            i = w
+            while loop.time() < end:
+                if body is None:
+                    response = await client.get(url)
+                else:
+                    response = await client.post(url, json={**body, "user_id": f"u{i % 1000}"})
+                if response.status_code == 200:
+                    done += 1
+                i += clients
+
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+    return done / seconds
+
+
+def _load_process(kind: str, url: str, args: dict[str, Any], out: Any) -> None:
+    """Child process: run one load phase and send its figures back."""
+    if kind == "open":
+        out.send(asyncio.run(_open_loop(url, args["body"], args["rate"], args["seconds"])))
+    else:
+        out.send(asyncio.run(_closed_loop(url, args["body"], args["clients"], args["seconds"])))
+
+
+def _in_child(kind: str, url: str, **args: Any) -> Any:
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_load_process, args=(kind, url, args, send))
+    child.start()
+    result = receive.recv()
+    child.join(timeout=30)
+    return result
+
+
+_NOOP_APP = """
+from fastapi import FastAPI
+app = FastAPI()
+@app.get("/noop")
+async def noop() -> dict[str, bool]:
+    return {"ok": True}
+"""
+
+
+def _noop_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    (workdir / "noop_app.py").write_text(_NOOP_APP)
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", str(port),
+         "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
+        cwd=workdir,
+    )  # fmt: skip
+
+
+def _wait_http(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+def _post(url: str, key: str, events: list[dict[str, Any]]) -> None:
+    response = httpx.post(
+        f"{url}/v1/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+def _index_items(ranker: str) -> float:
+    text = httpx.get(f"{ranker}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("freshrec_index_items{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _seed_catalog(
+    client: redis.Redis, namespace: str, urls: Mapping[str, str], key: str, items: int
+) -> None:
+    """1,000 users with history through the real pipeline, then `items` item rows imported."""
+    events = [
+        {
+            "event_id": f"seed{n}",
+            "type": "rating",
+            "user_id": f"u{n % 1000}",
+            "item_id": f"i{(n * 7919) % 5000}",
+            "timestamp": _T0 + n,
+            "value": float(1 + n % 5),
+        }
+        for n in range(5000)
+    ]
+    for start in range(0, len(events), 1000):
+        _post(urls["ingest"], key, events[start : start + 1000])
+    config = load_tables(default_table_config_path())["item"]
+    store = RedisEmbeddingStore(client, namespace, config)
+    rng = np.random.default_rng(0)
+    for start in range(0, items, 20_000):
+        n = min(20_000, items - start)
+        ids = hash_features("item", [f"c{j}" for j in range(start, start + n)])
+        store.import_rows(
+            Rows(
+                ids=ids,
+                vectors=(rng.standard_normal((n, config.dim)) * 0.1).astype(np.float32),
+                state=np.full((n, config.dim), 0.1, dtype=np.float32),
+                event_time=np.full(n, _T0, dtype=np.float64),
+                wall_time=np.full(n, time.time(), dtype=np.float64),
+                count=np.ones(n, dtype=np.int64),
+            )
+        )
+    deadline = time.monotonic() + 120
+    while _index_items(urls["ranker"]) < items:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ranker's index did not reach the catalog size in 120 s")
+        time.sleep(0.5)
+
+
+def _freshness(urls: Mapping[str, str], key: str, probes: int) -> list[float]:
+    headers = {"Authorization": f"Bearer {key}"}
+    row_url = f"{urls['ranker']}/v1/tables/user/rows/probe-user"
+    out: list[float] = []
+    with httpx.Client(timeout=10.0) as client:
+        for n in range(probes):
+            before = client.get(row_url, headers=headers)
+            vector = before.json()["vector"] if before.status_code == 200 else None
+            event = {
+                "event_id": f"probe{n}-{uuid.uuid4().hex[:6]}",
+                "type": "rating",
+                "user_id": "probe-user",
+                "item_id": f"i{n % 50}",
+                "timestamp": _T0 + 10_000 + n,
+                "value": 5.0 if n % 2 else 1.0,
+            }
+            start = time.perf_counter()
+            client.post(f"{urls['ingest']}/v1/events", json={"events": [event]}, headers=headers)
+            deadline = start + 10
+            while time.perf_counter() < deadline:
+                row = client.get(row_url, headers=headers)
+                if row.status_code == 200 and row.json()["vector"] != vector:
+                    out.append(time.perf_counter() - start)
+                    break
+                time.sleep(0.002)
+            else:
+                out.append(float("inf"))
+    return out
+
+
+def run_ranker_bench(
+    redis_url: str,
+    bootstrap: str,
+    out: Path,
+    *,
+    items: int = 100_000,
+    rates: tuple[float, ...] = (100.0, 300.0, 600.0),
+    seconds: float = 10.0,
+    probes: int = 40,
+) -> dict[str, Any]:
+    """Run the ranker and freshness benchmarks; writes `ranker.json` and `freshness.json`."""
+    namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
+    env = {
+        **os.environ,
+        "FRESHREC_REDIS_URL": redis_url,
+        "FRESHREC_KAFKA_BOOTSTRAP": bootstrap,
+        "FRESHREC_NAMESPACE": namespace,
+        "FRESHREC_TRAINER_GROUP": f"{namespace}-group",
+        "FRESHREC_API_KEYS": key,
+        "FRESHREC_PUBLISH_INTERVAL_S": "1",
+        "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
+        "FRESHREC_CANDIDATES": "500",
+        "FRESHREC_MAX_CONCURRENCY": "64",
+        **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    client = redis.Redis.from_url(redis_url)
+    workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
+    previous_run_dir = os.environ.get("FRESHREC_RUN_DIR")
+    os.environ["FRESHREC_RUN_DIR"] = str(workdir / "run")
+    noop_port = _free_port()
+    noop = _noop_server(noop_port, workdir)
+    try:
+        urls = stack.start_services(timeout_s=180, env=env)
+        _seed_catalog(client, namespace, urls, key, items)
+        recommend = f"{urls['ranker']}/v1/recommend"
+        body = {"k": 50}
+        latency: dict[str, dict[str, float]] = {}
+        for rate in rates:
+            samples = _in_child("open", recommend, body=body, rate=rate, seconds=seconds)
+            finite = [s for s in samples if np.isfinite(s)]
+            p50, p99 = _percentiles(finite) if finite else (float("nan"), float("nan"))
+            latency[f"{rate:g}"] = {
+                "p50_ms": round(p50 * 1000, 2),
+                "p99_ms": round(p99 * 1000, 2),
+                "requests": len(samples),
+                "errors": len(samples) - len(finite),
+            }
+        max_qps = _in_child("closed", recommend, body=body, clients=32, seconds=seconds)
+        _wait_http(f"http://127.0.0.1:{noop_port}/noop")
+        noop_qps = _in_child(
+            "closed", f"http://127.0.0.1:{noop_port}/noop", body=None, clients=32, seconds=seconds
+        )
+        fresh = _freshness(urls, key, probes)
+        fresh_p50, fresh_p99 = _percentiles(fresh)
+    finally:
+        noop.terminate()
+        noop.wait(timeout=10)
+        stack.stop_services()
+        if previous_run_dir is None:
+            os.environ.pop("FRESHREC_RUN_DIR", None)
+        else:
+            os.environ["FRESHREC_RUN_DIR"] = previous_run_dir
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
+        for start in range(0, len(keys), 5000):
+            client.delete(*keys[start : start + 5000])
+        client.close()
+    ranker = {
+        "items": items,
+        "candidates": 500,
+        "k": 50,
+        "seconds_per_rate": seconds,
+        "latency_by_offered_rate": latency,
+        "max_qps": round(max_qps, 1),
+        "noop_max_qps": round(noop_qps, 1),
+        "max_qps_vs_noop": round(max_qps / noop_qps, 3) if noop_qps else None,
+        "targets": {"p99_ms_at_300": "< 25", "max_qps_vs_noop": ">= 0.4"},
+    }
+    freshness = {
+        "probes": probes,
+        "e2e_p50_s": round(fresh_p50, 4),
+        "e2e_p99_s": round(fresh_p99, 4),
+        "target": {"e2e_p99_s": "< 1.0"},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ranker.json").write_text(json.dumps(ranker, indent=2))
+    (out / "freshness.json").write_text(json.dumps(freshness, indent=2))
+    return {"ranker": ranker, "freshness": freshness}

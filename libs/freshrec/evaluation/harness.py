@@ -1,0 +1,535 @@
+"""`run_eval`: every method, every sweep, one stream, one seed; results written to a folder.
+
+Runs (each a full replay through the product's `OnlineTrainer`):
+
+1. the main run on collisionless tables, scored by `online`, `stale_*`, `frozen` and
+   `popularity` (they share its trainer: staleness and freezing are serving-side);
+2. the `hashing` run: the user and item tables wrapped in `HashingTrickStore` with as many
+   buckets as the main run ended with rows (times `hashing_memory_ratio`);
+3. one run per sweep setting (admission `min_count`, event-time expiry) on the user and item
+   tables; a setting equal to the main run's tables reuses it instead of replaying again.
+
+Every run replays the same micro-batches. See `docs/evaluation.md`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import redis
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from freshrec.errors import ConfigError, StoreUnavailable
+from freshrec.evaluation.config import EvalConfig
+from freshrec.evaluation.metrics import summarise
+from freshrec.evaluation.replay import RunResult, ServingPlan, replay_run
+from freshrec.evaluation.report import write_plots, write_summary_md
+from freshrec.evaluation.stream import EvalStream, plan_batches, prepare_stream
+from freshrec.settings import default_table_config_path
+from freshrec.table import (
+    CollisionStats,
+    EmbeddingStore,
+    HashingTrickStore,
+    InMemoryBackend,
+    TableConfig,
+    TablesConfig,
+    load_tables,
+    open_store,
+)
+from freshrec.table.config import (
+    CountingAdmission,
+    ExpiryConfig,
+    NoAdmission,
+    NormalInit,
+    UniformInit,
+)
+from freshrec.training.trainer import TrainerConfig
+
+__all__ = ["EventSource", "StoreKind", "run_eval"]
+
+logger = logging.getLogger(__name__)
+
+StoreKind = Literal["memory", "redis"]
+EventSource = Iterable[Mapping[str, Any]]
+"""Event dicts in the wire format of `POST /v1/events`, in event-time order."""
+
+REQUIRED_TABLES = ("user", "item", "context")
+SWEPT_TABLES = ("user", "item")
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+def _seeded(tables: TablesConfig, seed: int) -> TablesConfig:
+    """Shift every table's initializer seed by `seed`, so the run's seed moves all of them."""
+    out: list[TableConfig] = []
+    for table in tables.tables:
+        init = table.initializer
+        if isinstance(init, NormalInit | UniformInit):
+            init = init.model_copy(update={"seed": init.seed + seed})
+        out.append(table.model_copy(update={"initializer": init}))
+    return TablesConfig(tables=out)
+
+
+def _with(tables: TablesConfig, names: tuple[str, ...], **update: object) -> TablesConfig:
+    return TablesConfig(
+        tables=[t.model_copy(update=update) if t.name in names else t for t in tables.tables]
+    )
+
+
+@dataclass(frozen=True)
+class _Setting:
+    sweep: str
+    label: str
+    value: float | None
+    tables: TablesConfig
+
+
+def _sweep_settings(base: TablesConfig, config: EvalConfig) -> list[_Setting]:
+    settings: list[_Setting] = []
+    for m in config.admission_min_counts:
+        admission = NoAdmission() if m == 0 else CountingAdmission(min_count=m)
+        settings.append(
+            _Setting(
+                "admission",
+                f"min_count={m}",
+                float(m),
+                _with(base, SWEPT_TABLES, admission=admission),
+            )
+        )
+    for days in config.expiry_days:
+        expiry = None if days is None else ExpiryConfig(clock="event", expire_after_s=days * 86400)
+        label = "expiry=none" if days is None else f"expiry={days:g}d"
+        settings.append(_Setting("expiry", label, days, _with(base, SWEPT_TABLES, expiry=expiry)))
+    return settings
+
+
+class _Stores:
+    """Opens each run's tables on a fresh backend and removes them afterwards."""
+
+    def __init__(self, kind: StoreKind, redis_url: str | None) -> None:
+        self.kind = kind
+        self.client: redis.Redis | None = None
+        self.prefix = f"freshrec-eval-{uuid.uuid4().hex[:10]}"
+        if kind == "redis":
+            if not redis_url:
+                raise ConfigError("store='redis' needs a redis_url")
+            self.client = redis.Redis.from_url(redis_url, decode_responses=False)
+            try:
+                self.client.ping()
+            except redis.RedisError as exc:
+                raise StoreUnavailable(f"Redis at {redis_url} does not answer: {exc}") from exc
+        elif kind != "memory":
+            raise ConfigError(f"unknown store {kind!r}; use 'memory' or 'redis'")
+
+    @contextlib.contextmanager
+    def open(
+        self, run: str, tables: TablesConfig, buckets: Mapping[str, int] | None = None
+    ) -> Iterator[dict[str, EmbeddingStore]]:
+        namespace = f"{self.prefix}-{run}"
+        backend = InMemoryBackend() if self.client is None else None
+        stores = {
+            t.name: open_store(
+                t,
+                client=self.client,
+                namespace=namespace,
+                backend=backend,
+                hashing_buckets=(buckets or {}).get(t.name),
+            )
+            for t in tables.tables
+        }
+        try:
+            yield stores
+        finally:
+            if self.client is not None:
+                self._wipe(namespace)
+
+    def _wipe(self, namespace: str) -> None:
+        assert self.client is not None
+        try:
+            keys = list(self.client.scan_iter(match=f"{namespace}:*".encode(), count=10_000))
+            for start in range(0, len(keys), 10_000):
+                self.client.unlink(*keys[start : start + 10_000])
+        except redis.RedisError as exc:
+            logger.warning("could not remove evaluation keys %s:*: %s", namespace, exc)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def _load_movielens_events(user_context: bool) -> tuple[str, EventSource]:
+    from freshrec.data.movielens import load_movielens, movielens_events  # noqa: PLC0415
+
+    ml = load_movielens()
+    return "MovieLens-100K (recbole 1.2.1 wheel)", movielens_events(ml, user_context=user_context)
+
+
+def _collisions(stats: Mapping[str, CollisionStats]) -> dict[str, Any]:
+    seen = sum(s.ids_seen for s in stats.values())
+    colliding = sum(s.colliding_ids for s in stats.values())
+    return {
+        "collision_rate": colliding / seen if seen else 0.0,
+        "collisions": {
+            name: {
+                "buckets": s.buckets,
+                "ids_seen": s.ids_seen,
+                "buckets_used": s.buckets_used,
+                "colliding_ids": s.colliding_ids,
+                "collision_rate": s.collision_rate,
+            }
+            for name, s in stats.items()
+        },
+    }
+
+
+def _table_rows(result: RunResult) -> dict[str, Any]:
+    swept = sum(result.rows[name] for name in SWEPT_TABLES)
+    return {
+        "rows": swept,
+        "rows_max": max([swept, *result.rows_per_window]),
+        "rows_by_table": dict(result.rows),
+        "rows_per_window": list(result.rows_per_window),
+    }
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _meta(
+    *,
+    data: str,
+    stream: EvalStream,
+    config: EvalConfig,
+    tables: TablesConfig,
+    batches: list[tuple[int, int]],
+    frozen_at: float,
+    seed: int,
+    store: StoreKind,
+) -> dict[str, Any]:
+    times = stream.event_time
+    edges = stream.window_edges
+    return {
+        "data": data,
+        "events": stream.n_events,
+        "examples": stream.n_examples,
+        "positives": int(stream.ex_label.sum()),
+        "queries": len(stream.queries),
+        "users": int(stream.universe["user"].shape[0]),
+        "items": int(stream.catalog.shape[0]),
+        "first_event": _iso(float(times[0])),
+        "last_event": _iso(float(times[-1])),
+        "windows": [
+            {
+                "events": [int(edges[w]), int(edges[w + 1])],
+                "until": _iso(float(times[max(int(edges[w + 1]) - 1, 0)])),
+            }
+            for w in range(edges.shape[0] - 1)
+        ],
+        "seed": seed,
+        "store": store,
+        "batch_size": config.batch_size,
+        "max_batch_span_s": config.max_batch_span_s,
+        "batches": len(batches),
+        "k": config.k,
+        "rank_sample": config.rank_sample,
+        "frozen_at": _iso(frozen_at),
+        "staleness_s": dict(config.staleness),
+        "hashing_memory_ratio": config.hashing_memory_ratio,
+        "popularity_prior": config.popularity_prior,
+        "user_context": config.user_context,
+        "dense_lr": config.trainer.dense_lr,
+        "tables": tables.model_dump(mode="json"),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+    }
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("evaluating", total=total)
+
+    def __enter__(self) -> _Progress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def run(self, name: str) -> Callable[[int], None]:
+        self._progress.update(self._task, description=name)
+
+        def advance(events: int) -> None:
+            self._progress.advance(self._task, events)
+
+        return advance
+
+
+def run_eval(
+    out: Path,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    store: StoreKind = "memory",
+    redis_url: str | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+    events: EventSource | None = None,
+    tables: TablesConfig | None = None,
+    config: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """Run the prequential evaluation and write `summary.json`, `summary.md` and plots.
+
+    Args:
+        out: output folder (created).
+        limit: replay only the first `limit` events.
+        seed: seeds the dense model, shifts every table initializer's seed, salts the
+            ranking-query sample. The same seed gives the same figures.
+        store: `memory` (in-process tables) or `redis` (tables in Redis under a scratch
+            namespace, removed afterwards).
+        redis_url: Redis to use with `store="redis"`.
+        batch_size: events per micro-batch, at most.
+        progress: show a progress bar on stderr.
+        events: the event stream; MovieLens-100K ratings (downloaded once) when None.
+        tables: table definitions; the shipped `tables.yaml` when None.
+        config: everything else; `EvalConfig()` when None.
+
+    Returns:
+        The summary that `summary.json` holds.
+
+    Raises:
+        ConfigError: a bad setting or table config.
+        InvalidInput: an invalid or unordered event stream.
+        StoreUnavailable: Redis does not answer.
+    """
+    started = time.perf_counter()
+    config = replace(config or EvalConfig(), batch_size=batch_size)
+    base = _seeded(tables or load_tables(default_table_config_path()), seed)
+    missing = set(REQUIRED_TABLES) - {t.name for t in base.tables}
+    if missing:
+        raise ConfigError(f"the evaluation needs tables {sorted(missing)}")
+    if limit is not None and limit < 1:
+        raise ConfigError("limit must be >= 1")
+    if events is None:
+        data, source = _load_movielens_events(config.user_context)
+    else:
+        data, source = "events given by the caller", events
+    if limit is not None:
+        source = itertools.islice(source, limit)
+    trainer_config = replace(
+        config.trainer,
+        group="freshrec-eval",
+        batch_size=config.batch_size,
+        model=replace(config.trainer.model, seed=seed),
+    )
+    threads = torch.get_num_threads()
+    # One thread: identical float reductions on every run, and no oversubscribed cores.
+    torch.set_num_threads(1)
+    stores = _Stores(store, redis_url)
+    try:
+        stream = prepare_stream(
+            source,
+            examples=trainer_config.examples,
+            windows=config.windows,
+            rank_sample=config.rank_sample,
+            seed=seed,
+        )
+        first, last = float(stream.event_time[0]), float(stream.event_time[-1])
+        frozen_at = first + config.frozen_fraction * (last - first)
+        batches = plan_batches(
+            stream.event_time, config.batch_size, config.max_batch_span_s, cuts=[frozen_at]
+        )
+        settings = _sweep_settings(base, config)
+        distinct: dict[str, _Setting] = {}
+        for s in settings:
+            if s.tables != base and not any(d.tables == s.tables for d in distinct.values()):
+                distinct[s.label] = s
+        with _Progress(progress, stream.n_events * (2 + len(distinct))) as bar:
+            result = _evaluate(
+                stream,
+                base=base,
+                config=config,
+                trainer_config=trainer_config,
+                batches=batches,
+                frozen_at=frozen_at,
+                stores=stores,
+                bar=bar,
+                settings=settings,
+                distinct=distinct,
+            )
+    finally:
+        torch.set_num_threads(threads)
+        stores.close()
+    summary: dict[str, Any] = {
+        "meta": _meta(
+            data=data,
+            stream=stream,
+            config=config,
+            tables=base,
+            batches=batches,
+            frozen_at=frozen_at,
+            seed=seed,
+            store=store,
+        ),
+        **result,
+    }
+    summary["timing"]["wall_time_s"] = round(time.perf_counter() - started, 3)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUMMARY_JSON).write_bytes(
+        orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    summary["meta"]["plots"] = write_plots(summary, out)
+    (out / SUMMARY_JSON).write_bytes(
+        orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    write_summary_md(summary, out / SUMMARY_MD)
+    logger.info("evaluation written to %s in %.1f s", out, summary["timing"]["wall_time_s"])
+    return summary
+
+
+def _evaluate(
+    stream: EvalStream,
+    *,
+    base: TablesConfig,
+    config: EvalConfig,
+    trainer_config: TrainerConfig,
+    batches: list[tuple[int, int]],
+    frozen_at: float,
+    stores: _Stores,
+    bar: _Progress,
+    settings: list[_Setting],
+    distinct: Mapping[str, _Setting],
+) -> dict[str, Any]:
+    query_window = stream.ex_window[stream.queries.example]
+
+    def summary_of(result: RunResult, name: str, ranking: bool) -> dict[str, Any]:
+        return summarise(
+            result.scores[name],
+            stream.ex_label,
+            example_window=stream.ex_window,
+            query_window=query_window,
+            windows=config.windows,
+            k=config.k,
+            ranking=ranking,
+        )
+
+    timing: dict[str, float] = {}
+    main_plan = ServingPlan(
+        live="online",
+        staleness=config.staleness,
+        frozen="frozen",
+        frozen_at=frozen_at,
+        popularity="popularity",
+        popularity_prior=config.popularity_prior,
+        ranking=True,
+        k=config.k,
+    )
+    with stores.open("online", base) as tables:
+        main = replay_run(
+            stream,
+            tables,
+            trainer_config=trainer_config,
+            batches=batches,
+            plan=main_plan,
+            on_batch=bar.run("online"),
+        )
+    timing["online"] = round(main.seconds, 3)
+    methods: dict[str, dict[str, Any]] = {}
+    methods["online"] = {
+        **summary_of(main, "online", True),
+        **_table_rows(main),
+        "trainer_auc": main.trainer_auc,
+    }
+
+    buckets = {
+        name: max(1, round(config.hashing_memory_ratio * main.rows[name])) for name in SWEPT_TABLES
+    }
+    with stores.open("hashing", base, buckets) as tables:
+        hashing = replay_run(
+            stream,
+            tables,
+            trainer_config=trainer_config,
+            batches=batches,
+            plan=ServingPlan(live="hashing", ranking=True, k=config.k),
+            on_batch=bar.run("hashing"),
+        )
+        stats = {
+            name: store.collision_stats()
+            for name, store in tables.items()
+            if isinstance(store, HashingTrickStore)
+        }
+    timing["hashing"] = round(hashing.seconds, 3)
+    methods["hashing"] = {
+        **summary_of(hashing, "hashing", True),
+        **_table_rows(hashing),
+        "buckets": buckets,
+        **_collisions(stats),
+    }
+    methods["frozen"] = {**summary_of(main, "frozen", True), "frozen_at": _iso(frozen_at)}
+    for name, interval in config.staleness:
+        methods[name] = {**summary_of(main, name, True), "sync_interval_s": interval}
+    methods["popularity"] = summary_of(main, "popularity", True)
+
+    runs: dict[str, RunResult] = {}
+    for label, setting in distinct.items():
+        with stores.open(label.replace("=", "-"), setting.tables) as tables:
+            runs[label] = replay_run(
+                stream,
+                tables,
+                trainer_config=trainer_config,
+                batches=batches,
+                plan=ServingPlan(live=label, ranking=False, k=config.k),
+                on_batch=bar.run(label),
+            )
+        timing[label] = round(runs[label].seconds, 3)
+
+    sweeps: dict[str, list[dict[str, Any]]] = {"admission": [], "expiry": []}
+    for setting in settings:
+        shared: str | None = None
+        if setting.tables == base:
+            result, name, shared = main, "online", "online"
+        else:
+            label = next(k for k, d in distinct.items() if d.tables == setting.tables)
+            result, name = runs[label], label
+            shared = None if label == setting.label else label
+        metrics = summary_of(result, name, False)
+        entry: dict[str, Any] = {"setting": setting.label}
+        if setting.sweep == "admission":
+            entry["min_count"] = int(setting.value or 0)
+        else:
+            entry["expire_after_days"] = setting.value
+        entry.update(
+            {
+                "auc": metrics["auc"],
+                "logloss": metrics["logloss"],
+                **_table_rows(result),
+                "windows": metrics["windows"],
+                "shared_with": shared,
+            }
+        )
+        sweeps[setting.sweep].append(entry)
+    return {"methods": methods, "sweeps": sweeps, "timing": {"runs_s": timing}}

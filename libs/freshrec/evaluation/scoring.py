@@ -1,0 +1,238 @@
+"""Serving-side scorers: the model and the rows a prediction is made from.
+
+A `ScoringState` pairs a dense model with a source of rows. The live state reads the trainer's
+own tables and model (between batches, so before the next batch trains); a snapshot is a
+frozen copy of both, taken by looking up every row id the stream touches and deep-copying the
+model, which is what a serving replica that synced at that moment would hold. Looking rows up
+through `EmbeddingStore.lookup` gives a snapshot exactly the visibility serving has (rows not
+admitted or expired read as their initial vectors) for any store, hashing included.
+
+Scores are computed exactly as the trainer's forward pass computes them, with the product's
+`RankingModel`: the context input is the mean of the example's context rows, and probabilities
+are `sigmoid(ranking_logit + logit_offset)`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from freshrec.evaluation.metrics import expected_rank_metrics
+from freshrec.models.model import RankingModel
+from freshrec.table.base import EmbeddingStore, FloatArray, IdArray
+
+__all__ = [
+    "LiveRows",
+    "RowSource",
+    "ScoringState",
+    "SnapshotRows",
+    "context_means",
+    "model_scores",
+    "predict",
+    "rank_queries",
+]
+
+
+class RowSource(Protocol):
+    """Where a scorer reads rows from."""
+
+    def vectors(self, table: str, ids: IdArray) -> FloatArray:
+        """`(B, D)` float32 vectors of `(B,)` ids of `table` (initial vectors where no row)."""
+        ...
+
+
+class LiveRows:
+    """The trainer's tables as they are now."""
+
+    def __init__(self, tables: Mapping[str, EmbeddingStore]) -> None:
+        self.tables = tables
+
+    def vectors(self, table: str, ids: IdArray) -> FloatArray:
+        return self.tables[table].lookup(ids).vectors
+
+
+class SnapshotRows:
+    """A frozen copy of the rows of a fixed id universe.
+
+    Args:
+        tables: the stores to copy.
+        universe: table name -> `(U,)` sorted unique uint64 ids; every id later asked for
+            must be among them.
+    """
+
+    def __init__(self, tables: Mapping[str, EmbeddingStore], universe: Mapping[str, IdArray]):
+        self._ids = dict(universe)
+        self._vectors = {
+            name: np.array(tables[name].lookup(ids).vectors, dtype=np.float32, copy=True)
+            for name, ids in universe.items()
+        }
+
+    def vectors(self, table: str, ids: IdArray) -> FloatArray:
+        known = self._ids[table]
+        pos = np.searchsorted(known, ids)
+        if ids.shape[0] and (
+            int(pos.max()) >= known.shape[0] or not np.array_equal(known[pos], ids)
+        ):
+            raise KeyError(f"snapshot of table {table!r} was asked for ids outside its universe")
+        return self._vectors[table][pos]
+
+
+@dataclass
+class ScoringState:
+    """A model and its rows, as one serving copy sees them.
+
+    Attributes:
+        key: identifies the trainer state this copy holds (the number of batches trained);
+            two states with the same key score identically.
+        rows: where rows are read.
+        model: the dense model.
+    """
+
+    key: int
+    rows: RowSource
+    model: RankingModel
+
+    @classmethod
+    def snapshot(
+        cls,
+        key: int,
+        tables: Mapping[str, EmbeddingStore],
+        model: RankingModel,
+        universe: Mapping[str, IdArray],
+    ) -> ScoringState:
+        """A frozen copy of `tables` (restricted to `universe`) and `model`."""
+        return cls(key, SnapshotRows(tables, universe), copy.deepcopy(model))
+
+
+def context_means(
+    rows: RowSource,
+    ctx_ids: IdArray,
+    ctx_rows: npt.NDArray[np.int64],
+    n: int,
+    context_dim: int,
+) -> torch.Tensor:
+    """Mean context row of each of `n` examples, as the trainer computes it.
+
+    Args:
+        rows: the row source.
+        ctx_ids: `(C,)` context row ids.
+        ctx_rows: `(C,)` example index (in `[0, n)`) of each context id.
+        n: number of examples.
+        context_dim: width of context rows.
+
+    Returns:
+        `(n, context_dim)` float32; zeros for examples without context.
+    """
+    context = torch.zeros((n, context_dim))
+    if ctx_ids.shape[0]:
+        unique, inverse = np.unique(ctx_ids, return_inverse=True)
+        gathered = torch.from_numpy(rows.vectors("context", unique))[torch.from_numpy(inverse)]
+        counts = np.bincount(ctx_rows, minlength=n).astype(np.float32)
+        context = context.index_add(0, torch.from_numpy(ctx_rows), gathered)
+        context = context / torch.from_numpy(np.maximum(counts, 1.0)).unsqueeze(1)
+    return context
+
+
+def _gather(rows: RowSource, table: str, ids: IdArray) -> torch.Tensor:
+    unique, inverse = np.unique(ids, return_inverse=True)
+    return torch.from_numpy(rows.vectors(table, unique))[torch.from_numpy(inverse)]
+
+
+def predict(
+    state: ScoringState,
+    users: IdArray,
+    items: IdArray,
+    context: torch.Tensor,
+    logit_offset: float,
+) -> npt.NDArray[np.float64]:
+    """Predicted probabilities of `(user, item, context)` triples.
+
+    Args:
+        state: the serving copy.
+        users: `(B,)` user row ids.
+        items: `(B,)` item row ids.
+        context: `(B, C)` mean context rows.
+        logit_offset: added to the ranking logit (undoes negative subsampling).
+
+    Returns:
+        `(B,)` float64 probabilities.
+    """
+    with torch.no_grad():
+        ranking, _ = state.model(
+            _gather(state.rows, "user", users), _gather(state.rows, "item", items), context
+        )
+        probs = torch.sigmoid(ranking + logit_offset).numpy()
+    return probs.astype(np.float64)
+
+
+def rank_queries(
+    scores_of: Sequence[npt.NDArray[np.floating]],
+    available: npt.NDArray[np.int64],
+    target: npt.NDArray[np.int64],
+    history: list[npt.NDArray[np.int64]],
+    k: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Recall@k and NDCG@k of held items among their candidates.
+
+    Args:
+        scores_of: per query, `(M,)` scores of catalog items `[0, M)`, `M > target`.
+        available: `(Q,)` catalog items `[0, available)` are candidates.
+        target: `(Q,)` catalog index of the held item (always a candidate).
+        history: per query, catalog indexes excluded (the user's earlier items).
+        k: the cut-off.
+
+    Returns:
+        `(Q,)` recall and `(Q,)` NDCG, expected over random tie-breaking.
+    """
+    q = len(scores_of)
+    recall = np.empty(q, dtype=np.float64)
+    ndcg = np.empty(q, dtype=np.float64)
+    for i in range(q):
+        scores = scores_of[i]
+        valid = np.zeros(scores.shape[0], dtype=np.bool_)
+        valid[: int(available[i])] = True
+        valid[history[i]] = False
+        held = int(target[i])
+        valid[held] = False
+        own = scores[held]
+        greater = int(np.count_nonzero(valid & (scores > own)))
+        ties = int(np.count_nonzero(valid & (scores == own)))
+        recall[i], ndcg[i] = expected_rank_metrics(greater, ties, k)
+    return recall, ndcg
+
+
+def model_scores(
+    state: ScoringState,
+    users: IdArray,
+    context: torch.Tensor,
+    catalog: IdArray,
+    sizes: npt.NDArray[np.int64],
+) -> list[npt.NDArray[np.float32]]:
+    """Ranking logits of catalog prefixes, one batched `score_candidates` pass per query.
+
+    Args:
+        state: the serving copy.
+        users: `(Q,)` user row ids.
+        context: `(Q, C)` mean context rows.
+        catalog: `(I,)` item row ids.
+        sizes: `(Q,)` how many leading catalog items each query scores.
+
+    Returns:
+        Per query, `(sizes[q],)` float32 logits.
+    """
+    if users.shape[0] == 0:
+        return []
+    longest = int(sizes.max())
+    with torch.no_grad():
+        items = torch.from_numpy(state.rows.vectors("item", catalog[:longest]))
+        user_rows = _gather(state.rows, "user", users)
+        return [
+            state.model.score_candidates(user_rows[q], items[: int(sizes[q])], context[q]).numpy()
+            for q in range(users.shape[0])
+        ]
