@@ -25,7 +25,8 @@ $(DEPS_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.deps-* && touch $@
 
-install: $(DEPS_STAMP) ## Install freshrec and its pinned deps into $(VENV) (outside the clone)
+install: $(DEPS_STAMP) ## Install freshrec, its pinned deps (venv outside the clone) and Debian packages
+	@bash deploy/local/system-deps.sh
 	@$(PY) -m pip install -q --no-deps -e . >/dev/null
 	@$(SERVERS) fetch
 

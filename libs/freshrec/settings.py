@@ -44,8 +44,11 @@ class CommonSettings(BaseSettings):
         description="Comma-separated API keys; empty disables authentication.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
-    torch_threads: int = Field(
-        1, ge=1, le=64, description="PyTorch intra-op threads (trainer and ranker)."
+    compute_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="PyTorch and FAISS threads per process (small models: 1 is fastest).",
     )
 
     @field_validator("api_keys", mode="before")

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
+import faiss
 import numpy as np
 import redis
 import torch
@@ -120,7 +121,9 @@ def create_app(settings: RankerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.torch_threads)
+        # one request is a small matrix product: thread pools only add spin-waiting
+        torch.set_num_threads(settings.compute_threads)
+        faiss.omp_set_num_threads(settings.compute_threads)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         tables_config = load_tables(settings.table_config)
         tables: dict[str, EmbeddingStore] = {

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from services.ranker.status import MetricsSnapshot, histogram_quantile
 from tests.e2e.conftest import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,17 +163,17 @@ def _post(stack: Stack, events: list[dict[str, Any]]) -> None:
     assert response.status_code == 202, response.text
 
 
-def _ratings() -> list[dict[str, Any]]:
+def _ratings(users: list[str], start: float) -> list[dict[str, Any]]:
     return [
         {
             "event_id": f"{user}-{item}",
             "type": "rating",
             "user_id": user,
             "item_id": item,
-            "timestamp": T0 + n,
+            "timestamp": start + n,
             "value": 5.0 if (n + j) % 2 else 1.0,
         }
-        for n, user in enumerate(USERS)
+        for n, user in enumerate(users)
         for j, item in enumerate(ITEMS)
     ]
 
@@ -198,12 +199,40 @@ def _wait(
         time.sleep(0.1)
 
 
+def test_histogram_quantile_interpolates_within_buckets_like_prometheus() -> None:
+    inf = float("inf")
+    # 10 observations: 2 at or below 0.1, 8 in (0.1, 0.5], none above
+    buckets = {0.1: 2.0, 0.5: 10.0, 1.0: 10.0, inf: 10.0}
+    assert histogram_quantile(0.2, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1 + 0.4 * 3 / 8)
+    assert histogram_quantile(0.1, buckets) == pytest.approx(0.05)
+    assert histogram_quantile(0.99, {0.1: 1.0, 0.5: 1.0, inf: 4.0}) == 0.5  # above the top
+    assert histogram_quantile(0.5, {0.1: 0.0, inf: 0.0}) is None
+    assert histogram_quantile(0.5, {}) is None
+    text = (
+        "# TYPE h_seconds histogram\n"
+        'h_seconds_bucket{route="/a",le="0.1"} 1\n'
+        'h_seconds_bucket{route="/a",le="+Inf"} 3\n'
+        'h_seconds_bucket{route="/b",le="0.1"} 5\n'
+        'h_seconds_bucket{route="/b",le="+Inf"} 5\n'
+        "h_seconds_count 8\n"
+    )
+    snapshot = MetricsSnapshot.parse(text)
+    assert snapshot.buckets("h_seconds") == {0.1: 6.0, inf: 8.0}
+    assert snapshot.buckets("h_seconds", lambda labels: labels["route"] == "/a") == {
+        0.1: 1.0,
+        inf: 3.0,
+    }
+    assert snapshot.total("h_seconds_bucket", lambda labels: labels["le"] == "+Inf") == 8.0
+    assert snapshot.total("missing_total") is None
+
+
 def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
     running_stack: Stack, tmp_path: Path
 ) -> None:
     chromium = _require_chromium()
     stack = running_stack
-    events = _ratings()
+    events = _ratings(USERS, T0)
     _post(stack, events)
 
     def settled() -> bool:
@@ -218,6 +247,23 @@ def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
         seen=lambda: _overview(stack),
     )
     _wait("a published model", lambda: _overview(stack)["model"]["version"] is not None)
+    # rates and quantiles cover the last seconds: fresh traffic for them to measure
+    late = _ratings(["late-user"], T0 + 100)
+    _post(stack, late)
+    events += late
+
+    def trainer_figures() -> dict[str, Any]:
+        figures: dict[str, Any] = _overview(stack)["trainer"]
+        return figures
+
+    _wait(
+        "the second batch to be consumed and its freshness measured",
+        lambda: (
+            trainer_figures()["events_consumed_total"] == len(events)
+            and trainer_figures()["freshness_p50_s"] is not None
+        ),
+        seen=trainer_figures,
+    )
     for user in (USERS[0], "nobody-ever"):
         response = httpx.post(
             f"{stack.ranker}/v1/recommend", json={"user_id": user, "k": 5}, timeout=10
@@ -228,19 +274,23 @@ def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
     _wait("both requests counted", lambda: _overview(stack)["ranker"]["requests_total"] == 2)
     o = _overview(stack)
     # the test's own overview polls are operational traffic and are not counted
-    assert o["ranker"]["requests_total"] == o["ranker"]["recommendations_total"] == 2
+    assert o["ranker"]["requests_total"] == o["ranker"]["recommendations_total"] == 2, (
+        "operational routes counted as traffic; their `route` label on "
+        "freshrec_http_requests_total must be their path template"
+    )
     assert o["ranker"]["fallbacks_total"] == 1
     assert o["ranker"]["served_row_age_p50_s"] is not None
     assert o["ranker"]["latency_p99_s"] is not None and o["ranker"]["latency_p99_s"] > 0
     assert o["index"]["items"] == len(ITEMS) and o["index"]["following"] is True
     assert o["index"]["version"] >= 1 and o["index"]["age_s"] >= 0
     assert o["model"]["version"] >= 1 and 0 <= o["model"]["age_s"] < 120
-    assert o["tables"]["user"]["rows"] == len(USERS)
+    assert o["tables"]["user"]["rows"] == len(USERS) + 1
     trainer = o["trainer"]
     assert trainer["reachable"] is True and trainer["error"] is None
     assert trainer["events_consumed_total"] == len(events)
     assert trainer["batches"] >= 1 and trainer["published_version"] >= 1
-    assert trainer["freshness_p50_s"] is not None and trainer["offsets"]
+    assert 0 < trainer["freshness_p50_s"] <= trainer["freshness_p99_s"] < 30
+    assert sum(trainer["offsets"].values()) == len(events)
 
     # the page, rendered
     page = _load_page(chromium, f"{stack.ranker}/status", tmp_path / "chromium", SCREENSHOT)
@@ -253,7 +303,8 @@ def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
     assert page.number("trainer.events_consumed_total") == len(events)
     assert page.number("ranker.recommendations_total") == 2
     assert page.number("model.version") >= 1
-    assert page.field("ranker.fallback_share") != ""
+    # one of the two recommendations fell back; "—" once they leave the 10 s window
+    assert page.field("ranker.fallback_share") in ("50.0%", "—")
     if trainer["auc"] is None:
         assert page.field("trainer.auc") == "—"
     else:
@@ -272,6 +323,8 @@ def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
     assert page.errors == [], f"the page's script failed: {page.errors}"
     assert page.root.get("data-state") == "live", page.root
     assert page.root.get("data-trainer") == "down", page.root
-    assert "trainer unreachable" in "".join(page.text)
+    # the banner (hidden while the trainer answers) names the trainer and what failed
+    shown = "".join(page.text)
+    assert "trainer unreachable" in shown and f"{stack.trainer}: /v1/status" in shown
     assert page.field("trainer.events_consumed_total") == "—"
     assert page.number("index.items") == len(ITEMS)

@@ -39,7 +39,7 @@ def eval_command(
         str | None,
         typer.Option(help="Redis for --store redis (default: FRESHREC_REDIS_URL)."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Events per micro-batch, at most.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Events per micro-batch, at most.")] = 64,
     events: Annotated[
         Path | None,
         typer.Option(

@@ -41,8 +41,16 @@ class EvalConfig:
             (0: no filter).
         expiry_days: event-time expiry windows swept on the user and item tables (None: no
             expiry).
+        sweep_max_batch_span_s: the sweeps' replays use this span limit instead of
+            `max_batch_span_s` (None: no limit). They compare table settings that act over
+            days and weeks, where a finer cut only costs time; with the same value as
+            `max_batch_span_s` the main run doubles as the sweeps' baseline.
         hashing_memory_ratio: hashing buckets per table = this times the collisionless run's
             final row count of that table (1.0: the same memory).
+        trainer_auc_window: the trainer's own streaming-AUC gauge keeps this many predictions
+            (its default is 20,000). The gauge re-sorts its whole window after every batch,
+            which at thousands of small batches costs more than the scoring; the harness
+            computes every metric itself, so the gauge is kept short (None: the default).
         popularity_prior: pseudo-count that shrinks an item's positive share toward the
             global one in the popularity baseline's probabilities.
         user_context: attach the user's age, gender and occupation to MovieLens events as
@@ -51,7 +59,7 @@ class EvalConfig:
             model's seed from the run's seed.
     """
 
-    batch_size: int = 256
+    batch_size: int = 64
     max_batch_span_s: float | None = 600.0
     windows: int = 10
     k: int = 50
@@ -60,7 +68,9 @@ class EvalConfig:
     frozen_fraction: float = 0.5
     admission_min_counts: tuple[int, ...] = (0, 2, 5, 10)
     expiry_days: tuple[float | None, ...] = (7.0, 30.0, 90.0, None)
+    sweep_max_batch_span_s: float | None = None
     hashing_memory_ratio: float = 1.0
+    trainer_auc_window: int | None = 1024
     popularity_prior: float = 10.0
     user_context: bool = True
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -68,8 +78,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1")
-        if self.max_batch_span_s is not None and not self.max_batch_span_s > 0:
-            raise ConfigError("max_batch_span_s must be > 0 (or None)")
+        for span in (self.max_batch_span_s, self.sweep_max_batch_span_s):
+            if span is not None and not span > 0:
+                raise ConfigError("batch span limits must be > 0 (or None)")
         if self.windows < 1:
             raise ConfigError("windows must be >= 1")
         if self.k < 1:
@@ -80,6 +91,8 @@ class EvalConfig:
             raise ConfigError("frozen_fraction must be in (0, 1)")
         if not self.hashing_memory_ratio > 0:
             raise ConfigError("hashing_memory_ratio must be > 0")
+        if self.trainer_auc_window is not None and self.trainer_auc_window < 1:
+            raise ConfigError("trainer_auc_window must be >= 1 (or None)")
         if self.popularity_prior < 0:
             raise ConfigError("popularity_prior must be >= 0")
         names = [name for name, _ in self.staleness]

@@ -216,6 +216,7 @@ def _meta(
     config: EvalConfig,
     tables: TablesConfig,
     batches: list[tuple[int, int]],
+    sweep_batches: list[tuple[int, int]],
     frozen_at: float,
     seed: int,
     store: StoreKind,
@@ -244,6 +245,8 @@ def _meta(
         "batch_size": config.batch_size,
         "max_batch_span_s": config.max_batch_span_s,
         "batches": len(batches),
+        "sweep_max_batch_span_s": config.sweep_max_batch_span_s,
+        "sweep_batches": len(sweep_batches),
         "k": config.k,
         "rank_sample": config.rank_sample,
         "frozen_at": _iso(frozen_at),
@@ -296,7 +299,7 @@ def run_eval(
     seed: int = 0,
     store: StoreKind = "memory",
     redis_url: str | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
     progress: bool = True,
     events: EventSource | None = None,
     tables: TablesConfig | None = None,
@@ -363,10 +366,20 @@ def run_eval(
         batches = plan_batches(
             stream.event_time, config.batch_size, config.max_batch_span_s, cuts=[frozen_at]
         )
+        # The sweeps keep the frozen cut too, so equal span limits give equal batches.
+        sweep_batches = plan_batches(
+            stream.event_time,
+            config.batch_size,
+            config.sweep_max_batch_span_s,
+            cuts=[frozen_at],
+        )
         settings = _sweep_settings(base, config)
+        share_base = sweep_batches == batches
         distinct: dict[str, _Setting] = {}
         for s in settings:
-            if s.tables != base and not any(d.tables == s.tables for d in distinct.values()):
+            if share_base and s.tables == base:
+                continue
+            if not any(d.tables == s.tables for d in distinct.values()):
                 distinct[s.label] = s
         with _Progress(progress, stream.n_events * (2 + len(distinct))) as bar:
             result = _evaluate(
@@ -375,6 +388,7 @@ def run_eval(
                 config=config,
                 trainer_config=trainer_config,
                 batches=batches,
+                sweep_batches=sweep_batches,
                 frozen_at=frozen_at,
                 stores=stores,
                 bar=bar,
@@ -391,6 +405,7 @@ def run_eval(
             config=config,
             tables=base,
             batches=batches,
+            sweep_batches=sweep_batches,
             frozen_at=frozen_at,
             seed=seed,
             store=store,
@@ -418,6 +433,7 @@ def _evaluate(
     config: EvalConfig,
     trainer_config: TrainerConfig,
     batches: list[tuple[int, int]],
+    sweep_batches: list[tuple[int, int]],
     frozen_at: float,
     stores: _Stores,
     bar: _Progress,
@@ -447,6 +463,7 @@ def _evaluate(
         popularity_prior=config.popularity_prior,
         ranking=True,
         k=config.k,
+        trainer_auc_window=config.trainer_auc_window,
     )
     with stores.open("online", base) as tables:
         main = replay_run(
@@ -462,7 +479,6 @@ def _evaluate(
     methods["online"] = {
         **summary_of(main, "online", True),
         **_table_rows(main),
-        "trainer_auc": main.trainer_auc,
     }
 
     buckets = {
@@ -474,7 +490,12 @@ def _evaluate(
             tables,
             trainer_config=trainer_config,
             batches=batches,
-            plan=ServingPlan(live="hashing", ranking=True, k=config.k),
+            plan=ServingPlan(
+                live="hashing",
+                ranking=True,
+                k=config.k,
+                trainer_auc_window=config.trainer_auc_window,
+            ),
             on_batch=bar.run("hashing"),
         )
         stats = {
@@ -501,16 +522,21 @@ def _evaluate(
                 stream,
                 tables,
                 trainer_config=trainer_config,
-                batches=batches,
-                plan=ServingPlan(live=label, ranking=False, k=config.k),
+                batches=sweep_batches,
+                plan=ServingPlan(
+                    live=label,
+                    ranking=False,
+                    k=config.k,
+                    trainer_auc_window=config.trainer_auc_window,
+                ),
                 on_batch=bar.run(label),
             )
         timing[label] = round(runs[label].seconds, 3)
 
     sweeps: dict[str, list[dict[str, Any]]] = {"admission": [], "expiry": []}
     for setting in settings:
-        shared: str | None = None
-        if setting.tables == base:
+        shared: str | None
+        if sweep_batches == batches and setting.tables == base:
             result, name, shared = main, "online", "online"
         else:
             label = next(k for k, d in distinct.items() if d.tables == setting.tables)

@@ -9,8 +9,8 @@ no prediction ever sees its own label. The serving copies of one replay share it
 - a stale copy with sync interval `X` serves, for an example at event time `t`, the newest
   trainer state trained only on events before the last sync boundary
   ``b = floor(t / X) * X`` (state `S_j`, trained on batches `< j`, qualifies when the last
-  event of batch `j - 1` is earlier than `b`). Such states are snapshotted just before the
-  batch that would overwrite them, only when a boundary falls inside that batch;
+  event of batch `j - 1` is earlier than `b`). A state is snapshotted just before the batch
+  that would overwrite it, and only when some later example will be served from it;
 - the frozen copy serves the state trained on everything before `frozen_at` (the batch plan
   cuts there) for the rest of the stream; before `frozen_at` it is the live copy;
 - popularity serves counts gathered up to the start of the batch, like the live copy.
@@ -42,6 +42,7 @@ from freshrec.evaluation.scoring import (
 )
 from freshrec.evaluation.stream import EvalStream
 from freshrec.table.base import EmbeddingStore
+from freshrec.training.auc import StreamingAuc
 from freshrec.training.trainer import OnlineTrainer, TrainerConfig
 
 __all__ = ["RunResult", "ServingPlan", "replay_run"]
@@ -68,6 +69,7 @@ class ServingPlan:
         popularity_prior: pseudo-count shrinking an item's positive share to the global one.
         ranking: answer the stream's ranking queries.
         k: ranking cut-off.
+        trainer_auc_window: window of the trainer's own AUC gauge (None: its default).
     """
 
     live: str
@@ -78,6 +80,7 @@ class ServingPlan:
     popularity_prior: float = 10.0
     ranking: bool = True
     k: int = 50
+    trainer_auc_window: int | None = None
 
     def methods(self) -> list[str]:
         """Every method name this plan scores."""
@@ -94,7 +97,7 @@ class RunResult:
         scores: method name -> its predictions.
         rows: table name -> rows kept at the end (after a last event-time expiry pass).
         rows_per_window: user + item rows at the end of each window.
-        trainer_auc: the trainer's own streaming AUC at the end (its last 20,000 examples).
+        trainer_auc: the trainer's own streaming AUC at the end (over its gauge's window).
         batches: micro-batches trained.
         seconds: wall time of the replay.
     """
@@ -107,11 +110,20 @@ class RunResult:
     seconds: float
 
 
-def _boundary_between(after: float, upto: float, interval: float) -> bool:
-    """Whether a multiple of `interval` lies in `(after, upto]`."""
-    if math.isinf(after):
-        return True
-    return math.floor(upto / interval) > math.floor(after / interval)
+def _served_later(after: float, upto: float, upcoming: float, interval: float) -> bool:
+    """Whether a copy syncing every `interval` will serve the state trained up to `after`.
+
+    That state is the newest one trained before a sync boundary `b` (a multiple of
+    `interval`) when `after < b <= upto`, `upto` being where the next state's training data
+    ends; examples from `upcoming` on ask for boundaries `b >= floor(upcoming / interval) *
+    interval`.
+    """
+    if math.isinf(upcoming):
+        return False
+    lowest = math.floor(upcoming / interval) * interval
+    if not math.isinf(after):
+        lowest = max(lowest, (math.floor(after / interval) + 1) * interval)
+    return lowest <= upto
 
 
 class _BatchScores:
@@ -271,6 +283,8 @@ def replay_run(
     """
     started = time.perf_counter()
     trainer = OnlineTrainer(tables, trainer_config, clock=_replay_clock)
+    if plan.trainer_auc_window is not None:
+        trainer.auc = StreamingAuc(window=plan.trainer_auc_window)
     live_rows = LiveRows(tables)
     n_queries = len(stream.queries) if plan.ranking else 0
     scores = {m: MethodScores.empty(stream.n_examples, n_queries) for m in plan.methods()}
@@ -299,7 +313,8 @@ def replay_run(
             snapshot = frozen_state = ScoringState.snapshot(
                 number, tables, trainer.model, stream.universe
             )
-        if any(_boundary_between(previous_end, batch_end, x) for x in intervals):
+        upcoming = float(stream.event_time[end]) if end < stream.n_events else math.inf
+        if any(_served_later(previous_end, batch_end, upcoming, x) for x in intervals):
             snapshot = snapshot or ScoringState.snapshot(
                 number, tables, trainer.model, stream.universe
             )
@@ -345,7 +360,6 @@ def replay_run(
         previous_end = batch_end
 
         if snap_states and end < stream.n_events:
-            upcoming = float(stream.event_time[end])
             keep = len(snap_states) - 1
             for interval in intervals:
                 # the oldest snapshot any later example of this copy can still ask for

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -837,6 +837,15 @@ class RedisEmbeddingStore(EmbeddingStore):
     def get_hash(self, key: str) -> dict[str, bytes]:
         raw = self._run("get_hash", lambda: self.client.hgetall(f"{self.namespace}:meta:{key}"))
         return {k.decode(): v for k, v in cast(dict[bytes, bytes], raw).items()}
+
+    def get_hash_fields(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
+        if not fields:
+            return []
+        raw = self._run(
+            "get_hash_fields",
+            lambda: self.client.hmget(f"{self.namespace}:meta:{key}", list(fields)),
+        )
+        return cast(list[bytes | None], raw)
 
     def get_blob(self, key: str) -> bytes | None:
         raw = self._run("get_blob", lambda: self.client.get(f"{self.namespace}:meta:{key}"))
