@@ -53,8 +53,9 @@ def _wait_caught_up(trainer_url: str, timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def _recommend(ranker_url: str, user: str, k: int) -> dict[str, Any]:
-    response = httpx.post(f"{ranker_url}/v1/recommend", json={"user_id": user, "k": k}, timeout=10)
+def _recommend(ranker_url: str, user: str, k: int, seen: list[str]) -> dict[str, Any]:
+    body = {"user_id": user, "k": k, "exclude_item_ids": seen}
+    response = httpx.post(f"{ranker_url}/v1/recommend", json=body, timeout=10)
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
@@ -108,7 +109,9 @@ def run_showcase(
 
     recommendations: dict[str, list[dict[str, Any]]] = {}
     for user in users:
-        body = _recommend(urls["ranker"], user, k)
+        # movies the user already rated in the replayed slice are not recommended again
+        seen = sorted({str(i) for i in ml.items[:total][ml.users[:total] == int(user)]})
+        body = _recommend(urls["ranker"], user, k, seen[:1000])
         recommendations[user] = body["items"]
         table = Table(
             title=f"user {user}: model v{body['model_version']}, index v{body['index_version']}"

@@ -28,6 +28,7 @@ from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
 from freshrec.table import EmbeddingStore, RedisEmbeddingStore, load_tables
 from freshrec.table.ids import hash_feature
 from services.ranker.settings import RankerSettings
+from services.ranker.status import status_router
 
 __all__ = ["create_app"]
 
@@ -192,6 +193,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
         return {"redis": redis_ok, "index": state.follower.running}
 
     install_common(app, "ranker", readiness)
+    app.include_router(status_router)
     guard = api_key_guard(settings.api_keys)
     recommend_deps = [Depends(guard)] if settings.recommend_requires_key else []
 

@@ -50,6 +50,7 @@ def running_stack(
         "FRESHREC_SESSION_TIMEOUT_MS": "6000",
         "FRESHREC_EVENTS_TOPIC_PARTITIONS": "2",
         "FRESHREC_EXPIRE_EVERY_BATCHES": "1",
+        "FRESHREC_TRAINER_URL": f"http://127.0.0.1:{ports['TRAINER']}",
         "PYTHONPATH": f"{ROOT / 'libs'}:{ROOT}",
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
     }

@@ -10,7 +10,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import Match
 
 from freshrec.errors import FreshrecError
 from freshrec.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
@@ -32,11 +31,10 @@ def error_body(error: str, message: str, details: object = None) -> dict[str, ob
 
 
 def _route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "unknown"))
-    return "unmatched"
+    """The matched route's path template (never the raw path: ids stay out of labels)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
 
 
 def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> None:
@@ -52,7 +50,6 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
     async def _observe(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        route = _route_template(request)
         start = time.perf_counter()
         status = 500
         HTTP_IN_FLIGHT.labels(service).inc()
@@ -62,6 +59,7 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
             return response
         finally:
             HTTP_IN_FLIGHT.labels(service).dec()
+            route = _route_template(request)  # set by routing, so read after the handler
             HTTP_LATENCY.labels(service, route, request.method).observe(time.perf_counter() - start)
             HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
 

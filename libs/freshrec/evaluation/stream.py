@@ -24,9 +24,9 @@ from pydantic import ValidationError
 
 from freshrec.errors import InvalidInput
 from freshrec.stream.events import Event, encode_event
-from freshrec.table.ids import hash_features
+from freshrec.table.ids import context_ids, hash_features
 from freshrec.training.examples import ExampleBuilder, ExampleConfig
-from freshrec.training.trainer import Message, context_ids
+from freshrec.training.trainer import Message
 
 __all__ = ["EVAL_TOPIC", "EvalStream", "Queries", "plan_batches", "prepare_stream"]
 

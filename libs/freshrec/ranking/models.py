@@ -10,8 +10,8 @@ from prometheus_client import Counter, Gauge
 
 from freshrec.errors import FreshrecError
 from freshrec.models import ModelConfig, RankingModel
+from freshrec.models.published import PUBLISHED_VERSION_KEY, load_published_dense
 from freshrec.table.base import EmbeddingStore
-from freshrec.training.trainer import PUBLISHED_VERSION_KEY, load_published_dense
 
 __all__ = ["LoadedModel", "ModelHolder"]
 

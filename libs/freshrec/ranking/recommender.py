@@ -18,12 +18,12 @@ import torch
 from prometheus_client import Counter, Histogram
 
 from freshrec.metrics import LATENCY_BUCKETS_S
+from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking.models import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.retrieval.base import Retriever
 from freshrec.table.base import EmbeddingStore, IdArray
-from freshrec.table.ids import hash_feature, hash_features
-from freshrec.training.trainer import ITEM_NAMES_KEY, context_ids
+from freshrec.table.ids import context_ids, hash_feature, hash_features
 
 __all__ = ["Recommendation", "Recommender", "ScoredItem"]
 

@@ -25,7 +25,7 @@ from freshrec.table.base import (
 )
 from freshrec.table.config import TableConfig, TablesConfig, load_tables
 from freshrec.table.hashing import CollisionStats, HashingTrickStore
-from freshrec.table.ids import as_ids, hash_feature, hash_features
+from freshrec.table.ids import as_ids, context_ids, hash_feature, hash_features
 from freshrec.table.initializers import initial_vectors
 from freshrec.table.memory import InMemoryBackend, InMemoryEmbeddingStore, InMemoryTransaction
 from freshrec.table.optimizers import Optimizer, make_optimizer
@@ -57,6 +57,7 @@ __all__ = [
     "Transaction",
     "UpdateResult",
     "as_ids",
+    "context_ids",
     "decide_admission",
     "hash_feature",
     "hash_features",

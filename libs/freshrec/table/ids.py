@@ -14,7 +14,7 @@ different slots get different rows.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ import numpy.typing as npt
 __all__ = [
     "MAX_ID",
     "as_ids",
+    "context_ids",
     "hash_feature",
     "hash_features",
     "mix64",
@@ -62,6 +63,15 @@ def hash_features(slot: str, values: Iterable[str | int]) -> npt.NDArray[np.uint
         hashlib.blake2b(prefix + str(v).encode(), digest_size=_ID_BYTES).digest() for v in values
     )
     return np.frombuffer(joined, dtype="<u8").astype(np.uint64)
+
+
+def context_ids(context: Mapping[str, str | int | float]) -> list[int]:
+    """Row ids of a request's context features: one per ``slot:value``, slots sorted.
+
+    Args:
+        context: feature name → value, e.g. ``{"device": "ios", "hour": 13}``.
+    """
+    return [hash_feature(slot, str(value)) for slot, value in sorted(context.items())]
 
 
 def as_ids(values: Iterable[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.uint64]:

@@ -4,21 +4,15 @@ from freshrec.training.auc import StreamingAuc, auc
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
 from freshrec.training.loop import LoopConfig, TrainingLoop
 from freshrec.training.trainer import (
-    PUBLISHED_MODEL_KEY,
-    PUBLISHED_VERSION_KEY,
     BatchReport,
     DeadLetterSink,
     Message,
     OnlineTrainer,
     TrainerConfig,
     checkpoint_key,
-    context_ids,
-    load_published_dense,
 )
 
 __all__ = [
-    "PUBLISHED_MODEL_KEY",
-    "PUBLISHED_VERSION_KEY",
     "BatchReport",
     "DeadLetterSink",
     "Example",
@@ -32,6 +26,4 @@ __all__ = [
     "TrainingLoop",
     "auc",
     "checkpoint_key",
-    "context_ids",
-    "load_published_dense",
 ]

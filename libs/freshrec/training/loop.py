@@ -87,6 +87,9 @@ class TrainingLoop:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id=f"{trainer.config.group}-trainer",
             session_timeout_ms=config.session_timeout_ms,
+            # a topic created just before subscribing may be missing from the first metadata;
+            # refresh often so its partitions are assigned within seconds, not minutes
+            metadata_max_age_ms=5000,
             heartbeat_interval_ms=max(1000, config.session_timeout_ms // 4),
         )
         self.consumer.subscribe([config.topic], listener=_SeekToStored(self))
@@ -104,7 +107,10 @@ class TrainingLoop:
                 self.consumer.seek_to_beginning(tp)
         ASSIGNED.set(len(assigned))
         logger.info("assigned %s; resuming from stored offsets", [str(tp) for tp in assigned])
-        self.ready.set()
+        if assigned:
+            self.ready.set()
+        else:
+            self.ready.clear()
 
     def drop_buffered(self, revoked: set[TopicPartition]) -> None:
         """Forget buffered messages of partitions this member no longer owns."""

@@ -32,10 +32,15 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 
 from freshrec.models.model import ModelConfig, RankingModel
+from freshrec.models.published import (
+    ITEM_NAMES_KEY,
+    PUBLISHED_MODEL_KEY,
+    PUBLISHED_VERSION_KEY,
+)
 from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.events import Event, PoisonMessage, decode_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
-from freshrec.table.ids import hash_feature, hash_features
+from freshrec.table.ids import context_ids, hash_features
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
 
@@ -45,12 +50,7 @@ __all__ = [
     "Message",
     "OnlineTrainer",
     "TrainerConfig",
-    "PUBLISHED_MODEL_KEY",
-    "PUBLISHED_VERSION_KEY",
-    "ITEM_NAMES_KEY",
     "checkpoint_key",
-    "context_ids",
-    "load_published_dense",
 ]
 
 logger = logging.getLogger(__name__)
@@ -151,39 +151,9 @@ class BatchReport:
     """Seconds from each example's event accepted by ingest to its rows committed."""
 
 
-PUBLISHED_MODEL_KEY = "dense:model"
-"""Metadata blob holding the serving copy of the dense model."""
-PUBLISHED_VERSION_KEY = "dense:version"
-"""Metadata hash whose `version` field names the published dense model."""
-
-
-ITEM_NAMES_KEY = "names:item"
-"""Metadata hash from an item row's 64-bit id (decimal) to the raw item id."""
-
-
 def checkpoint_key(group: str) -> str:
     """Metadata blob holding a consumer group's trainer checkpoint."""
     return f"trainer:{group}:checkpoint"
-
-
-def load_published_dense(
-    store: EmbeddingStore,
-) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The latest published dense parameters, or None before the first publish.
-
-    Returns:
-        (version, parameters by name, manifest meta incl. `model` config and `logit_offset`).
-    """
-    blob = store.get_blob(PUBLISHED_MODEL_KEY)
-    if blob is None:
-        return None
-    tensors, meta = decode_tensors(blob)
-    return int(meta["version"]), tensors, meta
-
-
-def context_ids(context: Mapping[str, str | int | float]) -> list[int]:
-    """Row ids of a request's context features: one per `slot:value`."""
-    return [hash_feature(slot, str(value)) for slot, value in sorted(context.items())]
 
 
 class OnlineTrainer:
@@ -210,6 +180,9 @@ class OnlineTrainer:
         self.tables = dict(tables)
         self.config = config
         torch.set_num_threads(config.torch_threads)
+        for name in self.tables:  # every series exists (at 0) from the start
+            for counter in (ROWS_WRITTEN, ROWS_CREATED, ROWS_FILTERED, ROWS_EXPIRED):
+                counter.labels(name)
         self._dead_letters = dead_letters
         self._clock = clock
         self.model = RankingModel(config.model)

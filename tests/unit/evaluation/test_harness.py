@@ -161,16 +161,22 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
 
 def test_command_runs_on_an_events_file(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
-    events.write_text(
-        "\n".join(json.dumps(e) for e in synthetic_ratings(400, days=2.0)) + "\n"
-    )
+    events.write_text("\n".join(json.dumps(e) for e in synthetic_ratings(400, days=2.0)) + "\n")
     app = typer.Typer()
     app.command("eval")(eval_command)
     app.command("noop")(lambda: None)  # keeps `eval` a named subcommand, as in freshrec
     result = CliRunner().invoke(
         app,
-        ["eval", "--events", str(events), "--out", str(tmp_path / "out"), "--limit", "300",
-         "--no-progress"],
+        [
+            "eval",
+            "--events",
+            str(events),
+            "--out",
+            str(tmp_path / "out"),
+            "--limit",
+            "300",
+            "--no-progress",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "| online |" in result.output

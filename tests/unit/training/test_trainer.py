@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from freshrec.models import load_published_dense
 from freshrec.stream.events import Event, encode_event
 from freshrec.table import InMemoryBackend, InMemoryEmbeddingStore, hash_feature, load_tables
 from freshrec.training import (
@@ -16,7 +17,6 @@ from freshrec.training import (
     OnlineTrainer,
     StreamingAuc,
     TrainerConfig,
-    load_published_dense,
 )
 
 TABLES = Path(__file__).resolve().parents[3] / "libs" / "freshrec" / "tables.yaml"
