@@ -35,6 +35,7 @@ from freshrec.evaluation.metrics import MethodScores
 from freshrec.evaluation.scoring import (
     LiveRows,
     ScoringState,
+    Snapshotter,
     context_means,
     model_scores,
     predict,
@@ -283,6 +284,7 @@ def replay_run(
     """
     started = time.perf_counter()
     trainer = OnlineTrainer(tables, trainer_config, clock=_replay_clock)
+    snapshotter = Snapshotter(tables, stream.universe) if plan.staleness or plan.frozen else None
     if plan.trainer_auc_window is not None:
         trainer.auc = StreamingAuc(window=plan.trainer_auc_window)
     live_rows = LiveRows(tables)
@@ -309,15 +311,13 @@ def replay_run(
         batch_end = float(stream.event_time[end - 1])
         live = ScoringState(number, live_rows, trainer.model)
         snapshot: ScoringState | None = None
-        if plan.frozen is not None and frozen_state is None and start >= frozen_start:
-            snapshot = frozen_state = ScoringState.snapshot(
-                number, tables, trainer.model, stream.universe
-            )
+        if snapshotter is not None and frozen_state is None and start >= frozen_start:
+            snapshot = frozen_state = snapshotter.take(number, trainer.model)
         upcoming = float(stream.event_time[end]) if end < stream.n_events else math.inf
-        if any(_served_later(previous_end, batch_end, upcoming, x) for x in intervals):
-            snapshot = snapshot or ScoringState.snapshot(
-                number, tables, trainer.model, stream.universe
-            )
+        if snapshotter is not None and any(
+            _served_later(previous_end, batch_end, upcoming, x) for x in intervals
+        ):
+            snapshot = snapshot or snapshotter.take(number, trainer.model)
             snap_ends.append(previous_end)
             snap_states.append(snapshot)
 
@@ -359,13 +359,16 @@ def replay_run(
             popularity.update(start, end, lo, hi)
         previous_end = batch_end
 
-        if snap_states and end < stream.n_events:
+        if snapshotter is not None and snap_states and end < stream.n_events:
             keep = len(snap_states) - 1
             for interval in intervals:
                 # the oldest snapshot any later example of this copy can still ask for
                 next_boundary = math.floor(upcoming / interval) * interval
                 index = int(np.searchsorted(np.array(snap_ends), next_boundary, side="left")) - 1
                 keep = min(keep, max(index, 0))
+            for gone in snap_states[:keep]:
+                if gone is not frozen_state:
+                    snapshotter.release(gone)
             del snap_ends[:keep], snap_states[:keep]
         while next_window <= windows and end >= int(stream.window_edges[next_window]):
             rows_per_window.append(_rows(tables, ("user", "item")))

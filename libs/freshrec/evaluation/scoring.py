@@ -32,6 +32,7 @@ __all__ = [
     "RowSource",
     "ScoringState",
     "SnapshotRows",
+    "Snapshotter",
     "context_means",
     "model_scores",
     "predict",
@@ -61,17 +62,27 @@ class SnapshotRows:
     """A frozen copy of the rows of a fixed id universe.
 
     Args:
-        tables: the stores to copy.
         universe: table name -> `(U,)` sorted unique uint64 ids; every id later asked for
             must be among them.
+        vectors: table name -> `(U, D)` float32 vectors of those ids (owned by the snapshot).
     """
 
-    def __init__(self, tables: Mapping[str, EmbeddingStore], universe: Mapping[str, IdArray]):
+    def __init__(self, universe: Mapping[str, IdArray], vectors: Mapping[str, FloatArray]):
         self._ids = dict(universe)
-        self._vectors = {
-            name: np.array(tables[name].lookup(ids).vectors, dtype=np.float32, copy=True)
-            for name, ids in universe.items()
-        }
+        self._vectors = dict(vectors)
+
+    @classmethod
+    def lookup(
+        cls, tables: Mapping[str, EmbeddingStore], universe: Mapping[str, IdArray]
+    ) -> SnapshotRows:
+        """Copy the universe's vectors as `tables` serve them now (one lookup per table)."""
+        return cls(
+            universe,
+            {
+                name: np.array(tables[name].lookup(ids).vectors, dtype=np.float32, copy=True)
+                for name, ids in universe.items()
+            },
+        )
 
     def vectors(self, table: str, ids: IdArray) -> FloatArray:
         known = self._ids[table]
@@ -106,8 +117,50 @@ class ScoringState:
         model: RankingModel,
         universe: Mapping[str, IdArray],
     ) -> ScoringState:
-        """A frozen copy of `tables` (restricted to `universe`) and `model`."""
-        return cls(key, SnapshotRows(tables, universe), copy.deepcopy(model))
+        """A frozen copy of `tables` (restricted to `universe`) and `model`.
+
+        The straightforward way: a lookup of every id and a deep copy of the model.
+        `Snapshotter` takes the same copy faster, many times over.
+        """
+        return cls(key, SnapshotRows.lookup(tables, universe), copy.deepcopy(model))
+
+
+class Snapshotter:
+    """Takes frozen copies of one replay's tables and model, cheaply and many times.
+
+    Create it while the tables are still empty: it looks the whole universe up once, which
+    yields every id's default vector exactly as each store defines it (its initial vector,
+    or its bucket's for the hashing store). A snapshot is then those defaults overlaid with
+    the rows that exist now (`read_rows`, so filtered and expired ids keep their defaults),
+    and the model's parameters copied into a recycled model object.
+
+    Args:
+        tables: the replay's stores, empty.
+        universe: table name -> `(U,)` sorted unique uint64 ids.
+    """
+
+    def __init__(self, tables: Mapping[str, EmbeddingStore], universe: Mapping[str, IdArray]):
+        self.tables = tables
+        self.universe = dict(universe)
+        self._defaults = SnapshotRows.lookup(tables, universe)._vectors
+        self._spare: list[RankingModel] = []
+
+    def take(self, key: int, model: RankingModel) -> ScoringState:
+        """A frozen copy of the tables and of `model`, identified as trainer state `key`."""
+        vectors: dict[str, FloatArray] = {}
+        for name, ids in self.universe.items():
+            out = self._defaults[name].copy()
+            rows = self.tables[name].read_rows(ids)
+            if len(rows):
+                out[np.searchsorted(ids, rows.ids)] = rows.vectors
+            vectors[name] = out
+        copied = self._spare.pop() if self._spare else RankingModel(model.config)
+        copied.load_state_dict(model.state_dict())
+        return ScoringState(key, SnapshotRows(self.universe, vectors), copied)
+
+    def release(self, state: ScoringState) -> None:
+        """Hand a snapshot's model back for reuse; the snapshot must not be used again."""
+        self._spare.append(state.model)
 
 
 def context_means(

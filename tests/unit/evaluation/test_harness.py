@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from freshrec.errors import ConfigError
 from freshrec.evaluation import EvalConfig, eval_command, run_eval
 
-from .conftest import synthetic_ratings
+from .synthetic import synthetic_ratings
 
 SMALL = EvalConfig(
     max_batch_span_s=None,
