@@ -89,18 +89,24 @@ def ranker() -> None:
     main()
 
 
+def _start_or_exit(timeout_s: float) -> dict[str, str]:
+    from freshrec.stack import start_services  # noqa: PLC0415
+
+    try:
+        return start_services(timeout_s=timeout_s)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @stack.command("up")
 def stack_up(
     timeout_s: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 180.0,
 ) -> None:
     """Start ingest, trainer and ranker in the background and wait until they are ready."""
-    from freshrec.stack import run_dir, start_services  # noqa: PLC0415
+    from freshrec.stack import run_dir  # noqa: PLC0415
 
-    try:
-        urls = start_services(timeout_s=timeout_s)
-    except RuntimeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    urls = _start_or_exit(timeout_s)
     for name, url in urls.items():
         typer.echo(f"{name:8s} {url}  (metrics {url}/metrics, log {run_dir() / name}.log)")
 
@@ -176,13 +182,8 @@ def run_main_job(
 ) -> None:
     """The main job: start the services, replay MovieLens live, print recommendations."""
     from freshrec.showcase import run_showcase  # noqa: PLC0415
-    from freshrec.stack import start_services  # noqa: PLC0415
 
-    try:
-        urls = start_services(timeout_s=timeout_s)
-    except RuntimeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    urls = _start_or_exit(timeout_s)
     keys = [k for k in os.environ.get("FRESHREC_API_KEYS", "").split(",") if k.strip()]
     result = run_showcase(
         urls,

@@ -54,8 +54,8 @@ def _wait_caught_up(trainer_url: str, timeout_s: float) -> None:
 
 
 def _recommend(ranker_url: str, user: str, k: int, seen: list[str]) -> dict[str, Any]:
-    body = {"user_id": user, "k": k, "exclude_item_ids": seen}
-    response = httpx.post(f"{ranker_url}/v1/recommend", json=body, timeout=10)
+    request = {"user_id": user, "k": k, "exclude_item_ids": seen}
+    response = httpx.post(f"{ranker_url}/v1/recommend", json=request, timeout=10)
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body

@@ -49,6 +49,12 @@ def eval_command(
             dir_okay=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes: with 2 or more, the sweeps replay beside the main runs."
+        ),
+    ] = 2,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Prequential evaluation: online vs hashing, stale, frozen and popularity; sweeps."""
@@ -69,6 +75,7 @@ def eval_command(
             batch_size=batch_size,
             progress=progress,
             events=None if events is None else read_event_file(events),
+            workers=workers,
         )
     except FreshrecError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)

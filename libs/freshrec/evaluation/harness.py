@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import multiprocessing
 import platform
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +39,7 @@ from freshrec.evaluation.config import EvalConfig
 from freshrec.evaluation.metrics import summarise
 from freshrec.evaluation.replay import RunResult, ServingPlan, replay_run
 from freshrec.evaluation.report import write_plots, write_summary_md
-from freshrec.evaluation.stream import EvalStream, plan_batches, prepare_stream
+from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
 from freshrec.settings import default_table_config_path
 from freshrec.table import (
     CollisionStats,
@@ -119,10 +121,11 @@ def _sweep_settings(base: TablesConfig, config: EvalConfig) -> list[_Setting]:
 class _Stores:
     """Opens each run's tables on a fresh backend and removes them afterwards."""
 
-    def __init__(self, kind: StoreKind, redis_url: str | None) -> None:
+    def __init__(self, kind: StoreKind, redis_url: str | None, prefix: str | None = None) -> None:
         self.kind = kind
+        self.redis_url = redis_url
         self.client: redis.Redis | None = None
-        self.prefix = f"freshrec-eval-{uuid.uuid4().hex[:10]}"
+        self.prefix = prefix or f"freshrec-eval-{uuid.uuid4().hex[:10]}"
         if kind == "redis":
             if not redis_url:
                 raise ConfigError("store='redis' needs a redis_url")
@@ -168,6 +171,41 @@ class _Stores:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+
+
+@dataclass(frozen=True)
+class _SweepTask:
+    """One sweep replay, shipped to a worker process."""
+
+    label: str
+    tables: TablesConfig
+    stream: EvalStream
+    trainer_config: TrainerConfig
+    batches: list[tuple[int, int]]
+    plan: ServingPlan
+    store: StoreKind
+    redis_url: str | None
+    prefix: str
+
+
+def _run_sweep(task: _SweepTask, on_batch: Callable[[int], None] | None = None) -> RunResult:
+    """Replay one sweep setting (in a worker process, or inline)."""
+    # Worker processes start with torch's default thread count; the figures must not depend
+    # on where a run happened.
+    torch.set_num_threads(1)
+    stores = _Stores(task.store, task.redis_url, task.prefix)
+    try:
+        with stores.open(task.label.replace("=", "-"), task.tables) as tables:
+            return replay_run(
+                task.stream,
+                tables,
+                trainer_config=task.trainer_config,
+                batches=task.batches,
+                plan=task.plan,
+                on_batch=on_batch,
+            )
+    finally:
+        stores.close()
 
 
 def _load_movielens_events(user_context: bool) -> tuple[str, EventSource]:
@@ -283,6 +321,9 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
+    def advance(self, events: int) -> None:
+        self._progress.advance(self._task, events)
+
     def run(self, name: str) -> Callable[[int], None]:
         self._progress.update(self._task, description=name)
 
@@ -304,6 +345,7 @@ def run_eval(
     events: EventSource | None = None,
     tables: TablesConfig | None = None,
     config: EvalConfig | None = None,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Run the prequential evaluation and write `summary.json`, `summary.md` and plots.
 
@@ -320,6 +362,10 @@ def run_eval(
         events: the event stream; MovieLens-100K ratings (downloaded once) when None.
         tables: table definitions; the shipped `tables.yaml` when None.
         config: everything else; `EvalConfig()` when None.
+        workers: processes to use. With more than one, the sweep replays run in
+            `workers - 1` spawned processes while this one replays the main and hashing
+            runs; the figures do not change. (A script calling this with `workers > 1`
+            needs the usual ``if __name__ == "__main__":`` guard of `multiprocessing`.)
 
     Returns:
         The summary that `summary.json` holds.
@@ -337,6 +383,8 @@ def run_eval(
         raise ConfigError(f"the evaluation needs tables {sorted(missing)}")
     if limit is not None and limit < 1:
         raise ConfigError("limit must be >= 1")
+    if workers < 1:
+        raise ConfigError("workers must be >= 1")
     if events is None:
         data, source = _load_movielens_events(config.user_context)
     else:
@@ -394,6 +442,7 @@ def run_eval(
                 bar=bar,
                 settings=settings,
                 distinct=distinct,
+                workers=workers,
             )
     finally:
         torch.set_num_threads(threads)
@@ -439,6 +488,7 @@ def _evaluate(
     bar: _Progress,
     settings: list[_Setting],
     distinct: Mapping[str, _Setting],
+    workers: int,
 ) -> dict[str, Any]:
     query_window = stream.ex_window[stream.queries.example]
 
@@ -453,6 +503,82 @@ def _evaluate(
             ranking=ranking,
         )
 
+    # Sweep replays need no ranking queries: ship them a lighter stream.
+    light = replace(
+        stream,
+        queries=Queries(
+            example=np.zeros(0, dtype=np.int64),
+            available=np.zeros(0, dtype=np.int64),
+            target=np.zeros(0, dtype=np.int64),
+            history=[],
+        ),
+    )
+    tasks = [
+        _SweepTask(
+            label=label,
+            tables=setting.tables,
+            stream=light,
+            trainer_config=trainer_config,
+            batches=sweep_batches,
+            plan=ServingPlan(
+                live=label,
+                ranking=False,
+                k=config.k,
+                trainer_auc_window=config.trainer_auc_window,
+            ),
+            store=stores.kind,
+            redis_url=stores.redis_url,
+            prefix=stores.prefix,
+        )
+        for label, setting in distinct.items()
+    ]
+    with contextlib.ExitStack() as stack:
+        futures: dict[str, Future[RunResult]] = {}
+        if workers > 1 and tasks:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=min(workers - 1, len(tasks)),
+                    mp_context=multiprocessing.get_context("spawn"),
+                )
+            )
+            for task in tasks:
+                futures[task.label] = pool.submit(_run_sweep, task)
+                futures[task.label].add_done_callback(lambda _: bar.advance(stream.n_events))
+        return _collect(
+            stream,
+            base=base,
+            config=config,
+            trainer_config=trainer_config,
+            batches=batches,
+            sweep_batches=sweep_batches,
+            frozen_at=frozen_at,
+            stores=stores,
+            bar=bar,
+            settings=settings,
+            distinct=distinct,
+            tasks=tasks,
+            futures=futures,
+            summary_of=summary_of,
+        )
+
+
+def _collect(
+    stream: EvalStream,
+    *,
+    base: TablesConfig,
+    config: EvalConfig,
+    trainer_config: TrainerConfig,
+    batches: list[tuple[int, int]],
+    sweep_batches: list[tuple[int, int]],
+    frozen_at: float,
+    stores: _Stores,
+    bar: _Progress,
+    settings: list[_Setting],
+    distinct: Mapping[str, _Setting],
+    tasks: list[_SweepTask],
+    futures: Mapping[str, Future[RunResult]],
+    summary_of: Callable[[RunResult, str, bool], dict[str, Any]],
+) -> dict[str, Any]:
     timing: dict[str, float] = {}
     main_plan = ServingPlan(
         live="online",
@@ -516,22 +642,13 @@ def _evaluate(
     methods["popularity"] = summary_of(main, "popularity", True)
 
     runs: dict[str, RunResult] = {}
-    for label, setting in distinct.items():
-        with stores.open(label.replace("=", "-"), setting.tables) as tables:
-            runs[label] = replay_run(
-                stream,
-                tables,
-                trainer_config=trainer_config,
-                batches=sweep_batches,
-                plan=ServingPlan(
-                    live=label,
-                    ranking=False,
-                    k=config.k,
-                    trainer_auc_window=config.trainer_auc_window,
-                ),
-                on_batch=bar.run(label),
-            )
-        timing[label] = round(runs[label].seconds, 3)
+    for task in tasks:
+        if task.label in futures:
+            bar.run("sweeps (worker processes)")
+            runs[task.label] = futures[task.label].result()
+        else:
+            runs[task.label] = _run_sweep(task, bar.run(task.label))
+        timing[task.label] = round(runs[task.label].seconds, 3)
 
     sweeps: dict[str, list[dict[str, Any]]] = {"admission": [], "expiry": []}
     for setting in settings:

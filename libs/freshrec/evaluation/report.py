@@ -151,7 +151,9 @@ def _over_time(summary: Mapping[str, Any], key: str, label: str, path: Path) -> 
     x = list(range(1, len(windows) + 1))
     for name, method in summary["methods"].items():
         values = [float("nan") if v is None else v for v in method["windows"][key]]
-        axes.plot(x, values, marker="o", markersize=3, label=name)
+        # stale copies often sit on top of `online`: dashes keep both visible
+        style = "--" if "sync_interval_s" in method else "-"
+        axes.plot(x, values, style, marker="o", markersize=3, label=name)
     axes.set_xticks(x, [w["until"][:10] for w in windows], rotation=45, ha="right")
     axes.set_xlabel("window (end date), equal event counts")
     axes.set_ylabel(label)
@@ -163,7 +165,6 @@ def _over_time(summary: Mapping[str, Any], key: str, label: str, path: Path) -> 
 
 def _rows_vs_auc(summary: Mapping[str, Any], path: Path) -> None:
     figure = Figure(figsize=(11, 4.5))
-    hashing = summary["methods"].get("hashing")
     for index, (sweep, title) in enumerate(
         (("admission", "admission min_count"), ("expiry", "event-time expiry"))
     ):
@@ -178,9 +179,6 @@ def _rows_vs_auc(summary: Mapping[str, Any], path: Path) -> None:
                 textcoords="offset points",
                 xytext=(4, 4),
             )
-        if hashing is not None and hashing["auc"] is not None:
-            axes.plot([hashing["rows"]], [hashing["auc"]], "x", color="red", label="hashing")
-            axes.legend(fontsize=8)
         axes.set_xlabel("rows kept at the end (user + item tables)")
         axes.set_ylabel("AUC")
         axes.set_title(f"rows vs AUC: {title}")

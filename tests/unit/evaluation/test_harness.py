@@ -41,7 +41,13 @@ def _without_timing(summary: dict[str, Any]) -> dict[str, Any]:
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("eval-a")
     summary = run_eval(
-        out, seed=5, batch_size=32, progress=False, events=iter(EVENTS), config=SMALL
+        out,
+        seed=5,
+        batch_size=32,
+        progress=False,
+        events=iter(EVENTS),
+        config=SMALL,
+        workers=2,
     )
     return out, summary
 
@@ -50,8 +56,15 @@ def test_same_seed_gives_identical_numbers(
     first_run: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     out_a, summary_a = first_run
+    # the first run replayed the sweeps in a worker process; this one replays all inline
     summary_b = run_eval(
-        tmp_path / "b", seed=5, batch_size=32, progress=False, events=EVENTS, config=SMALL
+        tmp_path / "b",
+        seed=5,
+        batch_size=32,
+        progress=False,
+        events=EVENTS,
+        config=SMALL,
+        workers=1,
     )
     assert _without_timing(summary_a) == _without_timing(summary_b)
     on_disk_a = json.loads((out_a / "summary.json").read_text())
@@ -175,6 +188,8 @@ def test_command_runs_on_an_events_file(tmp_path: Path) -> None:
             str(tmp_path / "out"),
             "--limit",
             "300",
+            "--workers",
+            "1",
             "--no-progress",
         ],
     )
