@@ -11,6 +11,7 @@ import typer
 from pydantic_settings import BaseSettings
 
 from freshrec.data.cli import data_app
+from freshrec.evaluation.cli import eval_command
 
 __all__ = ["app", "deploy_dir"]
 
@@ -22,6 +23,7 @@ app = typer.Typer(
 infra = typer.Typer(help="Local Redis and Kafka on 127.0.0.1 (no Docker needed).")
 app.add_typer(infra, name="infra")
 app.add_typer(data_app, name="data")
+app.command("eval")(eval_command)
 
 Which = Annotated[str, typer.Argument(help="all, redis or kafka")]
 
@@ -238,11 +240,16 @@ def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
 
 
 @bench.command("ranker")
-def bench_ranker(out: BenchOut = Path("results/bench")) -> None:
+def bench_ranker(
+    out: BenchOut = Path("results/bench"),
+    index_kind: Annotated[
+        str, typer.Option(help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).")
+    ] = "flat",
+) -> None:
     """Recommend latency/throughput and end-to-end freshness (ranker.json, freshness.json)."""
     from freshrec.bench.ranker import run_ranker_bench  # noqa: PLC0415
 
-    _show("ranker", run_ranker_bench(*_endpoints(), out))
+    _show("ranker", run_ranker_bench(*_endpoints(), out, index_kind=index_kind))
 
 
 @bench.command("all")
@@ -252,3 +259,4 @@ def bench_all(out: BenchOut = Path("results/bench")) -> None:
     bench_retrieval(out)
     bench_trainer(out)
     bench_ranker(out)
+    bench_ranker(out, index_kind="ivf")

@@ -84,6 +84,7 @@ class RankerState:
     slots: asyncio.Semaphore
     stop: threading.Event
     sync_thread: threading.Thread
+    admitted: int = 0
 
 
 def _retriever_config(settings: RankerSettings) -> FlatConfig | IvfConfig | HnswConfig:
@@ -204,16 +205,25 @@ def create_app(settings: RankerSettings) -> FastAPI:
             raise _field_error("k", f"must be at most {settings.max_k}")
         if len(body.exclude_item_ids) > settings.max_exclude:
             raise _field_error("exclude_item_ids", f"at most {settings.max_exclude} ids")
-        if state.slots.locked():
-            raise Overloaded(f"more than {settings.max_concurrency} requests in flight")
-        async with state.slots:
-            result = await run_in_threadpool(
-                state.recommender.recommend,
-                str(body.user_id),
-                body.k,
-                body.context,
-                [str(i) for i in body.exclude_item_ids],
+        # at most max_concurrency computing (more threads only fight over the GIL), at
+        # most max_queue waiting behind them; beyond that, 429 at once rather than queueing
+        if state.admitted >= settings.max_concurrency + settings.max_queue:
+            raise Overloaded(
+                f"{state.admitted} requests in flight or queued (bound "
+                f"{settings.max_concurrency} + {settings.max_queue})"
             )
+        state.admitted += 1
+        try:
+            async with state.slots:
+                result = await run_in_threadpool(
+                    state.recommender.recommend,
+                    str(body.user_id),
+                    body.k,
+                    body.context,
+                    [str(i) for i in body.exclude_item_ids],
+                )
+        finally:
+            state.admitted -= 1
         return RecommendResponse(
             items=[ItemOut(item_id=i.item_id, score=i.score) for i in result.items],
             model_version=result.model_version,

@@ -22,7 +22,10 @@ class RankerSettings(CommonSettings):
         500, ge=10, le=10_000, description="Items retrieval hands to the ranking model."
     )
     max_concurrency: int = Field(
-        16, ge=1, description="Requests handled at once; more are answered 429."
+        2, ge=1, description="Requests computed at once (threads); more wait in the queue."
+    )
+    max_queue: int = Field(
+        64, ge=0, description="Requests waiting for a compute slot; more are answered 429."
     )
     max_exclude: int = Field(1000, ge=0, description="Most exclude_item_ids a request may send.")
     index_kind: Literal["flat", "ivf", "hnsw"] = Field(

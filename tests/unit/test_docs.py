@@ -23,7 +23,7 @@ def test_configuration_reference_matches_the_settings_classes() -> None:
 
 def test_every_cli_command_has_help() -> None:
     runner = CliRunner()
-    for command in ([], ["infra"], ["stack"], ["data"], ["bench"]):
+    for command in ([], ["infra"], ["stack"], ["data"], ["bench"], ["eval"], ["run"]):
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output

@@ -56,49 +56,104 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(array, 50)), float(np.percentile(array, 99))
 
 
-async def _open_loop(url: str, body: Mapping[str, Any], rate: float, seconds: float) -> list[float]:
-    n = int(rate * seconds)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    latencies: list[float] = []  # NaN marks a failed request
-    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.1
+class _Connection:
+    """One keep-alive HTTP/1.1 connection on raw asyncio streams.
 
-        async def one(i: int) -> None:
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - loop.time()))
+    A load generator must cost far less CPU than the server it drives; a general HTTP client's
+    connection pool does too much bookkeeping per request for that on two cores.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> int:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(raw)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split(b" ", 2)[1])
+
+
+def _requests(url: str, body: Mapping[str, Any] | None, n: int) -> tuple[str, int, list[bytes]]:
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    out = []
+    for i in range(n):
+        if body is None:
+            out.append(f"GET {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            continue
+        payload = json.dumps({**body, "user_id": f"u{i % 1000}"}).encode()
+        head = (
+            f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        out.append(head.encode() + payload)
+    return host, port, out
+
+
+async def _open_loop(url: str, body: Mapping[str, Any], rate: float, seconds: float) -> list[float]:
+    """Latencies (s) measured from each request's scheduled send time; NaN for failures."""
+    n = int(rate * seconds)
+    host, port, raws = _requests(url, body, n)
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def worker() -> None:
+        conn = _Connection(host, port)
+        while True:
+            due, raw = await queue.get()
             try:
-                response = await client.post(url, json={**body, "user_id": f"u{i % 1000}"})
-                ok = response.status_code == 200
-            except httpx.HTTPError:
+                ok = await conn.request(raw) == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                conn = _Connection(host, port)
                 ok = False
             latencies.append(loop.time() - due if ok else float("nan"))
+            queue.task_done()
 
-        await asyncio.gather(*(one(i) for i in range(n)))
+    workers = [asyncio.create_task(worker()) for _ in range(64)]
+    start = loop.time() + 0.05
+    for i, raw in enumerate(raws):
+        due = start + i / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        queue.put_nowait((due, raw))  # a request waits in the queue only if all 64 are busy
+    await queue.join()
+    for task in workers:
+        task.cancel()
     return latencies
 
 
 async def _closed_loop(
     url: str, body: Mapping[str, Any] | None, clients: int, seconds: float
 ) -> float:
+    """Completed requests per second with `clients` connections sending back to back."""
+    host, port, raws = _requests(url, body, 1000)
     done = 0
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
 
-        async def worker(w: int) -> None:
-            nonlocal done
-            i = w
-            while loop.time() < end:
-                if body is None:
-                    response = await client.get(url)
-                else:
-                    response = await client.post(url, json={**body, "user_id": f"u{i % 1000}"})
-                if response.status_code == 200:
-                    done += 1
-                i += clients
+    async def worker(w: int) -> None:
+        nonlocal done
+        conn = _Connection(host, port)
+        i = w
+        while loop.time() < end:
+            if await conn.request(raws[i % len(raws)]) == 200:
+                done += 1
+            i += clients
 
-        await asyncio.gather(*(worker(w) for w in range(clients)))
+    await asyncio.gather(*(worker(w) for w in range(clients)))
     return done / seconds
 
 
@@ -247,8 +302,20 @@ def run_ranker_bench(
     rates: tuple[float, ...] = (100.0, 300.0, 600.0),
     seconds: float = 10.0,
     probes: int = 40,
+    index_kind: str = "flat",
 ) -> dict[str, Any]:
-    """Run the ranker and freshness benchmarks; writes `ranker.json` and `freshness.json`."""
+    """Run the ranker and freshness benchmarks; writes `ranker.json` and `freshness.json`.
+
+    Args:
+        redis_url: Redis for a scratch namespace (removed afterwards).
+        bootstrap: Kafka bootstrap servers.
+        out: output directory.
+        items: catalog size in the index.
+        rates: offered request rates of the open-loop phases.
+        seconds: length of each load phase.
+        probes: end-to-end freshness probes.
+        index_kind: the ranker's `FRESHREC_INDEX_KIND` (flat = exact, ivf/hnsw = approximate).
+    """
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
     ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
@@ -262,7 +329,7 @@ def run_ranker_bench(
         "FRESHREC_PUBLISH_INTERVAL_S": "1",
         "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
         "FRESHREC_CANDIDATES": "500",
-        "FRESHREC_MAX_CONCURRENCY": "64",
+        "FRESHREC_INDEX_KIND": index_kind,
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
     }
     client = redis.Redis.from_url(redis_url)
@@ -307,6 +374,7 @@ def run_ranker_bench(
             client.delete(*keys[start : start + 5000])
         client.close()
     ranker = {
+        "index_kind": index_kind,
         "items": items,
         "candidates": 500,
         "k": 50,
@@ -324,6 +392,7 @@ def run_ranker_bench(
         "target": {"e2e_p99_s": "< 1.0"},
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ranker.json").write_text(json.dumps(ranker, indent=2))
+    suffix = "" if index_kind == "flat" else f"_{index_kind}"
+    (out / f"ranker{suffix}.json").write_text(json.dumps(ranker, indent=2))
     (out / "freshness.json").write_text(json.dumps(freshness, indent=2))
     return {"ranker": ranker, "freshness": freshness}

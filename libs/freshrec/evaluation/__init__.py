@@ -5,14 +5,23 @@
 training on collisionless tables with a hashing-trick table, stale serving copies, a frozen
 model and a popularity baseline, plus admission-filter and expiry sweeps. `eval_command` is
 the `freshrec eval` command. See `docs/evaluation.md`.
+
+Public names are imported on first use, so mounting `eval_command` in the `freshrec` CLI
+does not make every command pay for importing torch and matplotlib.
 """
 
-from freshrec.evaluation.cli import eval_command
-from freshrec.evaluation.config import DEFAULT_STALENESS, EvalConfig
-from freshrec.evaluation.harness import EventSource, StoreKind, run_eval
-from freshrec.evaluation.metrics import MethodScores, expected_rank_metrics, log_loss
-from freshrec.evaluation.replay import RunResult, ServingPlan, replay_run
-from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from freshrec.evaluation.cli import eval_command
+    from freshrec.evaluation.config import DEFAULT_STALENESS, EvalConfig
+    from freshrec.evaluation.harness import EventSource, StoreKind, run_eval
+    from freshrec.evaluation.metrics import MethodScores, expected_rank_metrics, log_loss
+    from freshrec.evaluation.replay import RunResult, ServingPlan, replay_run
+    from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
 
 __all__ = [
     "DEFAULT_STALENESS",
@@ -32,3 +41,29 @@ __all__ = [
     "replay_run",
     "run_eval",
 ]
+
+_HOME = {
+    "eval_command": "cli",
+    "DEFAULT_STALENESS": "config",
+    "EvalConfig": "config",
+    "EventSource": "harness",
+    "StoreKind": "harness",
+    "run_eval": "harness",
+    "MethodScores": "metrics",
+    "expected_rank_metrics": "metrics",
+    "log_loss": "metrics",
+    "RunResult": "replay",
+    "ServingPlan": "replay",
+    "replay_run": "replay",
+    "EvalStream": "stream",
+    "Queries": "stream",
+    "plan_batches": "stream",
+    "prepare_stream": "stream",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -7,9 +7,13 @@ Runs (each a full replay through the product's `OnlineTrainer`):
 2. the `hashing` run: the user and item tables wrapped in `HashingTrickStore` with as many
    buckets as the main run ended with rows (times `hashing_memory_ratio`);
 3. one run per sweep setting (admission `min_count`, event-time expiry) on the user and item
-   tables; a setting equal to the main run's tables reuses it instead of replaying again.
+   tables, with the sweeps' own batch span limit (`EvalConfig.sweep_max_batch_span_s`);
+   settings with equal tables share one run, and a setting equal to the main run's tables
+   reuses the main run when the sweeps' batches are the main run's.
 
-Every run replays the same micro-batches. See `docs/evaluation.md`.
+With `workers > 1` the sweep runs go to spawned worker processes while this process replays
+the main and hashing runs; every run is deterministic on its own, so the figures are the
+same. See `docs/evaluation.md`.
 """
 
 from __future__ import annotations
@@ -340,7 +344,7 @@ def run_eval(
     seed: int = 0,
     store: StoreKind = "memory",
     redis_url: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = True,
     events: EventSource | None = None,
     tables: TablesConfig | None = None,
@@ -357,7 +361,8 @@ def run_eval(
         store: `memory` (in-process tables) or `redis` (tables in Redis under a scratch
             namespace, removed afterwards).
         redis_url: Redis to use with `store="redis"`.
-        batch_size: events per micro-batch, at most.
+        batch_size: events per micro-batch, at most (None: `config.batch_size`, 64 by
+            default).
         progress: show a progress bar on stderr.
         events: the event stream; MovieLens-100K ratings (downloaded once) when None.
         tables: table definitions; the shipped `tables.yaml` when None.
@@ -376,7 +381,9 @@ def run_eval(
         StoreUnavailable: Redis does not answer.
     """
     started = time.perf_counter()
-    config = replace(config or EvalConfig(), batch_size=batch_size)
+    config = config or EvalConfig()
+    if batch_size is not None:
+        config = replace(config, batch_size=batch_size)
     base = _seeded(tables or load_tables(default_table_config_path()), seed)
     missing = set(REQUIRED_TABLES) - {t.name for t in base.tables}
     if missing:

@@ -337,6 +337,8 @@ def replay_run(
             fresh = boundary > previous_end
             batch.record(scores[name], live, fresh)
             chosen = np.searchsorted(np.array(snap_ends), boundary, side="left") - 1
+            if (chosen[~fresh] < 0).any():
+                raise RuntimeError(f"batch {number}: {name} needs a state that was not kept")
             for index in np.unique(chosen[~fresh]).tolist():
                 batch.record(scores[name], snap_states[index], (~fresh) & (chosen == index))
         if plan.frozen is not None:

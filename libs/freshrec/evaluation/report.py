@@ -51,8 +51,16 @@ def _method_note(name: str, method: Mapping[str, Any]) -> str:
 
 def markdown_tables(summary: Mapping[str, Any]) -> str:
     """The methods table, the sweep tables and the per-window AUC table, as markdown."""
-    k = summary["meta"]["k"]
+    meta = summary["meta"]
+    k = meta["k"]
     methods: Mapping[str, Mapping[str, Any]] = summary["methods"]
+    span = meta.get("sweep_max_batch_span_s")
+    sweep_note = (
+        f"Sweeps: one replay per setting, {meta.get('sweep_batches', 0):,} micro-batches of "
+        f"at most {meta['batch_size']} events"
+        + ("" if span is None else f" and {span:g} s")
+        + "; rows are the user + item rows kept at the end (and the most at any window end)."
+    )
     lines = [
         *_table(
             ["method", "AUC", "log loss", f"Recall@{k}", f"NDCG@{k}", "rows", "notes"],
@@ -69,6 +77,8 @@ def markdown_tables(summary: Mapping[str, Any]) -> str:
                 for name, m in methods.items()
             ],
         ),
+        "",
+        sweep_note,
         "",
         "Admission filter (counting, on the user and item tables):",
         "",
@@ -135,7 +145,7 @@ def write_summary_md(summary: Mapping[str, Any], path: Path) -> None:
     ]
     plots = meta.get("plots", [])
     outro = ["", "Plots: " + ", ".join(f"`{p}`" for p in plots) + "."] if plots else []
-    path.write_text("\n".join(intro) + markdown_tables(summary) + "\n".join(outro) + "\n")
+    path.write_text("\n".join(intro) + "\n" + markdown_tables(summary) + "\n".join(outro) + "\n")
 
 
 def _save(figure: Figure, path: Path) -> None:

@@ -337,7 +337,9 @@ class OnlineTrainer:
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         loss_rank = bce(ranking, labels, reduction="sum")
         loss_retr = bce(retrieval, labels, reduction="sum")
-        total = (loss_rank + self.config.retrieval_weight * loss_retr) / len(examples)
+        # a sum, not a batch mean: each row's gradient must not shrink as batches grow (the
+        # per-row Adagrad/SGD steps are not scale-free); Adam on the dense part is
+        total = loss_rank + self.config.retrieval_weight * loss_retr
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
@@ -345,7 +347,6 @@ class OnlineTrainer:
         with torch.no_grad():
             probs = torch.sigmoid(ranking + self.config.examples.logit_offset).numpy()
         self.auc.update(probs.astype(np.float64), labels.numpy().astype(np.float64))
-        AUC.set(self.auc.value())
 
         self._stage_item_names(i, examples, txn)
         times = np.array([e.event_time for e in examples], dtype=np.float64)
@@ -404,7 +405,8 @@ class OnlineTrainer:
         DENSE_VERSION.set(self.published_version)
 
     def refresh_table_stats(self) -> None:
-        """Set the table size gauges from each store's stats."""
+        """Set the table size gauges from each store's stats, and the AUC gauge."""
+        AUC.set(self.auc.value())  # sorts the whole window: on this cadence, not per batch
         for name, store in self.tables.items():
             stats = store.stats()
             TABLE_ROWS.labels(name).set(stats.rows)
