@@ -154,6 +154,7 @@ class TrainingLoop:
         self._fill(time.monotonic() + self.config.max_wait_s, stop)
         if not self._buffer:
             self._update_lag()
+            self.trainer.publish_pending()  # an idle trainer still publishes its last updates
             return None
         n = min(self.config.batch_size, len(self._buffer))
         batch = [self._buffer.popleft() for _ in range(n)]

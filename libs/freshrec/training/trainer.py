@@ -194,6 +194,7 @@ class OnlineTrainer:
         self.published_version = 0
         self._last_publish = -math.inf
         self._last_stats = -math.inf
+        self._unpublished = False
         self._meta = self.tables["item"]
         self._offsets_key = f"offsets:{config.group}"
 
@@ -297,10 +298,9 @@ class OnlineTrainer:
                 self._offsets_key, {f"{t}:{p}": off for (t, p), off in self.offsets.items()}
             )
             self._stage_checkpoint(txn)
-            now = self._clock()
-            if now - self._last_publish >= self.config.publish_interval_s and examples:
-                self._stage_publish(txn)
-                self._last_publish = now
+            if examples:
+                self._unpublished = True
+            self._publish_if_due(txn)
         committed = self._clock()
         freshness = tuple(max(0.0, committed - e.accepted_at) for e in examples)
         for lag in freshness:
@@ -381,6 +381,29 @@ class OnlineTrainer:
                 for u in np.flatnonzero(new)
             },
         )
+
+    def _publish_if_due(self, txn: Transaction) -> bool:
+        now = self._clock()
+        if not self._unpublished or now - self._last_publish < self.config.publish_interval_s:
+            return False
+        self._stage_publish(txn)
+        self._last_publish = now
+        self._unpublished = False
+        return True
+
+    def publish_pending(self) -> bool:
+        """Publish updates the last batches made but no publish carried yet (when idle).
+
+        Returns:
+            True when a new version was published.
+        """
+        if not self._unpublished:
+            return False
+        with self._meta.transaction() as txn:
+            published = self._publish_if_due(txn)
+            if published:  # the checkpoint carries the published version counter
+                self._stage_checkpoint(txn)
+        return published
 
     def _stage_checkpoint(self, txn: Transaction) -> None:
         meta = {
