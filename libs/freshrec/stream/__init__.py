@@ -14,6 +14,7 @@ from freshrec.stream.deadletter import DeadLetter, DeadLetterWriter
 from freshrec.stream.events import (
     SCHEMA_VERSION,
     AcceptedEvent,
+    ConsumedEvent,
     Event,
     EventBatch,
     EventErrorDetail,
@@ -23,6 +24,7 @@ from freshrec.stream.events import (
     decode_event,
     encode_event,
     event_key,
+    read_event,
     validate_events,
 )
 from freshrec.stream.ingest import EventIngestor
@@ -33,6 +35,7 @@ from freshrec.stream.topics import ensure_topics
 __all__ = [
     "SCHEMA_VERSION",
     "AcceptedEvent",
+    "ConsumedEvent",
     "DeadLetter",
     "DeadLetterWriter",
     "Event",
@@ -50,5 +53,6 @@ __all__ = [
     "encode_event",
     "ensure_topics",
     "event_key",
+    "read_event",
     "validate_events",
 ]

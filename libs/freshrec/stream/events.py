@@ -4,7 +4,8 @@ The wire format is specified, versioned, in `docs/specs/events.md` (schema versi
 module is its executable form: `Event` validates one event, `validate_events` validates a
 posted list element by element (so one bad event never hides the others), `encode_event`
 turns an accepted event into a Kafka message value and `decode_event` turns it back,
-raising `PoisonMessage` for anything a consumer must not train on.
+raising `PoisonMessage` for anything a consumer must not train on. `read_event` is the
+consumer's hot path: the same acceptance rules, returning a light `ConsumedEvent`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Final, TypedDict
+from typing import Annotated, Any, Final, NamedTuple, TypedDict
 
 import orjson
 from pydantic import (
@@ -44,6 +45,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "UINT64_MAX",
     "AcceptedEvent",
+    "ConsumedEvent",
     "Event",
     "EventBatch",
     "EventErrorDetail",
@@ -54,6 +56,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "event_key",
+    "read_event",
     "validate_events",
 ]
 
@@ -401,6 +404,36 @@ def encode_event(event: Event, accepted_at: float) -> bytes:
     )
 
 
+def _parse_message(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise PoisonMessage("oversized", f"{len(raw)} bytes, more than {max_bytes}")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonMessage("not_json", str(exc)) from exc
+    if not isinstance(body, dict):
+        raise PoisonMessage("schema", f"expected a JSON object, got {type(body).__name__}")
+    version = body.get("v")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise PoisonMessage(
+            "unsupported_version", f"schema version {version!r}; this reader knows {SCHEMA_VERSION}"
+        )
+    return body
+
+
+def _validate_message(body: dict[str, Any]) -> AcceptedEvent:
+    fields = {k: v for k, v in body.items() if k != "v"}
+    accepted_at = fields.get("accepted_at")
+    context: dict[str, float] = {}
+    if isinstance(accepted_at, int | float) and not isinstance(accepted_at, bool):
+        context["now"] = float(accepted_at)
+    try:
+        return AcceptedEvent.model_validate(fields, context=context)
+    except ValidationError as exc:
+        problems = "; ".join(f"{d['field']}: {d['reason']}" for d in _details(None, exc))
+        raise PoisonMessage("schema", problems) from exc
+
+
 def decode_event(raw: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> AcceptedEvent:
     """Read one message value written by `encode_event`.
 
@@ -419,25 +452,129 @@ def decode_event(raw: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> A
         PoisonMessage: the value is oversized, not JSON, of another schema version, or does
             not match the schema.
     """
-    if len(raw) > max_bytes:
-        raise PoisonMessage("oversized", f"{len(raw)} bytes, more than {max_bytes}")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PoisonMessage("not_json", str(exc)) from exc
-    if not isinstance(body, dict):
-        raise PoisonMessage("schema", f"expected a JSON object, got {type(body).__name__}")
-    version = body.pop("v", None)
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise PoisonMessage(
-            "unsupported_version", f"schema version {version!r}; this reader knows {SCHEMA_VERSION}"
+    return _validate_message(_parse_message(raw, max_bytes))
+
+
+class ConsumedEvent(NamedTuple):
+    """An event read from the topic, as the trainer uses it: the fields of `AcceptedEvent`,
+    with `type` as its plain string value."""
+
+    event_id: str
+    type: str
+    user_id: str | int
+    item_id: str | int
+    request_id: str | None
+    timestamp: float
+    value: float | None
+    context: dict[str, str | int | float] | None
+    accepted_at: float
+
+    @classmethod
+    def of(cls, event: AcceptedEvent) -> ConsumedEvent:
+        """The consumed form of a validated event."""
+        return cls(
+            event.event_id,
+            event.type.value,
+            event.user_id,
+            event.item_id,
+            event.request_id,
+            event.timestamp,
+            event.value,
+            event.context,
+            event.accepted_at,
         )
-    accepted_at = body.get("accepted_at")
-    context: dict[str, float] = {}
-    if isinstance(accepted_at, int | float) and not isinstance(accepted_at, bool):
-        context["now"] = float(accepted_at)
-    try:
-        return AcceptedEvent.model_validate(body, context=context)
-    except ValidationError as exc:
-        problems = "; ".join(f"{d['field']}: {d['reason']}" for d in _details(None, exc))
-        raise PoisonMessage("schema", problems) from exc
+
+
+_MESSAGE_FIELDS: Final = frozenset(AcceptedEvent.model_fields) | {"v"}
+_TYPE_VALUES: Final = frozenset(t.value for t in EventType)
+
+
+def _plain_text(value: object) -> bool:
+    return type(value) is str and 0 < len(value) <= ID_MAX_CHARS
+
+
+def _plain_id(value: object) -> bool:
+    if type(value) is str:
+        return 0 < len(value) <= ID_MAX_CHARS
+    return type(value) is int and 0 <= value <= UINT64_MAX
+
+
+def _plain_context(context: object) -> bool:
+    if context is None:
+        return True
+    if type(context) is not dict or len(context) > CONTEXT_MAX_ENTRIES:
+        return False
+    for key, value in context.items():
+        if type(key) is not str or not 0 < len(key) <= CONTEXT_KEY_MAX_CHARS:
+            return False
+        kind = type(value)
+        if kind is str:
+            if len(value) > CONTEXT_VALUE_MAX_CHARS:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif kind is not int or not _INT64_MIN <= value <= UINT64_MAX:
+            return False
+    return True
+
+
+def _plainly_valid(body: dict[str, Any]) -> ConsumedEvent | None:
+    """The event when `body` is valid in the common, unambiguous way; None otherwise.
+
+    Accepts a strict subset of what `AcceptedEvent` accepts (exact JSON types, finite
+    float times and values, every bound checked); anything else, valid or not, is left to
+    the full validation, which alone produces error reasons.
+    """
+    if not body.keys() <= _MESSAGE_FIELDS:
+        return None
+    event_id, kind = body.get("event_id"), body.get("type")
+    user_id, item_id = body.get("user_id"), body.get("item_id")
+    request_id, value = body.get("request_id"), body.get("value")
+    timestamp, accepted_at = body.get("timestamp"), body.get("accepted_at")
+    context = body.get("context")
+    plain = (
+        type(event_id) is str
+        and 0 < len(event_id) <= ID_MAX_CHARS
+        and type(kind) is str
+        and kind in _TYPE_VALUES
+        and _plain_id(user_id)
+        and _plain_id(item_id)
+        and (request_id is None or _plain_text(request_id))
+        and type(accepted_at) is float
+        and math.isfinite(accepted_at)
+        and type(timestamp) is float
+        and EARLIEST_TIMESTAMP_S <= timestamp <= accepted_at + DEFAULT_FUTURE_TOLERANCE_S
+        and (
+            (value is None and kind != EventType.RATING.value)
+            or (type(value) is float and math.isfinite(value))
+        )
+        and _plain_context(context)
+    )
+    if not plain:
+        return None
+    return ConsumedEvent(
+        body["event_id"],
+        body["type"],
+        body["user_id"],
+        body["item_id"],
+        request_id,
+        body["timestamp"],
+        value,
+        context,
+        body["accepted_at"],
+    )
+
+
+def read_event(raw: bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> ConsumedEvent:
+    """`decode_event` for the consumer's hot path: same acceptance, same errors, faster.
+
+    Messages in the form `encode_event` writes are checked field by field in plain Python;
+    any other message goes through the full `AcceptedEvent` validation.
+
+    Raises:
+        PoisonMessage: exactly when `decode_event` would.
+    """
+    body = _parse_message(raw, max_bytes)
+    event = _plainly_valid(body)
+    return event if event is not None else ConsumedEvent.of(_validate_message(body))

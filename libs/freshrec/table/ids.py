@@ -13,6 +13,7 @@ different slots get different rows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 
@@ -71,7 +72,13 @@ def context_ids(context: Mapping[str, str | int | float]) -> list[int]:
     Args:
         context: feature name → value, e.g. ``{"device": "ios", "hour": 13}``.
     """
-    return [hash_feature(slot, str(value)) for slot, value in sorted(context.items())]
+    return [_context_id(slot, str(value)) for slot, value in sorted(context.items())]
+
+
+@functools.lru_cache(maxsize=65_536)
+def _context_id(slot: str, value: str) -> int:
+    # context features have few distinct values and recur in every event: hash each once
+    return hash_feature(slot, value)
 
 
 def as_ids(values: Iterable[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.uint64]:

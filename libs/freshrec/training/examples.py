@@ -20,12 +20,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import orjson
-
-from freshrec.stream.events import Event
 
 __all__ = ["Example", "ExampleBuilder", "ExampleConfig"]
 
@@ -58,8 +57,28 @@ class ExampleConfig:
         return math.log(self.negative_keep_rate)
 
 
-@dataclass(frozen=True)
-class Example:
+class EventFields(Protocol):
+    """What the builder reads of an event (`Event`, `AcceptedEvent` and `ConsumedEvent`)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def user_id(self) -> str | int: ...
+    @property
+    def item_id(self) -> str | int: ...
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def context(self) -> dict[str, str | int | float] | None: ...
+
+
+class Example(NamedTuple):
     """One labelled (user, item, context) triple."""
 
     user_id: str
@@ -95,7 +114,7 @@ class ExampleBuilder:
     _joined: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _pool: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
-    def add(self, events: list[Event], accepted_at: list[float]) -> list[Example]:
+    def add(self, events: Sequence[EventFields], accepted_at: Sequence[float]) -> list[Example]:
         """Examples that `events` complete, in stream order.
 
         Args:
@@ -106,7 +125,7 @@ class ExampleBuilder:
         for event, accepted in zip(events, accepted_at, strict=True):
             self.watermark = max(self.watermark, event.timestamp)
             user, item = str(event.user_id), str(event.item_id)
-            context = dict(event.context or {})
+            context = event.context or {}  # never mutated: examples only read it
             if event.type == "rating":
                 label = 1.0 if (event.value or 0.0) >= self.config.positive_rating else 0.0
                 out.append(Example(user, item, context, label, event.timestamp, accepted))
@@ -124,7 +143,7 @@ class ExampleBuilder:
 
     def _action(
         self,
-        event: Event,
+        event: EventFields,
         user: str,
         item: str,
         context: dict[str, str | int | float],

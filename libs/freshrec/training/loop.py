@@ -130,11 +130,11 @@ class TrainingLoop:
             except KafkaError as exc:
                 raise BrokerUnavailable(f"polling {self.config.topic} failed: {exc}") from exc
             for tp in sorted(polled, key=lambda t: t.partition):
-                for record in polled[tp]:
-                    self._buffer.append(
-                        Message(tp.topic, tp.partition, record.offset, record.value)
-                    )
-                    self._last_timestamp_ms = max(self._last_timestamp_ms, record.timestamp)
+                records = polled[tp]
+                topic, partition = tp.topic, tp.partition
+                self._buffer.extend(Message(topic, partition, r.offset, r.value) for r in records)
+                if records:
+                    self._last_timestamp_ms = max(self._last_timestamp_ms, records[-1].timestamp)
             if not polled and not self._buffer:
                 return
 

@@ -24,13 +24,14 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
+from freshrec.metrics import BatchHistogram
 from freshrec.models.model import ModelConfig, RankingModel
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
@@ -38,7 +39,7 @@ from freshrec.models.published import (
     PUBLISHED_VERSION_KEY,
 )
 from freshrec.models.serialization import decode_tensors, encode_tensors
-from freshrec.stream.events import Event, PoisonMessage, decode_event
+from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
 from freshrec.table.ids import context_ids, hash_features
 from freshrec.training.auc import StreamingAuc
@@ -79,7 +80,7 @@ ROWS_FILTERED = Counter(
 ROWS_EXPIRED = Counter("freshrec_table_rows_expired_total", "Rows removed by expiry.", ["table"])
 TABLE_ROWS = Gauge("freshrec_table_rows", "Rows in the table.", ["table"])
 TABLE_BYTES = Gauge("freshrec_table_bytes", "Estimated bytes the table uses in Redis.", ["table"])
-FRESHNESS = Histogram(
+FRESHNESS = BatchHistogram(
     "freshrec_freshness_event_to_row_seconds",
     "Time from an event accepted by ingest to its rows committed in the table.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
@@ -91,8 +92,7 @@ COMMIT_SECONDS = Histogram(
 )
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One consumed Kafka record."""
 
     topic: str
@@ -247,15 +247,15 @@ class OnlineTrainer:
 
     # ----------------------------------------------------------------- training
 
-    def _decode(self, messages: Sequence[Message]) -> tuple[list[Event], list[float], int]:
-        events: list[Event] = []
+    def _decode(self, messages: Sequence[Message]) -> tuple[list[ConsumedEvent], list[float], int]:
+        events: list[ConsumedEvent] = []
         accepted: list[float] = []
         dead = 0
         for message in messages:
             try:
                 if message.value is None:
                     raise PoisonMessage("schema", "message has no value")
-                event = decode_event(message.value, max_bytes=self.config.max_message_bytes)
+                event = read_event(message.value, max_bytes=self.config.max_message_bytes)
             except PoisonMessage as exc:
                 dead += 1
                 DEAD_LETTERS.labels(exc.reason).inc()
@@ -302,9 +302,9 @@ class OnlineTrainer:
                 self._unpublished = True
             self._publish_if_due(txn)
         committed = self._clock()
-        freshness = tuple(max(0.0, committed - e.accepted_at) for e in examples)
-        for lag in freshness:
-            FRESHNESS.observe(lag)
+        lags = np.maximum(committed - np.fromiter((e.accepted_at for e in examples), float), 0.0)
+        FRESHNESS.observe_many(lags)
+        freshness = tuple(lags.tolist())
         BATCHES.inc()
         COMMIT_SECONDS.observe(time.perf_counter() - start)
         if committed - self._last_stats >= self.config.stats_interval_s:
