@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -13,17 +12,18 @@ from typing import Annotated
 
 import faiss
 import numpy as np
+import orjson
 import redis
 import torch
-from fastapi import Depends, FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from freshrec.api import api_key_guard, install_common
 from freshrec.errors import NotFound, Overloaded, StoreUnavailable
-from freshrec.ranking import ModelHolder, PopularityTracker, Recommender
-from freshrec.retrieval import IndexFollower, build_retriever
+from freshrec.ranking import ModelHolder, PopularityTracker, Query, RecommendBatcher, Recommender
+from freshrec.retrieval import IndexFollower, RowMirror, build_retriever
 from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
 from freshrec.table import EmbeddingStore, RedisEmbeddingStore, load_tables
 from freshrec.table.ids import hash_feature
@@ -81,7 +81,7 @@ class RankerState:
     follower: IndexFollower
     models: ModelHolder
     popularity: PopularityTracker
-    slots: asyncio.Semaphore
+    batcher: RecommendBatcher
     stop: threading.Event
     sync_thread: threading.Thread
     admitted: int = 0
@@ -132,26 +132,34 @@ def create_app(settings: RankerSettings) -> FastAPI:
             t.name: RedisEmbeddingStore(client, settings.namespace, t) for t in tables_config.tables
         }
         retriever = build_retriever(_retriever_config(settings), tables["item"].config.dim)
+        mirror = RowMirror(retriever.dim) if settings.item_rows == "mirror" else None
         follower = IndexFollower(
             tables["item"],
             retriever,
             settings.index_snapshot,
             snapshot_interval_s=settings.index_snapshot_interval_s,
+            mirror=mirror,
         )
         models = ModelHolder(tables["item"])
         popularity = PopularityTracker(tables["item"])
         stop = threading.Event()
+        recommender = Recommender(
+            tables,
+            retriever,
+            models,
+            popularity,
+            candidates=settings.candidates,
+            item_rows=mirror,
+        )
         state = RankerState(
             settings=settings,
             client=client,
             tables=tables,
-            recommender=Recommender(
-                tables, retriever, models, popularity, candidates=settings.candidates
-            ),
+            recommender=recommender,
             follower=follower,
             models=models,
             popularity=popularity,
-            slots=asyncio.Semaphore(settings.max_concurrency),
+            batcher=RecommendBatcher(recommender.recommend_batch, max_batch=settings.max_batch),
             stop=stop,
             sync_thread=threading.Thread(target=lambda: None),
         )
@@ -169,6 +177,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
             yield
         finally:
             stop.set()
+            await state.batcher.close()
             follower.stop()
             state.sync_thread.join(timeout=5)
             if settings.index_snapshot is not None:
@@ -199,37 +208,39 @@ def create_app(settings: RankerSettings) -> FastAPI:
     recommend_deps = [Depends(guard)] if settings.recommend_requires_key else []
 
     @app.post("/v1/recommend", response_model=RecommendResponse, dependencies=recommend_deps)
-    async def recommend(body: RecommendRequest, state: State) -> RecommendResponse:
+    async def recommend(body: RecommendRequest, state: State) -> Response:
         """Top-k items for a user, scored from the freshest rows."""
         if body.k > settings.max_k:
             raise _field_error("k", f"must be at most {settings.max_k}")
         if len(body.exclude_item_ids) > settings.max_exclude:
             raise _field_error("exclude_item_ids", f"at most {settings.max_exclude} ids")
-        # at most max_concurrency computing (more threads only fight over the GIL), at
-        # most max_queue waiting behind them; beyond that, 429 at once rather than queueing
-        if state.admitted >= settings.max_concurrency + settings.max_queue:
+        # at most max_batch computing, at most max_queue waiting for the next batch; beyond
+        # that, 429 at once rather than an ever longer queue
+        if state.admitted >= settings.max_batch + settings.max_queue:
             raise Overloaded(
                 f"{state.admitted} requests in flight or queued (bound "
-                f"{settings.max_concurrency} + {settings.max_queue})"
+                f"{settings.max_batch} + {settings.max_queue})"
             )
         state.admitted += 1
         try:
-            async with state.slots:
-                result = await run_in_threadpool(
-                    state.recommender.recommend,
+            result = await state.batcher.recommend(
+                Query(
                     str(body.user_id),
                     body.k,
                     body.context,
-                    [str(i) for i in body.exclude_item_ids],
+                    tuple(str(i) for i in body.exclude_item_ids),
                 )
+            )
         finally:
             state.admitted -= 1
-        return RecommendResponse(
-            items=[ItemOut(item_id=i.item_id, score=i.score) for i in result.items],
-            model_version=result.model_version,
-            index_version=result.index_version,
-            fallback=result.fallback,
-        )
+        # serialized directly: the shape is RecommendResponse's (documented by response_model)
+        payload = {
+            "items": [{"item_id": i.item_id, "score": i.score} for i in result.items],
+            "model_version": result.model_version,
+            "index_version": result.index_version,
+            "fallback": result.fallback,
+        }
+        return Response(orjson.dumps(payload), media_type="application/json")
 
     @app.get(
         "/v1/tables/{table}/rows/{row_id}",

@@ -21,15 +21,25 @@ class RankerSettings(CommonSettings):
     candidates: int = Field(
         500, ge=10, le=10_000, description="Items retrieval hands to the ranking model."
     )
-    max_concurrency: int = Field(
-        2, ge=1, description="Requests computed at once (threads); more wait in the queue."
+    max_batch: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most requests computed together in one batch (requests that arrive while "
+        "a batch computes join the next one); more wait in the queue.",
     )
     max_queue: int = Field(
-        64, ge=0, description="Requests waiting for a compute slot; more are answered 429."
+        64, ge=0, description="Requests waiting for the next batch; more are answered 429."
     )
     max_exclude: int = Field(1000, ge=0, description="Most exclude_item_ids a request may send.")
     index_kind: Literal["flat", "ivf", "hnsw"] = Field(
         "flat", description="FAISS index: flat (exact) or an approximate kind for large catalogs."
+    )
+    item_rows: Literal["mirror", "redis"] = Field(
+        "mirror",
+        description="Where candidates' rows are read: `mirror`, an in-process copy kept by the "
+        "index follower (as fresh as the index, no Redis read per candidate), or `redis` "
+        "(one MGET of all candidates per batch).",
     )
     index_snapshot: Path | None = Field(
         None, description="Where the index snapshot is kept so a restart does not start empty."

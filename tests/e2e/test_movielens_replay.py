@@ -38,7 +38,11 @@ def test_movielens_slice_moves_the_metrics(running_stack: Stack) -> None:
     trainer = ""
     while time.monotonic() < deadline:
         trainer = httpx.get(f"{stack.trainer}/metrics", timeout=5).text
-        if _value(trainer, r"^freshrec_trainer_events_consumed_total ") >= SLICE:
+        # every rating is one example whose freshness is observed after its batch commits
+        if (
+            _value(trainer, r"^freshrec_trainer_events_consumed_total ") >= SLICE
+            and _value(trainer, r"^freshrec_freshness_event_to_row_seconds_count ") >= SLICE
+        ):
             break
         time.sleep(0.2)
     assert _value(trainer, r"^freshrec_trainer_events_consumed_total ") >= SLICE

@@ -53,3 +53,7 @@ def test_cursor_off_the_trimmed_stream_rebuilds_from_export(
     restarted = IndexFollower(store, ExactRetriever(sc.DIM), tmp_path)
     assert restarted.bootstrap() == "export"
     assert len(restarted.retriever) == 340
+
+
+def test_mirror_holds_what_the_index_holds(store: RedisEmbeddingStore, tmp_path: Path) -> None:
+    sc.mirror_holds_what_the_index_holds(store, tmp_path / "snap")

@@ -6,10 +6,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from freshrec.errors import FreshrecError
 from freshrec.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
@@ -30,11 +31,47 @@ def error_body(error: str, message: str, details: object = None) -> dict[str, ob
     return body
 
 
-def _route_template(request: Request) -> str:
+def _route_template(scope: Scope) -> str:
     """The matched route's path template (never the raw path: ids stay out of labels)."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
+
+
+class _RequestMetrics:
+    """Pure ASGI middleware: request count, latency and in-flight gauge per route template.
+
+    (Starlette's `BaseHTTPMiddleware` runs each request in an extra task with memory streams,
+    which costs more than a small route itself.)
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+        self.in_flight = HTTP_IN_FLIGHT.labels(service)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets when the app fails before answering
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            self.in_flight.dec()
+            route = _route_template(scope)  # set by routing, so read after the handler
+            method = str(scope.get("method", ""))
+            HTTP_LATENCY.labels(self.service, route, method).observe(time.perf_counter() - start)
+            HTTP_REQUESTS.labels(self.service, route, method, str(status)).inc()
 
 
 def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> None:
@@ -46,22 +83,7 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
         readiness: checks run by `/readyz`; the service is ready when all return True.
     """
 
-    @app.middleware("http")
-    async def _observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        status = 500
-        HTTP_IN_FLIGHT.labels(service).inc()
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            HTTP_IN_FLIGHT.labels(service).dec()
-            route = _route_template(request)  # set by routing, so read after the handler
-            HTTP_LATENCY.labels(service, route, request.method).observe(time.perf_counter() - start)
-            HTTP_REQUESTS.labels(service, route, request.method, str(status)).inc()
+    app.add_middleware(_RequestMetrics, service=service)
 
     @app.exception_handler(FreshrecError)
     async def _freshrec_error(_: Request, exc: FreshrecError) -> JSONResponse:

@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from prometheus_client import Counter, Histogram
 
@@ -22,10 +24,10 @@ from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking.models import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.retrieval.base import Retriever
-from freshrec.table.base import EmbeddingStore, IdArray
-from freshrec.table.ids import context_ids, hash_feature, hash_features
+from freshrec.table.base import EmbeddingStore, IdArray, Rows
+from freshrec.table.ids import context_ids, hash_features
 
-__all__ = ["Recommendation", "Recommender", "ScoredItem"]
+__all__ = ["Query", "Recommendation", "Recommender", "ScoredItem"]
 
 STAGE_SECONDS = Histogram(
     "freshrec_ranker_stage_duration_seconds",
@@ -62,12 +64,43 @@ class Recommendation:
 
 
 @contextmanager
-def _stage(name: str) -> Iterator[None]:
+def _stage(name: str, requests: int = 1) -> Iterator[None]:
+    """Times a stage of a batch of `requests`; each of them spent that long in it."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        STAGE_SECONDS.labels(name).observe(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        histogram = STAGE_SECONDS.labels(name)
+        for _ in range(requests):
+            histogram.observe(elapsed)
+
+
+class RowReader(Protocol):
+    """Where rows are read from: an `EmbeddingStore` or a `RowMirror`."""
+
+    def read_rows(self, ids: IdArray) -> Rows: ...
+
+
+def _read_unique(store: RowReader, ids: IdArray) -> tuple[Rows, npt.NDArray[np.int64]]:
+    """Rows of `ids` (duplicates allowed) in one read, and each id's position in them (-1
+    where the id has no row)."""
+    unique, inverse = np.unique(ids, return_inverse=True)
+    rows = store.read_rows(unique)
+    position = np.full(unique.shape[0], -1, dtype=np.int64)
+    # read_rows keeps the asked (sorted) order, skipping missing ids
+    position[np.searchsorted(unique, rows.ids)] = np.arange(len(rows))
+    return rows, position[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class Query:
+    """One recommendation request, validated."""
+
+    user_id: str
+    k: int
+    context: Mapping[str, str | int | float] | None = None
+    exclude_item_ids: Sequence[str] = ()
 
 
 NameResolver = Callable[[IdArray], list[str | None]]
@@ -107,6 +140,7 @@ class Recommender:
         popularity: PopularityTracker,
         *,
         candidates: int = 500,
+        item_rows: RowReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Create a recommender.
@@ -117,6 +151,8 @@ class Recommender:
             models: the hot-reloaded dense model.
             popularity: fallback candidates.
             candidates: how many items retrieval hands to the ranking model.
+            item_rows: where candidates' rows are read (a `RowMirror` kept by the index
+                follower); the item store when None.
             clock: wall clock, for row ages.
         """
         self.users, self.items, self.contexts = tables["user"], tables["item"], tables["context"]
@@ -124,6 +160,7 @@ class Recommender:
         self.models = models
         self.popularity = popularity
         self.candidates = candidates
+        self.item_rows: RowReader = item_rows if item_rows is not None else self.items
         self._clock = clock
         self._names = store_name_resolver(self.items)
 
@@ -135,48 +172,97 @@ class Recommender:
         exclude_item_ids: Sequence[str] = (),
     ) -> Recommendation:
         """Top-`k` items for `user_id`, best first."""
-        user_key = np.array([hash_feature("user", user_id)], dtype=np.uint64)
-        exclude = hash_features("item", [str(i) for i in exclude_item_ids])
-        with _stage("user_row"):
-            user_rows = self.users.read_rows(user_key)
-            ctx_vec = self._context_vector(context or {})
-        fallback = len(user_rows) == 0
-        with _stage("retrieval"):
-            if fallback:
-                FALLBACKS.inc()
-                cand = self.popularity.candidates(self.candidates + exclude.shape[0])
-                cand = cand[~np.isin(cand, exclude)][: self.candidates]
-                user_vec = np.zeros(self.items.config.dim, dtype=np.float32)
-            else:
-                user_vec = user_rows.vectors[0]
-                found, scores = self.retriever.search(
-                    user_vec[None, :], self.candidates, exclude=[exclude]
-                )
-                cand = found[0][np.isfinite(scores[0])]  # -inf marks padding
-        with _stage("rows"):
-            rows = self.items.read_rows(cand.astype(np.uint64))
-        with _stage("scoring"):
-            ids, scores = self._score(user_vec, rows.vectors, ctx_vec)
-            ids = rows.ids[ids] if ids.shape[0] else ids.astype(np.uint64)
-        order = np.argsort(-scores, kind="stable")[:k]
-        # the user's row and the top item's row: what most shapes the answer, at two
-        # observations per request instead of k + 1
-        now = self._clock()
-        for ages in (user_rows.wall_time, rows.wall_time[order[:1]]):
-            for age in now - ages:
-                SERVED_ROW_AGE.observe(max(0.0, float(age)))
-        names = self._names(ids[order])
-        items = [
-            ScoredItem(name if name is not None else str(int(row_id)), float(score))
-            for row_id, name, score in zip(ids[order], names, scores[order], strict=True)
-        ]
+        return self.recommend_batch([Query(user_id, k, context, tuple(exclude_item_ids))])[0]
+
+    def recommend_batch(self, queries: Sequence[Query]) -> list[Recommendation]:
+        """Answer several queries together: one read of all their user rows, one retrieval
+        search, one read of all their candidates' rows and one forward pass.
+
+        Each answer is the one `recommend` would give for its query alone.
+        """
+        n = len(queries)
+        if n == 0:
+            return []
+        with _stage("user_row", n):
+            user_keys = hash_features("user", [q.user_id for q in queries])
+            users, user_pos = _read_unique(self.users, user_keys)
+            contexts = np.stack([self._context_vector(q.context or {}) for q in queries])
+        excludes = [hash_features("item", [str(i) for i in q.exclude_item_ids]) for q in queries]
+        known = user_pos >= 0
+        user_vecs = np.zeros((n, self.items.config.dim), dtype=np.float32)
+        user_vecs[known] = users.vectors[user_pos[known]]
+        with _stage("retrieval", n):
+            candidates = self._candidates(user_vecs, known, excludes)
+        with _stage("rows", n):
+            items, item_pos = _read_unique(self.item_rows, np.concatenate(candidates))
+        with _stage("scoring", n):
+            query_of = np.repeat(np.arange(n), [c.shape[0] for c in candidates])
+            present = item_pos >= 0  # a candidate whose row expired meanwhile drops out
+            rows, query_of = item_pos[present], query_of[present]
+            scores = self._score(user_vecs[query_of], items.vectors[rows], contexts[query_of])
+        bounds = np.searchsorted(query_of, np.arange(n + 1))
+        chosen: list[npt.NDArray[np.int64]] = []
+        for i, query in enumerate(queries):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            order = np.argsort(-scores[lo:hi], kind="stable")[: query.k]
+            chosen.append(lo + order)
+        picked = np.concatenate(chosen)
+        names = self._names(items.ids[rows[picked]])
+        self._observe_ages(users.wall_time[user_pos[known]], items.wall_time[rows[picked]], chosen)
         model = self.models.current
-        return Recommendation(
-            items=items,
-            model_version=None if model is None else model.version,
-            index_version=int(self.retriever.version),
-            fallback=fallback,
-        )
+        model_version = None if model is None else model.version
+        index_version = int(self.retriever.version)
+        out: list[Recommendation] = []
+        start = 0
+        for i, positions in enumerate(chosen):
+            ids = items.ids[rows[positions]]
+            out.append(
+                Recommendation(
+                    items=[
+                        ScoredItem(name if name is not None else str(int(row_id)), float(score))
+                        for row_id, name, score in zip(
+                            ids, names[start : start + len(ids)], scores[positions], strict=True
+                        )
+                    ],
+                    model_version=model_version,
+                    index_version=index_version,
+                    fallback=not bool(known[i]),
+                )
+            )
+            start += len(ids)
+        return out
+
+    def _candidates(
+        self, user_vecs: np.ndarray, known: npt.NDArray[np.bool_], excludes: list[IdArray]
+    ) -> list[IdArray]:
+        """Retrieval candidates per query; popular and fresh items for unknown users."""
+        out: list[IdArray] = [np.zeros(0, dtype=np.uint64)] * len(excludes)
+        searched = np.flatnonzero(known)
+        if searched.shape[0]:
+            found, scores = self.retriever.search(
+                user_vecs[searched], self.candidates, exclude=[excludes[i] for i in searched]
+            )
+            for row, i in enumerate(searched):
+                out[i] = found[row][np.isfinite(scores[row])]  # -inf marks padding
+        for i in np.flatnonzero(~known):
+            FALLBACKS.inc()
+            popular = self.popularity.candidates(self.candidates + excludes[i].shape[0])
+            out[i] = popular[~np.isin(popular, excludes[i])][: self.candidates]
+        return out
+
+    def _observe_ages(
+        self,
+        user_times: np.ndarray,
+        item_times: np.ndarray,
+        chosen: list[npt.NDArray[np.int64]],
+    ) -> None:
+        # per response, the user's row and the top item's row: what most shapes the answer,
+        # at two observations per request instead of k + 1
+        offsets = np.cumsum([0] + [len(c) for c in chosen[:-1]])
+        tops = item_times[[o for o, c in zip(offsets, chosen, strict=True) if len(c)]]
+        now = self._clock()
+        for age in np.maximum(now - np.concatenate([user_times, tops]), 0.0).tolist():
+            SERVED_ROW_AGE.observe(age)
 
     def _context_vector(self, context: Mapping[str, str | int | float]) -> np.ndarray:
         dim = self.contexts.config.dim
@@ -186,19 +272,16 @@ class Recommender:
         found = self.contexts.lookup(keys)
         return np.asarray(found.vectors.mean(axis=0), dtype=np.float32)
 
-    def _score(
-        self, user: np.ndarray, items: np.ndarray, context: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (or inner products before the first model) for `(N, D)` items."""
-        index = np.arange(items.shape[0])
+    def _score(self, users: np.ndarray, items: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+        """Probabilities (or inner products before the first model) for `(N, D)` row pairs."""
         if items.shape[0] == 0:
-            return index, np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.float32)
         model = self.models.current
         if model is None:
-            return index, items @ user
+            return np.asarray(np.einsum("nd,nd->n", users, items), dtype=np.float32)
         with torch.inference_mode():
-            logits = model.model.score_candidates(
-                torch.from_numpy(user), torch.from_numpy(items), torch.from_numpy(context)
+            logits, _ = model.model(
+                torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(contexts)
             )
             probs = torch.sigmoid(logits + model.logit_offset)
-        return index, probs.numpy()
+        return probs.numpy()

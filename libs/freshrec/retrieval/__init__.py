@@ -4,6 +4,8 @@
   `FaissRetriever` (FAISS flat / IVF / HNSW) implement it.
 - `IndexFollower` (`follower.py`): builds an index from the table, keeps it in step with the
   table's change feed, and snapshots it to disk.
+- `RowMirror` (`mirror.py`): an in-process copy of the indexed items' rows, kept by the
+  follower, so a ranker scores candidates without reading their rows from Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from freshrec.retrieval.config import (
 from freshrec.retrieval.exact import ExactRetriever
 from freshrec.retrieval.faiss import FaissRetriever
 from freshrec.retrieval.follower import IndexFollower, SnapshotManifest
+from freshrec.retrieval.mirror import RowMirror
 
 __all__ = [
     "RESERVED_ID",
@@ -34,6 +37,7 @@ __all__ = [
     "IvfConfig",
     "Retriever",
     "RetrieverConfig",
+    "RowMirror",
     "SearchResult",
     "SnapshotManifest",
     "build_retriever",

@@ -63,7 +63,8 @@ from freshrec.retrieval.metrics import (
     INDEX_REBUILDS,
     INDEX_VERSION,
 )
-from freshrec.table.base import ChangeOp, EmbeddingStore, FloatArray, IdArray
+from freshrec.retrieval.mirror import RowMirror
+from freshrec.table.base import ChangeOp, EmbeddingStore, FloatArray, IdArray, Rows
 
 __all__ = ["IndexFollower", "SnapshotManifest"]
 
@@ -107,6 +108,37 @@ def _cursor_time(cursor: str) -> float | None:
     if key is None or len(key) != 2:
         return None
     return key[0] / 1000.0
+
+
+def _select(rows: Rows, keep: npt.NDArray[np.bool_]) -> Rows:
+    return Rows(
+        ids=rows.ids[keep],
+        vectors=rows.vectors[keep],
+        state=rows.state[keep],
+        event_time=rows.event_time[keep],
+        wall_time=rows.wall_time[keep],
+        count=rows.count[keep],
+    )
+
+
+def _concat(parts: list[Rows], dim: int) -> Rows:
+    if not parts:
+        return Rows(
+            ids=np.zeros(0, dtype=np.uint64),
+            vectors=np.zeros((0, dim), dtype=np.float32),
+            state=np.zeros((0, 0), dtype=np.float32),
+            event_time=np.zeros(0),
+            wall_time=np.zeros(0),
+            count=np.zeros(0, dtype=np.int64),
+        )
+    return Rows(
+        ids=np.concatenate([p.ids for p in parts]),
+        vectors=np.concatenate([p.vectors for p in parts]),
+        state=np.concatenate([p.state for p in parts]),
+        event_time=np.concatenate([p.event_time for p in parts]),
+        wall_time=np.concatenate([p.wall_time for p in parts]),
+        count=np.concatenate([p.count for p in parts]),
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -155,6 +187,7 @@ class IndexFollower:
         snapshot_interval_s: float | None = 300.0,
         trim_check_interval_s: float = 60.0,
         export_batch_size: int = 4096,
+        mirror: RowMirror | None = None,
     ) -> None:
         if retriever.dim != store.config.dim:
             raise ValueError(
@@ -169,6 +202,7 @@ class IndexFollower:
         self._snapshot_interval_s = snapshot_interval_s
         self._trim_check_interval_s = trim_check_interval_s
         self._export_batch_size = export_batch_size
+        self._mirror = mirror
 
         self._cursor = "0"
         self._bootstrapped = False
@@ -258,12 +292,15 @@ class IndexFollower:
             head = self._feed_head()
             ids_parts: list[IdArray] = []
             vector_parts: list[FloatArray] = []
+            row_parts: list[Rows] = []
             for rows in self._store.export(self._export_batch_size):
                 if len(rows) == 0:
                     continue
                 usable = self._usable(rows.ids, rows.vectors)
                 ids_parts.append(rows.ids[usable])
                 vector_parts.append(rows.vectors[usable])
+                if self._mirror is not None:
+                    row_parts.append(_select(rows, usable))
             dim = self._retriever.dim
             ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.uint64)
             vectors = (
@@ -272,6 +309,8 @@ class IndexFollower:
                 else np.zeros((0, dim), dtype=np.float32)
             )
             self._retriever.replace(ids, vectors.astype(np.float32, copy=False))
+            if self._mirror is not None:
+                self._mirror.replace(_concat(row_parts, dim))
             self._cursor = head
             self._bootstrapped = True
             self._last_applied = time.monotonic()
@@ -359,7 +398,15 @@ class IndexFollower:
             to_upsert = unique_ids[last_upsert]
             to_remove = [unique_ids[~last_upsert]]
             upserted = 0
-            if to_upsert.shape[0]:
+            if to_upsert.shape[0] and self._mirror is not None:
+                rows = self._store.read_rows(to_upsert)  # the mirror keeps the times too
+                rows = _select(rows, self._usable(rows.ids, rows.vectors))
+                if len(rows):
+                    self._retriever.upsert(rows.ids, rows.vectors)
+                    self._mirror.put(rows)
+                    upserted = len(rows)
+                to_remove.append(np.setdiff1d(to_upsert, rows.ids))
+            elif to_upsert.shape[0]:
                 found = self._store.lookup(to_upsert)
                 vectors = np.asarray(found.vectors, dtype=np.float32)
                 keep = np.array(found.exists, dtype=np.bool_)  # a copy: it is narrowed below
@@ -371,6 +418,8 @@ class IndexFollower:
             removing = np.concatenate(to_remove)
             if removing.shape[0]:
                 self._retriever.remove(removing)
+                if self._mirror is not None:
+                    self._mirror.remove(removing)
             self._cursor = changes[-1].cursor
             self._last_applied = time.monotonic()
             self._caught_up(len(changes) < self._poll_entries)
@@ -553,6 +602,13 @@ class IndexFollower:
             raise SnapshotError(
                 f"{index_path} holds {len(self._retriever)} items, manifest says {manifest.items}"
             )
+        if self._mirror is not None:  # the snapshot holds vectors only: rows come from the table
+            held = self._retriever.ids()
+            parts = [
+                self._store.read_rows(held[start : start + self._export_batch_size])
+                for start in range(0, held.shape[0], self._export_batch_size)
+            ]
+            self._mirror.replace(_concat(parts, self._retriever.dim))
         self._cursor = manifest.cursor
         self._snapshot_version = self._retriever.version
         self._last_applied = time.monotonic()

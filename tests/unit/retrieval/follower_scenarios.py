@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from freshrec.retrieval import FaissRetriever, IndexFollower, IvfConfig
+from freshrec.retrieval import FaissRetriever, IndexFollower, IvfConfig, RowMirror
 from freshrec.table.base import EmbeddingStore
 from freshrec.table.config import ExpiryConfig, SgdConfig, TableConfig, ZerosInit
 
@@ -154,3 +154,42 @@ def restart_from_snapshot_does_not_start_empty(
     second.poll_once()  # catches up from the snapshot's cursor
     assert top1(second, 7) == 2**63 + 2
     assert set(second.retriever.ids().tolist()) == {*ids, 2**63 + 1, 2**63 + 2}
+
+
+def _assert_mirror_matches(
+    store: EmbeddingStore, follower: IndexFollower, mirror: RowMirror
+) -> None:
+    held = follower.retriever.ids()
+    assert len(mirror) == held.shape[0]
+    rows, table = mirror.read_rows(held), store.read_rows(held)
+    np.testing.assert_array_equal(rows.ids, table.ids)
+    np.testing.assert_array_equal(rows.vectors, table.vectors)
+    np.testing.assert_array_equal(rows.wall_time, table.wall_time)
+    np.testing.assert_array_equal(rows.event_time, table.event_time)
+    np.testing.assert_array_equal(rows.count, table.count)
+
+
+def mirror_holds_what_the_index_holds(store: EmbeddingStore, snapshot_dir: Path) -> None:
+    """Bootstrap, updates, new rows, expiry and a restart from a snapshot."""
+    ids = background(store, n=1500)
+    mirror = RowMirror(DIM)
+    follower = IndexFollower(store, new_retriever(), snapshot_dir, mirror=mirror)
+    follower.bootstrap()
+    _assert_mirror_matches(store, follower, mirror)
+    old, fresh = 2**64 - 2, 2**63 + 5
+    write(store, [old], axis(1, 1000.0), T0 - EXPIRE_AFTER_S)
+    write(store, [fresh], axis(2, 3.0), T0 + 10)
+    updated = np.array(ids[:50], dtype=np.uint64)
+    store.apply_gradients(updated, np.ones((50, DIM), np.float32), T0 + 20)
+    follower.poll_once()
+    _assert_mirror_matches(store, follower, mirror)
+    assert mirror.read_rows(np.array([fresh], dtype=np.uint64)).vectors[0, 2] == 3.0
+    store.expire(watermark=T0 + 1)
+    follower.poll_once()
+    assert len(mirror.read_rows(np.array([old, fresh], dtype=np.uint64))) == 1  # old is gone
+    _assert_mirror_matches(store, follower, mirror)
+    follower.snapshot()
+    restarted_mirror = RowMirror(DIM)
+    restarted = IndexFollower(store, new_retriever(), snapshot_dir, mirror=restarted_mirror)
+    assert restarted.bootstrap() == "snapshot"
+    _assert_mirror_matches(store, restarted, restarted_mirror)

@@ -228,3 +228,7 @@ def test_metrics(store: CountingStore) -> None:
 def test_dimension_mismatch_is_refused(store: CountingStore) -> None:
     with pytest.raises(ValueError, match="dim"):
         IndexFollower(store, ExactRetriever(sc.DIM + 1))
+
+
+def test_mirror_holds_what_the_index_holds(store: CountingStore, tmp_path: Path) -> None:
+    sc.mirror_holds_what_the_index_holds(store, tmp_path / "snap")

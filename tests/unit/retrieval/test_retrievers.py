@@ -20,6 +20,8 @@ from freshrec.retrieval import (
     build_retriever,
 )
 from freshrec.retrieval.base import Retriever
+from freshrec.retrieval.mirror import RowMirror
+from freshrec.table.base import Rows
 from tests.unit.retrieval.conftest import DIM, settle
 
 Make = Callable[[], Retriever]
@@ -293,3 +295,59 @@ def test_tune_changes_search_parameters_live() -> None:
         retriever.tune(ef_search=10)
     with pytest.raises(InvalidInput):
         FaissRetriever(DIM, FlatConfig()).tune(nprobe=4)
+
+
+def test_row_mirror_put_remove_reuse_and_order() -> None:
+    def rows(ids: list[int], value: float) -> Rows:
+        n = len(ids)
+        return Rows(
+            ids=np.array(ids, dtype=np.uint64),
+            vectors=np.full((n, 4), value, dtype=np.float32),
+            state=np.zeros((n, 0), dtype=np.float32),
+            event_time=np.full(n, value),
+            wall_time=np.full(n, value + 1),
+            count=np.full(n, int(value), dtype=np.int64),
+        )
+
+    mirror = RowMirror(4, initial_capacity=2)
+    mirror.put(rows([5, 2**64 - 1, 7], 1.0))  # grows past the initial capacity
+    mirror.put(rows([7], 2.0))  # overwrite
+    assert mirror.remove(np.array([5, 99], dtype=np.uint64)) == 1
+    mirror.put(rows([11], 3.0))  # reuses the freed slot
+    got = mirror.read_rows(np.array([11, 5, 7, 2**64 - 1], dtype=np.uint64))
+    assert got.ids.tolist() == [11, 7, 2**64 - 1]
+    assert got.vectors[:, 0].tolist() == [3.0, 2.0, 1.0]
+    assert got.wall_time.tolist() == [4.0, 3.0, 2.0]
+    assert got.count.tolist() == [3, 2, 1]
+    assert len(mirror) == 3
+    mirror.replace(rows([1], 9.0))
+    assert len(mirror) == 1 and mirror.read_rows(np.array([7], dtype=np.uint64)).ids.size == 0
+
+
+def test_row_mirror_binary_search_path_respects_removals_and_reuse() -> None:
+    n = 3000
+    ids = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(2**50)
+    rows = Rows(
+        ids=ids,
+        vectors=np.arange(n * 2, dtype=np.float32).reshape(n, 2),
+        state=np.zeros((n, 0), dtype=np.float32),
+        event_time=np.zeros(n),
+        wall_time=np.zeros(n),
+        count=np.arange(n, dtype=np.int64),
+    )
+    mirror = RowMirror(2)
+    mirror.replace(rows)  # held ids now answer through the sorted index
+    assert mirror.remove(ids[:10]) == 10
+    new = Rows(
+        ids=np.array([7], dtype=np.uint64),
+        vectors=np.full((1, 2), -1.0, dtype=np.float32),
+        state=np.zeros((1, 0), dtype=np.float32),
+        event_time=np.zeros(1),
+        wall_time=np.zeros(1),
+        count=np.array([99]),
+    )
+    mirror.put(new)  # takes a freed slot
+    got = mirror.read_rows(np.concatenate([ids[:12], np.array([7, 8], dtype=np.uint64)]))
+    assert got.ids.tolist() == [int(ids[10]), int(ids[11]), 7]
+    assert got.count.tolist() == [10, 11, 99]
+    assert len(mirror) == n - 10 + 1

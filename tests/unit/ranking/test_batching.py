@@ -1,0 +1,147 @@
+"""Answering requests in batches gives each request the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from freshrec.errors import StoreUnavailable
+from freshrec.models.model import ModelConfig, RankingModel
+from freshrec.models.published import ITEM_NAMES_KEY
+from freshrec.ranking import (
+    LoadedModel,
+    PopularityTracker,
+    Query,
+    Recommendation,
+    RecommendBatcher,
+    Recommender,
+)
+from freshrec.retrieval.exact import ExactRetriever
+from freshrec.settings import default_table_config_path
+from freshrec.table import InMemoryEmbeddingStore, hash_features, load_tables
+from freshrec.table.base import Rows
+
+T0 = 1_750_000_000.0
+
+
+def _rows(ids: np.ndarray, dim: int, rng: np.random.Generator) -> Rows:
+    n = ids.shape[0]
+    return Rows(
+        ids=ids,
+        vectors=rng.standard_normal((n, dim)).astype(np.float32),
+        state=np.zeros((n, dim), dtype=np.float32),
+        event_time=np.full(n, T0),
+        wall_time=np.full(n, time.time() - 5.0),
+        count=np.ones(n, dtype=np.int64),
+    )
+
+
+def _recommender(with_model: bool) -> Recommender:
+    rng = np.random.default_rng(11)
+    tables = {
+        t.name: InMemoryEmbeddingStore(t) for t in load_tables(default_table_config_path()).tables
+    }
+    dim = tables["item"].config.dim
+    items = hash_features("item", [f"i{j}" for j in range(400)])
+    tables["item"].import_rows(_rows(items, dim, rng))
+    with tables["item"].transaction() as txn:
+        txn.put_hash(ITEM_NAMES_KEY, {str(int(i)): f"i{j}" for j, i in enumerate(items)})
+    users = hash_features("user", [f"u{j}" for j in range(20)])
+    tables["user"].import_rows(_rows(users, dim, rng))
+    retriever = ExactRetriever(dim)
+    retriever.upsert(items, tables["item"].read_rows(items).vectors)
+    popularity = PopularityTracker(tables["item"])
+    model = None
+    if with_model:
+        model = LoadedModel(
+            RankingModel(ModelConfig()), version=3, logit_offset=0.0, published_at=T0
+        )
+    models = SimpleNamespace(current=model)
+    return Recommender(tables, retriever, models, popularity, candidates=60)  # type: ignore[arg-type]
+
+
+def _queries() -> list[Query]:
+    return [
+        Query("u1", 10),
+        Query("u2", 5, {"device": "ios", "hour": 13}),
+        Query("u1", 10, None, ("i3", "i7")),  # the same user again, with exclusions
+        Query("nobody", 4),  # unknown: fallback
+        Query("u19", 60),
+        Query("u5", 1, {"device": "web"}),
+    ]
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+def test_a_batch_answers_each_query_as_alone(with_model: bool) -> None:
+    recommender = _recommender(with_model)
+    queries = _queries()
+    together = recommender.recommend_batch(queries)
+    alone = [recommender.recommend(q.user_id, q.k, q.context, q.exclude_item_ids) for q in queries]
+    for batched, single in zip(together, alone, strict=True):
+        assert [i.item_id for i in batched.items] == [i.item_id for i in single.items]
+        assert [i.score for i in batched.items] == pytest.approx([i.score for i in single.items])
+        assert batched.fallback == single.fallback
+        assert batched.model_version == single.model_version
+    assert [r.fallback for r in together] == [False, False, False, True, False, False]
+    assert [len(r.items) for r in together] == [10, 5, 10, 0, 60, 1]  # nothing is popular yet
+    assert not {"i3", "i7"} & {item.item_id for item in together[2].items}
+    assert together[0].model_version == (3 if with_model else None)
+    scores = [item.score for item in together[4].items]
+    assert scores == sorted(scores, reverse=True)
+    assert recommender.recommend_batch([]) == []
+
+
+def _run(batcher: RecommendBatcher, queries: Sequence[Query]) -> list[Any]:
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(batcher.recommend(q) for q in queries), return_exceptions=True
+        )
+
+    return asyncio.run(main())
+
+
+def test_the_batcher_groups_waiting_requests_and_keeps_their_order() -> None:
+    seen: list[int] = []
+
+    def compute(queries: Sequence[Query]) -> list[Recommendation]:
+        seen.append(len(queries))
+        return [Recommendation([], None, q.k, False) for q in queries]
+
+    batcher = RecommendBatcher(compute, max_batch=8)
+    answers = _run(batcher, [Query("u", k) for k in range(1, 21)])
+    assert [a.index_version for a in answers] == list(range(1, 21))
+    assert sum(seen) == 20
+    assert max(seen) == 8
+    assert len(seen) < 20
+
+
+def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_runs() -> None:
+    calls = 0
+
+    def compute(queries: Sequence[Query]) -> list[Recommendation]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreUnavailable("redis down")
+        return [Recommendation([], None, 0, False) for _ in queries]
+
+    batcher = RecommendBatcher(compute, max_batch=64)
+    first = _run(batcher, [Query("u", 1)])
+    second = _run(batcher, [Query("u", 1), Query("v", 1)])
+    assert isinstance(first[0], StoreUnavailable)
+    assert all(isinstance(a, Recommendation) for a in second)
+
+
+def test_a_closed_batcher_refuses_new_requests() -> None:
+    batcher = RecommendBatcher(lambda qs: [], max_batch=1)
+    asyncio.run(batcher.close())
+    (answer,) = _run(batcher, [Query("u", 1)])
+    assert isinstance(answer, RuntimeError)
+    with pytest.raises(ValueError, match="max_batch"):
+        RecommendBatcher(lambda qs: [], max_batch=0)
