@@ -121,6 +121,7 @@ def main(settings: TrainerSettings | None = None) -> None:
             max_wait_s=settings.max_batch_wait_s,
             start_from_beginning=settings.start_from_beginning,
             session_timeout_ms=settings.session_timeout_ms,
+            reader_process=settings.reader_process,
         ),
     )
     server = uvicorn.Server(

@@ -45,6 +45,11 @@ class TrainerSettings(CommonSettings):
     session_timeout_ms: int = Field(
         10_000, ge=6000, description="Kafka group session timeout of the trainer."
     )
+    reader_process: bool = Field(
+        True,
+        description="Fetch and parse Kafka records in a child process (a second core); false "
+        "keeps everything in one process.",
+    )
     start_from_beginning: bool = Field(
         True, description="Partitions without stored offsets start at the earliest message."
     )

@@ -1,0 +1,68 @@
+"""The record reader process on the real broker: positions and epochs come from the parent."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from typing import Any
+
+from kafka import KafkaProducer
+
+from freshrec.stream.reader import ReaderConfig, run_reader
+from freshrec.stream.topics import ensure_topics
+from tests.conftest import Servers
+
+N = 300
+
+
+def _runs(out: Any, epoch: int, want: int, deadline_s: float = 30.0) -> list[tuple[int, bytes]]:
+    """(offset, value) pairs of runs tagged `epoch`, until `want` arrived; other epochs dropped."""
+    got: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + deadline_s
+    while len(got) < want:
+        assert time.monotonic() < deadline, f"only {len(got)} of {want} records arrived"
+        try:
+            tagged, runs, highwaters = out.get(timeout=1.0)
+        except queue.Empty:
+            continue
+        if tagged != epoch:
+            continue
+        for _topic, _partition, offsets, values, _ts in runs:
+            got.extend(zip(offsets, values, strict=True))
+        assert list(highwaters.values()) == [N]
+    return got
+
+
+def test_reader_follows_the_parents_positions_and_epochs(servers: Servers, namespace: str) -> None:
+    topic = f"{namespace}.events"
+    ensure_topics(servers.kafka_bootstrap, {topic: 1})
+    producer = KafkaProducer(bootstrap_servers=servers.kafka_bootstrap, acks="all")
+    for n in range(N):
+        producer.send(topic, value=f"m{n}".encode())
+    producer.flush()
+    producer.close()
+
+    context = multiprocessing.get_context("spawn")
+    receive, commands = context.Pipe(duplex=False)
+    out = context.Queue(maxsize=2)
+    config = ReaderConfig(bootstrap=servers.kafka_bootstrap, client_id=namespace, max_records=64)
+    reader = context.Process(target=run_reader, args=(config, receive, out, os.getpid()))
+    reader.start()
+    try:
+        commands.send(("assign", 1, {(topic, 0): 250}))
+        first = _runs(out, 1, N - 250)
+        assert [o for o, _ in first] == list(range(250, N))
+        assert first[0][1] == b"m250"
+        # a new assignment: runs of epoch 1 still queued are the parent's to drop
+        commands.send(("assign", 2, {(topic, 0): None}))  # no stored offset: from the start
+        second = _runs(out, 2, N)
+        assert [o for o, _ in second] == list(range(N))
+        commands.send(("stop",))
+        reader.join(timeout=15)
+        assert reader.exitcode == 0
+    finally:
+        if reader.is_alive():
+            reader.terminate()
+            reader.join(timeout=5)
