@@ -5,14 +5,23 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
+import threading
 import time
 from typing import Any
 
+import redis
 from kafka import KafkaProducer
 
+from freshrec.settings import default_table_config_path
+from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.reader import ReaderConfig, run_reader
 from freshrec.stream.topics import ensure_topics
+from freshrec.table import RedisEmbeddingStore, load_tables
+from freshrec.training import LoopConfig, OnlineTrainer, TrainerConfig, TrainingLoop
 from tests.conftest import Servers
+
+T0 = 1_700_000_000.0
 
 N = 300
 
@@ -66,3 +75,45 @@ def test_reader_follows_the_parents_positions_and_epochs(servers: Servers, names
         if reader.is_alive():
             reader.terminate()
             reader.join(timeout=5)
+
+
+def test_a_killed_reader_is_replaced_and_no_event_is_lost_or_repeated(
+    servers: Servers, redis_client: redis.Redis, namespace: str
+) -> None:
+    total = 3000
+    topic = f"{namespace}.events"
+    ensure_topics(servers.kafka_bootstrap, {topic: 1})
+    producer = KafkaProducer(bootstrap_servers=servers.kafka_bootstrap, acks="all", linger_ms=5)
+    for n in range(total):
+        event = Event(
+            event_id=f"e{n}", type="rating", user_id=f"u{n % 97}", item_id=f"i{n % 89}",
+            timestamp=T0 + n, value=float(1 + n % 5),
+        )  # fmt: skip
+        producer.send(topic, key=event_key(event), value=encode_event(event, T0 + total))
+    producer.flush()
+    producer.close()
+
+    tables = load_tables(default_table_config_path())
+    stores = {t.name: RedisEmbeddingStore(redis_client, namespace, t) for t in tables.tables}
+    trainer = OnlineTrainer(stores, TrainerConfig(group=f"{namespace}-group", batch_size=200))
+    loop = TrainingLoop(
+        trainer, LoopConfig(bootstrap=servers.kafka_bootstrap, topic=topic, batch_size=200)
+    )
+    stop = threading.Event()
+    examples = 0
+    killed = False
+    deadline = time.monotonic() + 120
+    try:
+        while trainer.offsets.get((topic, 0), 0) < total:
+            assert time.monotonic() < deadline, f"stuck at {trainer.offsets}"
+            report = loop.step(stop)
+            examples += 0 if report is None else report.examples
+            if not killed and trainer.offsets.get((topic, 0), 0) >= 1000:
+                os.kill(loop._reader.pid, signal.SIGKILL)
+                loop._reader.join(timeout=10)
+                killed = True
+    finally:
+        loop.close()
+    assert killed
+    assert examples == total  # every rating trained exactly once across the reader's death
+    assert trainer.batches * 200 >= total

@@ -11,6 +11,9 @@ start from the beginning or the end, per `start_from_beginning`) and finally `("
 Every run the reader sends is tagged with the epoch of the assignment it was read under, so
 the parent drops runs fetched before its latest assignment; positions therefore only ever
 come from the parent, which takes them from the table's committed offsets.
+
+The reader ignores SIGINT and SIGTERM (the parent ends it), and exits by itself when its
+parent is gone.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -75,6 +79,10 @@ def run_reader(config: ReaderConfig, commands: Connection, out: Any, parent_pid:
         out: a bounded multiprocessing queue; receives `(epoch, [Run, ...], highwaters)`.
         parent_pid: the parent's pid; the reader exits when its parent is gone.
     """
+    # the parent decides when the reader ends: a Ctrl-C or a SIGTERM sent to the whole process
+    # group must let the parent finish its batch and stop the reader itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     consumer = KafkaConsumer(
         bootstrap_servers=config.bootstrap,
         group_id=None,

@@ -115,6 +115,7 @@ class TrainingLoop:
         self._received: dict[tuple[str, int], int] = {}  # next offset after the last run
         self._highwater: dict[tuple[str, int], int] = {}
         self._reader: Any = None
+        self._closing = False
         if config.reader_process:
             self._start_reader()
 
@@ -141,7 +142,25 @@ class TrainingLoop:
         self._epoch += 1
         self._received.clear()
         self._highwater.clear()
-        self._commands.send(("assign", self._epoch, positions))
+        if self._closing:
+            return
+        try:
+            self._commands.send(("assign", self._epoch, positions))
+        except OSError as exc:  # the reader died; the next fill starts a new one
+            logger.warning("record reader unreachable: %s", exc)
+
+    def _revive_reader(self) -> None:
+        """Replace a reader that died, resuming every owned partition at its committed offset."""
+        logger.warning("record reader exited (code %s); starting a new one", self._reader.exitcode)
+        self._stop_reader()
+        self._start_reader()
+        self._buffer.clear()
+        self._assign_reader(
+            {
+                (tp.topic, tp.partition): self.trainer.offsets.get((tp.topic, tp.partition))
+                for tp in self.consumer.assignment()
+            }
+        )
 
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
         """Restore the checkpoint and seek `assigned` partitions to the stored offsets."""
@@ -181,6 +200,8 @@ class TrainingLoop:
             raise BrokerUnavailable(f"polling {self.config.topic} failed: {exc}") from exc
 
     def _fill_from_reader(self, deadline: float, stop: threading.Event) -> None:
+        if not self._reader.is_alive():
+            self._revive_reader()
         while len(self._buffer) < self.config.batch_size and not stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0 and self._buffer:
@@ -286,6 +307,7 @@ class TrainingLoop:
 
     def close(self) -> None:
         """Leave the group, close the consumer and stop the reader."""
+        self._closing = True
         try:
             self.consumer.close(autocommit=False)  # the revocation still talks to the reader
         finally:
