@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import Stack
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "freshrec.json"
@@ -126,19 +125,19 @@ def _scrape(url: str) -> dict[str, set[str]]:
 
 
 def _wait_trained(stack: Stack, events: int, batches: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        status = httpx.get(f"{stack.trainer}/v1/status", timeout=5).json()
-        consumed = sum(status["offsets"].values())
-        if consumed >= events and status["batches"] >= batches:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"trainer consumed {consumed} of {events} events in {status['batches']} of "
-                f"{batches} batches within {timeout_s}s",
-                pytrace=False,
-            )
-        time.sleep(0.1)
+    last: dict[str, Any] = {}
+
+    def trained() -> bool:
+        last.update(httpx.get(f"{stack.trainer}/v1/status", timeout=5).json())
+        return bool(sum(last["offsets"].values()) >= events and last["batches"] >= batches)
+
+    wait_until(
+        trained,
+        timeout_s,
+        f"the trainer to consume {events} events in {batches} batches",
+        interval_s=0.1,
+        detail=lambda: f"consumed {sum(last['offsets'].values())} in {last['batches']} batches",
+    )
 
 
 def test_every_dashboard_metric_is_exported(running_stack: Stack) -> None:

@@ -29,6 +29,7 @@ from freshrec.table import RedisEmbeddingStore, load_tables
 from freshrec.table.base import Rows
 from freshrec.training import checkpoint_key
 from tests.conftest import Servers
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 N_EVENTS = 50_000
@@ -135,13 +136,17 @@ def _committed(store: RedisEmbeddingStore, group: str, topic: str) -> int:
 def _wait_offset(
     proc: subprocess.Popen[bytes], offset: Callable[[], int], target: int, log: Path
 ) -> None:
-    deadline = time.monotonic() + 180
-    while offset() < target:
+    def reached() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"trainer exited with {proc.returncode}; log:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"trainer stuck below offset {target}; log:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
+        return offset() >= target
+
+    wait_until(
+        reached,
+        180.0,
+        f"the trainer to commit offset {target}",
+        detail=lambda: f"log:\n{log.read_text()[-3000:]}",
+    )
 
 
 def _all_rows(store: RedisEmbeddingStore) -> Rows:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from itertools import islice
 
 import httpx
@@ -11,6 +10,7 @@ import httpx
 from freshrec.data.movielens import load_movielens, movielens_events
 from freshrec.data.replay import replay
 from tests.e2e.conftest import Stack
+from tests.waiting import wait_until
 
 SLICE = 3000
 
@@ -34,17 +34,16 @@ def test_movielens_slice_moves_the_metrics(running_stack: Stack) -> None:
     )
     assert report.sent == SLICE and report.rejected == 0
 
-    deadline = time.monotonic() + 60
-    trainer = ""
-    while time.monotonic() < deadline:
-        trainer = httpx.get(f"{stack.trainer}/metrics", timeout=5).text
+    def trained() -> str:
+        text = httpx.get(f"{stack.trainer}/metrics", timeout=5).text
         # every rating is one example whose freshness is observed after its batch commits
-        if (
-            _value(trainer, r"^freshrec_trainer_events_consumed_total ") >= SLICE
-            and _value(trainer, r"^freshrec_freshness_event_to_row_seconds_count ") >= SLICE
-        ):
-            break
-        time.sleep(0.2)
+        done = (
+            _value(text, r"^freshrec_trainer_events_consumed_total ") >= SLICE
+            and _value(text, r"^freshrec_freshness_event_to_row_seconds_count ") >= SLICE
+        )
+        return text if done else ""
+
+    trainer = wait_until(trained, 60.0, f"{SLICE} events trained", interval_s=0.2)
     assert _value(trainer, r"^freshrec_trainer_events_consumed_total ") >= SLICE
     assert _value(trainer, r"^freshrec_trainer_batches_total ") > 0
     assert _value(trainer, r"^freshrec_freshness_event_to_row_seconds_count ") >= SLICE

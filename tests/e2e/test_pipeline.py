@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import Stack
+from tests.waiting import wait_until
 
 T0 = 1_750_000_000.0
 DAY = 86_400.0
@@ -59,13 +59,8 @@ def _recommend(stack: Stack, user: str, k: int) -> dict[str, Any]:
     return body
 
 
-def _wait(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
+def _wait(what: str, condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    wait_until(condition, timeout_s, what)
 
 
 def _status(stack: Stack) -> dict[str, Any]:

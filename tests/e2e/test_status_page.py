@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,6 +24,7 @@ from matplotlib.image import imread
 
 from services.ranker.status import MetricsSnapshot, histogram_quantile
 from tests.e2e.conftest import Stack
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -191,12 +191,8 @@ def _wait(
     timeout_s: float = 30.0,
     seen: Callable[[], object] | None = None,
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            last = "" if seen is None else f"; last seen: {seen()}"
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}{last}", pytrace=False)
-        time.sleep(0.1)
+    detail = None if seen is None else (lambda: f"last seen: {seen()}")
+    wait_until(condition, timeout_s, what, interval_s=0.1, detail=detail)
 
 
 def test_histogram_quantile_interpolates_within_buckets_like_prometheus() -> None:

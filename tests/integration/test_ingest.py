@@ -38,6 +38,7 @@ from freshrec.stream.deadletter import (
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import Servers
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.servers,
@@ -80,11 +81,9 @@ def _read_topic(bootstrap: str, topic: str, deadline_s: float = 20.0) -> list[Co
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     try:
         deadline = time.monotonic() + deadline_s
-        partitions = consumer.partitions_for_topic(topic)
-        while not partitions:
-            assert time.monotonic() < deadline, f"topic {topic} has no partitions"
-            time.sleep(0.1)
-            partitions = consumer.partitions_for_topic(topic)
+        partitions = wait_until(
+            lambda: consumer.partitions_for_topic(topic), deadline_s, f"partitions of {topic}"
+        )
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
@@ -322,14 +321,16 @@ class _ThrowawayKafka:
         for pid in pids:
             if _alive(pid):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids) or _port_answers(self.port):
-            if time.monotonic() > deadline:
-                for pid in pids:
-                    if _alive(pid):
-                        os.kill(pid, signal.SIGKILL)
-                pytest.fail(f"throwaway Kafka on {self.bootstrap} did not stop in 30 s")
-            time.sleep(0.1)
+        try:
+            wait_until(
+                lambda: not any(_alive(pid) for pid in pids) and not _port_answers(self.port),
+                30.0,
+                f"throwaway Kafka on {self.bootstrap} to stop",
+            )
+        finally:
+            for pid in pids:  # never leave a broker behind, even when the wait failed
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from freshrec.table.config import (
     TableConfig,
     ZerosInit,
 )
+from tests.waiting import wait_until
 
 MakeStore = Callable[..., EmbeddingStore]
 
@@ -72,19 +73,9 @@ def _ids(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.uint64)
 
 
-def _wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> float:
-    """Poll `condition` until true; returns the monotonic time it became true."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if condition():
-            return time.monotonic()
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-
-
 def _wait_for_clock(target: float) -> None:
     """Poll the wall clock until it passes `target` (rows expire on the wall clock)."""
-    _wait_until(lambda: time.time() >= target, 10.0, f"wall clock {target}")
+    wait_until(lambda: time.time() >= target, 10.0, f"wall clock {target}", interval_s=0.01)
 
 
 # ---- 1. collisionless ------------------------------------------------------------------
@@ -430,15 +421,17 @@ def test_wall_clock_rows_vanish_and_updates_extend_them(make_store: MakeStore) -
     assert store.lookup(_ids(1, 2)).exists.all()
     _wait_for_clock(written + 0.8)
     store.apply_gradients(_ids(1), grad, event_time=2.0)  # pushes id 1's expiry to >= +1.8 s
-    gone_at = _wait_until(lambda: not store.lookup(_ids(2)).exists[0], 3.0, "row 2 to expire")
+    wait_until(lambda: not store.lookup(_ids(2)).exists[0], 3.0, "row 2 to expire", interval_s=0.01)
+    gone_at = time.monotonic()
     assert store.lookup(_ids(1)).exists[0], "an update must push the expiry forward"
     assert gone_at - written_mono < 3.0
-    _wait_until(lambda: not store.lookup(_ids(1)).exists[0], 3.0, "row 1 to expire")
+    wait_until(lambda: not store.lookup(_ids(1)).exists[0], 3.0, "row 1 to expire", interval_s=0.01)
     reported: list[int] = []
-    _wait_until(
+    wait_until(
         lambda: bool(reported.extend(store.expire(time.time()).tolist())) or len(reported) >= 2,
         3.0,
         "expire() to report both rows",
+        interval_s=0.01,
     )
     assert sorted(reported) == [1, 2]
     assert store.expire(time.time()).size == 0
@@ -523,11 +516,8 @@ def test_change_feed_yields_entries_in_order(make_store: MakeStore) -> None:
     assert store.changes(changes[-1].cursor, block_ms=100) == []
     assert time.monotonic() - started >= 0.05
 
-    def write_later() -> None:
-        time.sleep(0.1)
-        store.apply_gradients(_ids(9), g[:1], 14.0)
-
-    writer = threading.Thread(target=write_later)
+    # a write 0.1 s into the blocking read must wake it
+    writer = threading.Timer(0.1, store.apply_gradients, args=(_ids(9), g[:1], 14.0))
     writer.start()
     try:
         woke = store.changes(changes[-1].cursor, block_ms=5000)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 
 from freshrec.data.cli import data_app
 from freshrec.data.replay import read_event_file
+from tests.waiting import wait_until
 
 runner = CliRunner()
 
@@ -48,10 +48,7 @@ def ingest_url() -> Iterator[tuple[str, list[dict[str, object]]]]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "test server did not start"
-        time.sleep(0.01)
+    wait_until(lambda: server.started, 10.0, "the test server to start", interval_s=0.01)
     try:
         yield f"http://127.0.0.1:{port}", received
     finally:

@@ -18,6 +18,7 @@ from freshrec.data.synthetic import SyntheticConfig, synthetic_events
 from freshrec.stream import InMemoryEventSink
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
+from tests.waiting import wait_until
 
 KEY = "replay-test-key"
 
@@ -39,10 +40,7 @@ def ingest() -> Iterator[Served]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "ingest app did not start"
-        time.sleep(0.01)
+    wait_until(lambda: server.started, 15.0, "the ingest app to start", interval_s=0.01)
     try:
         yield Served(f"http://127.0.0.1:{port}", sink)
     finally:

@@ -8,7 +8,6 @@ lr=1, a row's vector is minus the sum of its gradients.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from freshrec.retrieval import FaissRetriever, IndexFollower, IvfConfig, RowMirror
 from freshrec.table.base import EmbeddingStore
 from freshrec.table.config import ExpiryConfig, SgdConfig, TableConfig, ZerosInit
+from tests.waiting import wait_until
 
 DIM = 8
 EXPIRE_AFTER_S = 3600.0
@@ -55,14 +55,6 @@ def background(store: EmbeddingStore, n: int = 200, seed: int = 0) -> list[int]:
 def top1(follower: IndexFollower, direction: int) -> int:
     found, scores = follower.retriever.search(axis(direction), 1)
     return int(found[0, 0]) if np.isfinite(scores[0, 0]) else -1
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def new_retriever() -> FaissRetriever:

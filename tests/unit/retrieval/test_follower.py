@@ -16,6 +16,7 @@ from freshrec.retrieval import ExactRetriever, FaissRetriever, FlatConfig, Index
 from freshrec.table.base import ChangeOp, IdArray, LookupResult
 from freshrec.table.memory import InMemoryEmbeddingStore
 from tests.unit.retrieval import follower_scenarios as sc
+from tests.waiting import wait_until
 
 
 class CountingStore(InMemoryEmbeddingStore):
@@ -191,7 +192,7 @@ def test_background_thread_survives_store_errors(store: CountingStore) -> None:
     follower.start()
     try:
         sc.write(store, [9], sc.axis(2, 100.0), sc.T0)
-        sc.wait_until(lambda: sc.top1(follower, 2) == 9, 10.0, "the item after the outage")
+        wait_until(lambda: sc.top1(follower, 2) == 9, 10.0, "the item after the outage")
     finally:
         follower.stop()
     errors = REGISTRY.get_sample_value(
