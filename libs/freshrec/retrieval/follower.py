@@ -110,37 +110,6 @@ def _cursor_time(cursor: str) -> float | None:
     return key[0] / 1000.0
 
 
-def _select(rows: Rows, keep: npt.NDArray[np.bool_]) -> Rows:
-    return Rows(
-        ids=rows.ids[keep],
-        vectors=rows.vectors[keep],
-        state=rows.state[keep],
-        event_time=rows.event_time[keep],
-        wall_time=rows.wall_time[keep],
-        count=rows.count[keep],
-    )
-
-
-def _concat(parts: list[Rows], dim: int) -> Rows:
-    if not parts:
-        return Rows(
-            ids=np.zeros(0, dtype=np.uint64),
-            vectors=np.zeros((0, dim), dtype=np.float32),
-            state=np.zeros((0, 0), dtype=np.float32),
-            event_time=np.zeros(0),
-            wall_time=np.zeros(0),
-            count=np.zeros(0, dtype=np.int64),
-        )
-    return Rows(
-        ids=np.concatenate([p.ids for p in parts]),
-        vectors=np.concatenate([p.vectors for p in parts]),
-        state=np.concatenate([p.state for p in parts]),
-        event_time=np.concatenate([p.event_time for p in parts]),
-        wall_time=np.concatenate([p.wall_time for p in parts]),
-        count=np.concatenate([p.count for p in parts]),
-    )
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -300,7 +269,7 @@ class IndexFollower:
                 ids_parts.append(rows.ids[usable])
                 vector_parts.append(rows.vectors[usable])
                 if self._mirror is not None:
-                    row_parts.append(_select(rows, usable))
+                    row_parts.append(rows.take(usable))
             dim = self._retriever.dim
             ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, dtype=np.uint64)
             vectors = (
@@ -310,7 +279,7 @@ class IndexFollower:
             )
             self._retriever.replace(ids, vectors.astype(np.float32, copy=False))
             if self._mirror is not None:
-                self._mirror.replace(_concat(row_parts, dim))
+                self._mirror.replace(Rows.concat(row_parts, dim))
             self._cursor = head
             self._bootstrapped = True
             self._last_applied = time.monotonic()
@@ -400,7 +369,7 @@ class IndexFollower:
             upserted = 0
             if to_upsert.shape[0] and self._mirror is not None:
                 rows = self._store.read_rows(to_upsert)  # the mirror keeps the times too
-                rows = _select(rows, self._usable(rows.ids, rows.vectors))
+                rows = rows.take(self._usable(rows.ids, rows.vectors))
                 if len(rows):
                     self._retriever.upsert(rows.ids, rows.vectors)
                     self._mirror.put(rows)
@@ -608,7 +577,7 @@ class IndexFollower:
                 self._store.read_rows(held[start : start + self._export_batch_size])
                 for start in range(0, held.shape[0], self._export_batch_size)
             ]
-            self._mirror.replace(_concat(parts, self._retriever.dim))
+            self._mirror.replace(Rows.concat(parts, self._retriever.dim))
         self._cursor = manifest.cursor
         self._snapshot_version = self._retriever.version
         self._last_applied = time.monotonic()

@@ -74,27 +74,30 @@ class RowMirror:
     def put(self, rows: Rows) -> None:
         """Insert or overwrite `rows` (ids unique)."""
         with self._lock:
-            slots = np.empty(len(rows), dtype=np.int64)
-            top = len(self._slot) + len(self._free)
-            for n, key in enumerate(rows.ids.tolist()):
-                slot = self._slot.get(key)
-                if slot is None:
-                    if self._free:
-                        slot = self._free.pop()
-                    else:
-                        slot, top = top, top + 1
-                    self._slot[key] = slot
-                    self._recent[key] = slot
-                slots[n] = slot
-            self._grow(top)
-            self._owner[slots] = rows.ids
-            self._alive[slots] = True
-            self._vectors[slots] = rows.vectors
-            self._event_time[slots] = rows.event_time
-            self._wall_time[slots] = rows.wall_time
-            self._count[slots] = rows.count
+            self._put(rows)
             if len(self._recent) > max(1024, len(self._slot) // 64):
                 self._reindex()
+
+    def _put(self, rows: Rows) -> None:
+        slots = np.empty(len(rows), dtype=np.int64)
+        top = len(self._slot) + len(self._free)
+        for n, key in enumerate(rows.ids.tolist()):
+            slot = self._slot.get(key)
+            if slot is None:
+                if self._free:
+                    slot = self._free.pop()
+                else:
+                    slot, top = top, top + 1
+                self._slot[key] = slot
+                self._recent[key] = slot
+            slots[n] = slot
+        self._grow(top)
+        self._owner[slots] = rows.ids
+        self._alive[slots] = True
+        self._vectors[slots] = rows.vectors
+        self._event_time[slots] = rows.event_time
+        self._wall_time[slots] = rows.wall_time
+        self._count[slots] = rows.count
 
     def remove(self, ids: IdArray) -> int:
         """Forget `ids`; returns how many were held."""
@@ -116,8 +119,7 @@ class RowMirror:
             self._free.clear()
             self._recent.clear()
             self._alive[:] = False
-        self.put(rows)
-        with self._lock:
+            self._put(rows)
             self._reindex()
 
     def _find(self, ids: IdArray) -> npt.NDArray[np.int64]:

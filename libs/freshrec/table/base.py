@@ -88,6 +88,38 @@ class Rows:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    def take(self, keep: npt.NDArray[np.bool_]) -> Rows:
+        """The rows where `keep` is true, in order."""
+        return Rows(
+            ids=self.ids[keep],
+            vectors=self.vectors[keep],
+            state=self.state[keep],
+            event_time=self.event_time[keep],
+            wall_time=self.wall_time[keep],
+            count=self.count[keep],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Rows], dim: int, state_width: int = 0) -> Rows:
+        """`parts` one after the other (no rows of width `dim` / `state_width` when empty)."""
+        if not parts:
+            return cls(
+                ids=np.zeros(0, dtype=np.uint64),
+                vectors=np.zeros((0, dim), dtype=np.float32),
+                state=np.zeros((0, state_width), dtype=np.float32),
+                event_time=np.zeros(0, dtype=np.float64),
+                wall_time=np.zeros(0, dtype=np.float64),
+                count=np.zeros(0, dtype=np.int64),
+            )
+        return cls(
+            ids=np.concatenate([p.ids for p in parts]),
+            vectors=np.concatenate([p.vectors for p in parts]),
+            state=np.concatenate([p.state for p in parts]),
+            event_time=np.concatenate([p.event_time for p in parts]),
+            wall_time=np.concatenate([p.wall_time for p in parts]),
+            count=np.concatenate([p.count for p in parts]),
+        )
+
 
 @dataclass(frozen=True)
 class Pulled:
