@@ -438,17 +438,19 @@ def run_eval(
                 distinct[s.label] = s
         with _Progress(progress, stream.n_events * (2 + len(distinct))) as bar:
             result = _evaluate(
-                stream,
-                base=base,
-                config=config,
-                trainer_config=trainer_config,
-                batches=batches,
-                sweep_batches=sweep_batches,
-                frozen_at=frozen_at,
-                stores=stores,
-                bar=bar,
-                settings=settings,
-                distinct=distinct,
+                _Run(
+                    stream=stream,
+                    base=base,
+                    config=config,
+                    trainer_config=trainer_config,
+                    batches=batches,
+                    sweep_batches=sweep_batches,
+                    frozen_at=frozen_at,
+                    stores=stores,
+                    bar=bar,
+                    settings=settings,
+                    distinct=distinct,
+                ),
                 workers=workers,
             )
     finally:
@@ -470,9 +472,6 @@ def run_eval(
     }
     summary["timing"]["wall_time_s"] = round(time.perf_counter() - started, 3)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY_JSON).write_bytes(
-        orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    )
     summary["meta"]["plots"] = write_plots(summary, out)
     (out / SUMMARY_JSON).write_bytes(
         orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
@@ -482,21 +481,27 @@ def run_eval(
     return summary
 
 
-def _evaluate(
-    stream: EvalStream,
-    *,
-    base: TablesConfig,
-    config: EvalConfig,
-    trainer_config: TrainerConfig,
-    batches: list[tuple[int, int]],
-    sweep_batches: list[tuple[int, int]],
-    frozen_at: float,
-    stores: _Stores,
-    bar: _Progress,
-    settings: list[_Setting],
-    distinct: Mapping[str, _Setting],
-    workers: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one evaluation shares."""
+
+    stream: EvalStream
+    base: TablesConfig
+    config: EvalConfig
+    trainer_config: TrainerConfig
+    batches: list[tuple[int, int]]
+    sweep_batches: list[tuple[int, int]]
+    frozen_at: float
+    stores: _Stores
+    bar: _Progress
+    settings: list[_Setting]
+    distinct: Mapping[str, _Setting]
+
+
+def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
+    stream, config, trainer_config, stores, bar = (
+        run.stream, run.config, run.trainer_config, run.stores, run.bar
+    )  # fmt: skip
     query_window = stream.ex_window[stream.queries.example]
 
     def summary_of(result: RunResult, name: str, ranking: bool) -> dict[str, Any]:
@@ -526,7 +531,7 @@ def _evaluate(
             tables=setting.tables,
             stream=light,
             trainer_config=trainer_config,
-            batches=sweep_batches,
+            batches=run.sweep_batches,
             plan=ServingPlan(
                 live=label,
                 ranking=False,
@@ -537,7 +542,7 @@ def _evaluate(
             redis_url=stores.redis_url,
             prefix=stores.prefix,
         )
-        for label, setting in distinct.items()
+        for label, setting in run.distinct.items()
     ]
     with contextlib.ExitStack() as stack:
         futures: dict[str, Future[RunResult]] = {}
@@ -551,41 +556,20 @@ def _evaluate(
             for task in tasks:
                 futures[task.label] = pool.submit(_run_sweep, task)
                 futures[task.label].add_done_callback(lambda _: bar.advance(stream.n_events))
-        return _collect(
-            stream,
-            base=base,
-            config=config,
-            trainer_config=trainer_config,
-            batches=batches,
-            sweep_batches=sweep_batches,
-            frozen_at=frozen_at,
-            stores=stores,
-            bar=bar,
-            settings=settings,
-            distinct=distinct,
-            tasks=tasks,
-            futures=futures,
-            summary_of=summary_of,
-        )
+        return _collect(run, tasks=tasks, futures=futures, summary_of=summary_of)
 
 
 def _collect(
-    stream: EvalStream,
+    run: _Run,
     *,
-    base: TablesConfig,
-    config: EvalConfig,
-    trainer_config: TrainerConfig,
-    batches: list[tuple[int, int]],
-    sweep_batches: list[tuple[int, int]],
-    frozen_at: float,
-    stores: _Stores,
-    bar: _Progress,
-    settings: list[_Setting],
-    distinct: Mapping[str, _Setting],
     tasks: list[_SweepTask],
     futures: Mapping[str, Future[RunResult]],
     summary_of: Callable[[RunResult, str, bool], dict[str, Any]],
 ) -> dict[str, Any]:
+    stream, base, config, trainer_config, stores, bar = (
+        run.stream, run.base, run.config, run.trainer_config, run.stores, run.bar
+    )  # fmt: skip
+    batches, sweep_batches, frozen_at = run.batches, run.sweep_batches, run.frozen_at
     timing: dict[str, float] = {}
     main_plan = ServingPlan(
         live="online",
@@ -658,12 +642,12 @@ def _collect(
         timing[task.label] = round(runs[task.label].seconds, 3)
 
     sweeps: dict[str, list[dict[str, Any]]] = {"admission": [], "expiry": []}
-    for setting in settings:
+    for setting in run.settings:
         shared: str | None
         if sweep_batches == batches and setting.tables == base:
             result, name, shared = main, "online", "online"
         else:
-            label = next(k for k, d in distinct.items() if d.tables == setting.tables)
+            label = next(k for k, d in run.distinct.items() if d.tables == setting.tables)
             result, name = runs[label], label
             shared = None if label == setting.label else label
         metrics = summary_of(result, name, False)
