@@ -52,7 +52,7 @@ class IngestState:
     ingestor: EventIngestor
 
 
-def _state(request: Request) -> IngestState:
+async def _state(request: Request) -> IngestState:  # async: no thread-pool hop
     return cast(IngestState, request.app.state.ingest)
 
 

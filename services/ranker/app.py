@@ -110,7 +110,8 @@ def _sync_loop(state: RankerState) -> None:
             logger.exception("sync iteration failed")
 
 
-def get_state(request: Request) -> RankerState:
+async def get_state(request: Request) -> RankerState:
+    # async: FastAPI would run a plain `def` dependency in its thread pool
     state: RankerState = request.app.state.ranker
     return state
 
@@ -235,7 +236,10 @@ def create_app(settings: RankerSettings) -> FastAPI:
             state.admitted -= 1
         # serialized directly: the shape is RecommendResponse's (documented by response_model)
         payload = {
-            "items": [{"item_id": i.item_id, "score": i.score} for i in result.items],
+            "items": [
+                {"item_id": item_id, "score": score}
+                for item_id, score in zip(result.item_ids, result.scores, strict=True)
+            ],
             "model_version": result.model_version,
             "index_version": result.index_version,
             "fallback": result.fallback,

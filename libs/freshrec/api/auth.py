@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import Request
 from pydantic import SecretStr
@@ -13,7 +13,7 @@ from freshrec.errors import Unauthorized
 __all__ = ["api_key_guard"]
 
 
-def api_key_guard(keys: Sequence[SecretStr]) -> Callable[[Request], None]:
+def api_key_guard(keys: Sequence[SecretStr]) -> Callable[[Request], Awaitable[None]]:
     """A FastAPI dependency that accepts a request only with one of `keys`.
 
     Args:
@@ -24,7 +24,9 @@ def api_key_guard(keys: Sequence[SecretStr]) -> Callable[[Request], None]:
     """
     accepted = [k.get_secret_value().encode() for k in keys]
 
-    def guard(request: Request) -> None:
+    # async although it never awaits: FastAPI runs a plain `def` dependency in its thread
+    # pool, a thread hop per request for a few string comparisons
+    async def guard(request: Request) -> None:
         if not accepted:
             return
         header = request.headers.get("authorization", "")

@@ -14,6 +14,7 @@ Both heads are trained with logistic loss on the same labels. Predicted probabil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -89,8 +90,38 @@ class RankingModel(nn.Module):
         Returns:
             `(N,)` ranking logits.
         """
-        n = items.shape[0]
-        ranking, _ = self.forward(
-            user.unsqueeze(0).expand(n, -1), items, context.unsqueeze(0).expand(n, -1)
+        return self.score_grid(user.unsqueeze(0), items.unsqueeze(0), context.unsqueeze(0))[0]
+
+    def score_grid(
+        self, users: torch.Tensor, items: torch.Tensor, contexts: torch.Tensor
+    ) -> torch.Tensor:
+        """Ranking logits of `M` candidates for each of `B` users: what `forward` gives for
+        every (user, candidate) pair, at a third of its cost.
+
+        The first MLP layer is split by input block, `W [u, i, u*i, c] + b =
+        (W_i + W_ui diag(u)) i + (W_u u + W_c c + b)`: per user one `(H, D)` matrix and one
+        bias, then one `(M, D) x (D, H)` product per user instead of a `(M, 3D + C)` feature
+        matrix through the full layer.
+
+        Args:
+            users: `(B, D)` user rows.
+            items: `(B, M, D)` candidate rows per user.
+            contexts: `(B, C)` mean context rows.
+
+        Returns:
+            `(B, M)` ranking logits.
+        """
+        d = self.config.item_dim
+        first, head = cast(nn.Linear, self.mlp[0]), cast(nn.Linear, self.mlp[2])
+        weight = first.weight
+        w_user, w_item, w_cross, w_context = (
+            weight[:, :d],
+            weight[:, d : 2 * d],
+            weight[:, 2 * d : 3 * d],
+            weight[:, 3 * d :],
         )
-        return ranking
+        per_user = w_item.unsqueeze(0) + w_cross.unsqueeze(0) * users.unsqueeze(1)  # (B, H, D)
+        bias = users @ w_user.T + contexts @ w_context.T + first.bias  # (B, H)
+        hidden = torch.relu(torch.baddbmm(bias.unsqueeze(1), items, per_user.transpose(1, 2)))
+        retrieval = torch.bmm(items, users.unsqueeze(2)).squeeze(2) + self.retrieval_bias
+        return retrieval + (hidden @ head.weight.squeeze(0)) + head.bias

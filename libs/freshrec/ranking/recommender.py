@@ -8,6 +8,7 @@ user vector so item and context signals still order them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,12 +56,22 @@ class ScoredItem:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The answer to one request."""
+    """The answer to one request: `item_ids` best first, each with its score.
 
-    items: list[ScoredItem]
+    Kept as two plain lists: a response is serialized straight from them, without a
+    `ScoredItem` per item (`items` builds those on demand).
+    """
+
+    item_ids: list[str]
+    scores: list[float]
     model_version: int | None
     index_version: int
     fallback: bool
+
+    @property
+    def items(self) -> list[ScoredItem]:
+        """The recommended items, best first."""
+        return [ScoredItem(i, s) for i, s in zip(self.item_ids, self.scores, strict=True)]
 
 
 @contextmanager
@@ -103,27 +114,47 @@ class Query:
     exclude_item_ids: Sequence[str] = ()
 
 
+_NO_IDS = np.zeros(0, dtype=np.uint64)
+
 NameResolver = Callable[[IdArray], list[str | None]]
 """Maps item row ids to raw item ids (None when unknown)."""
 
 
-def store_name_resolver(store: EmbeddingStore, cache_size: int = 1_000_000) -> NameResolver:
+def store_name_resolver(
+    store: EmbeddingStore,
+    cache_size: int = 1_000_000,
+    retry_missing_s: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> NameResolver:
     """Resolve names through the store's metadata hash, remembering them in process.
 
     An item row's name never changes, so after warm-up a request needs no round trip for it.
+    A row without a name (imported rather than trained) is asked for again only after
+    `retry_missing_s`, so such items do not cost a round trip in every request either.
     """
     cache: dict[int, str] = {}
+    missing_since: dict[int, float] = {}
 
     def resolve(ids: IdArray) -> list[str | None]:
-        keys = [int(i) for i in ids]
-        missing = [k for k in keys if k not in cache]
-        if missing:
-            raw = store.get_hash_fields(ITEM_NAMES_KEY, [str(k) for k in missing])
-            if len(cache) + len(missing) > cache_size:
+        keys = ids.tolist()
+        now = clock()
+        ask = [
+            key
+            for key in dict.fromkeys(keys)
+            if key not in cache and now - missing_since.get(key, -math.inf) >= retry_missing_s
+        ]
+        if ask:
+            raw = store.get_hash_fields(ITEM_NAMES_KEY, [str(k) for k in ask])
+            if len(cache) + len(ask) > cache_size:
                 cache.clear()
-            for key, value in zip(missing, raw, strict=True):
-                if value is not None:
+            if len(missing_since) + len(ask) > cache_size:
+                missing_since.clear()
+            for key, value in zip(ask, raw, strict=True):
+                if value is None:
+                    missing_since[key] = now
+                else:
                     cache[key] = value.decode()
+                    missing_since.pop(key, None)
         return [cache.get(k) for k in keys]
 
     return resolve
@@ -186,101 +217,121 @@ class Recommender:
         with _stage("user_row", n):
             user_keys = hash_features("user", [q.user_id for q in queries])
             users, user_pos = _read_unique(self.users, user_keys)
-            contexts = np.stack([self._context_vector(q.context or {}) for q in queries])
-        excludes = [hash_features("item", [str(i) for i in q.exclude_item_ids]) for q in queries]
+            contexts = self._context_vectors(queries)
         known = user_pos >= 0
         user_vecs = np.zeros((n, self.items.config.dim), dtype=np.float32)
         user_vecs[known] = users.vectors[user_pos[known]]
+        excludes = [
+            hash_features("item", [str(i) for i in q.exclude_item_ids])
+            if q.exclude_item_ids
+            else _NO_IDS
+            for q in queries
+        ]
         with _stage("retrieval", n):
-            candidates = self._candidates(user_vecs, known, excludes)
+            candidates, valid = self._candidates(user_vecs, known, excludes)
         with _stage("rows", n):
-            items, item_pos = _read_unique(self.item_rows, np.concatenate(candidates))
+            items, found = _read_unique(self.item_rows, candidates[valid])
+            slot = np.full(candidates.shape, -1, dtype=np.int64)
+            slot[valid] = found  # -1: no candidate there, or its row expired meanwhile
         with _stage("scoring", n):
-            query_of = np.repeat(np.arange(n), [c.shape[0] for c in candidates])
-            present = item_pos >= 0  # a candidate whose row expired meanwhile drops out
-            rows, query_of = item_pos[present], query_of[present]
-            scores = self._score(user_vecs[query_of], items.vectors[rows], contexts[query_of])
-        bounds = np.searchsorted(query_of, np.arange(n + 1))
-        chosen: list[npt.NDArray[np.int64]] = []
-        for i, query in enumerate(queries):
-            lo, hi = int(bounds[i]), int(bounds[i + 1])
-            order = np.argsort(-scores[lo:hi], kind="stable")[: query.k]
-            chosen.append(lo + order)
-        picked = np.concatenate(chosen)
-        names = self._names(items.ids[rows[picked]])
-        self._observe_ages(users.wall_time[user_pos[known]], items.wall_time[rows[picked]], chosen)
+            present = slot >= 0
+            item_vecs = np.zeros((*candidates.shape, user_vecs.shape[1]), dtype=np.float32)
+            item_vecs[present] = items.vectors[slot[present]]
+            scores = self._score(user_vecs, item_vecs, contexts)
+            scores[~present] = -np.inf
+            # stable: equal scores keep retrieval (or popularity) order
+            order = np.argsort(-scores, axis=1, kind="stable")[:, : max(q.k for q in queries)]
+            ranked = np.take_along_axis(scores, order, axis=1)
+        lengths = [
+            min(q.k, int(count))
+            for q, count in zip(queries, np.isfinite(ranked).sum(axis=1), strict=True)
+        ]
+        picked = np.concatenate([order[i, :length] for i, length in enumerate(lengths)])
+        query_of = np.repeat(np.arange(n), lengths)
+        names = self._names(candidates[query_of, picked])
+        picked_slots = slot[query_of, picked]
+        tops = np.cumsum(lengths) - lengths
+        self._observe_ages(
+            users.wall_time[user_pos[known]],
+            items.wall_time[picked_slots[tops[np.asarray(lengths) > 0]]],
+        )
         model = self.models.current
         model_version = None if model is None else model.version
         index_version = int(self.retriever.version)
         out: list[Recommendation] = []
-        start = 0
-        for i, positions in enumerate(chosen):
-            ids = items.ids[rows[positions]]
+        for i, length in enumerate(lengths):
+            ids = candidates[i, order[i, :length]]
             out.append(
                 Recommendation(
-                    items=[
-                        ScoredItem(name if name is not None else str(int(row_id)), float(score))
-                        for row_id, name, score in zip(
-                            ids, names[start : start + len(ids)], scores[positions], strict=True
+                    item_ids=[
+                        name if name is not None else str(row_id)
+                        for row_id, name in zip(
+                            ids.tolist(), names[tops[i] : tops[i] + length], strict=True
                         )
                     ],
+                    scores=ranked[i, :length].tolist(),
                     model_version=model_version,
                     index_version=index_version,
                     fallback=not bool(known[i]),
                 )
             )
-            start += len(ids)
         return out
 
     def _candidates(
         self, user_vecs: np.ndarray, known: npt.NDArray[np.bool_], excludes: list[IdArray]
-    ) -> list[IdArray]:
-        """Retrieval candidates per query; popular and fresh items for unknown users."""
-        out: list[IdArray] = [np.zeros(0, dtype=np.uint64)] * len(excludes)
+    ) -> tuple[IdArray, npt.NDArray[np.bool_]]:
+        """`(Q, N)` candidate ids per query and where they are real (not padding): retrieval
+        for known users, popular and fresh items for unknown ones."""
+        ids = np.zeros((len(excludes), self.candidates), dtype=np.uint64)
+        valid = np.zeros(ids.shape, dtype=np.bool_)
         searched = np.flatnonzero(known)
         if searched.shape[0]:
+            exclude = [excludes[i] for i in searched]
             found, scores = self.retriever.search(
-                user_vecs[searched], self.candidates, exclude=[excludes[i] for i in searched]
+                user_vecs[searched],
+                self.candidates,
+                exclude=exclude if any(e.shape[0] for e in exclude) else None,
             )
-            for row, i in enumerate(searched):
-                out[i] = found[row][np.isfinite(scores[row])]  # -inf marks padding
+            ids[searched] = found
+            valid[searched] = np.isfinite(scores)  # -inf marks padding
         for i in np.flatnonzero(~known):
             FALLBACKS.inc()
             popular = self.popularity.candidates(self.candidates + excludes[i].shape[0])
-            out[i] = popular[~np.isin(popular, excludes[i])][: self.candidates]
-        return out
+            popular = popular[~np.isin(popular, excludes[i])][: self.candidates]
+            ids[i, : popular.shape[0]] = popular
+            valid[i, : popular.shape[0]] = True
+        return ids, valid
 
-    def _observe_ages(
-        self,
-        user_times: np.ndarray,
-        item_times: np.ndarray,
-        chosen: list[npt.NDArray[np.int64]],
-    ) -> None:
+    def _observe_ages(self, user_times: np.ndarray, top_item_times: np.ndarray) -> None:
         # per response, the user's row and the top item's row: what most shapes the answer,
         # at two observations per request instead of k + 1
-        offsets = np.cumsum([0] + [len(c) for c in chosen[:-1]])
-        tops = item_times[[o for o, c in zip(offsets, chosen, strict=True) if len(c)]]
         now = self._clock()
-        for age in np.maximum(now - np.concatenate([user_times, tops]), 0.0).tolist():
+        for age in np.maximum(now - np.concatenate([user_times, top_item_times]), 0.0).tolist():
             SERVED_ROW_AGE.observe(age)
 
-    def _context_vector(self, context: Mapping[str, str | int | float]) -> np.ndarray:
-        dim = self.contexts.config.dim
-        if not context:
-            return np.zeros(dim, dtype=np.float32)
-        keys = np.array(context_ids(context), dtype=np.uint64)
-        found = self.contexts.lookup(keys)
-        return np.asarray(found.vectors.mean(axis=0), dtype=np.float32)
+    def _context_vectors(self, queries: Sequence[Query]) -> np.ndarray:
+        """`(Q, C)` the mean context row of each query (zeros without context), from one
+        lookup for the whole batch."""
+        out = np.zeros((len(queries), self.contexts.config.dim), dtype=np.float32)
+        with_context = [(i, context_ids(q.context)) for i, q in enumerate(queries) if q.context]
+        if not with_context:
+            return out
+        keys = np.array([key for _, keys in with_context for key in keys], dtype=np.uint64)
+        vectors = self.contexts.lookup(keys).vectors
+        start = 0
+        for i, query_keys in with_context:
+            out[i] = vectors[start : start + len(query_keys)].mean(axis=0)
+            start += len(query_keys)
+        return out
 
     def _score(self, users: np.ndarray, items: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-        """Probabilities (or inner products before the first model) for `(N, D)` row pairs."""
-        if items.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
+        """`(Q, N)` probabilities (inner products before the first model) of `(Q, N, D)`
+        candidate rows for `(Q, D)` users with `(Q, C)` contexts."""
         model = self.models.current
         if model is None:
-            return np.asarray(np.einsum("nd,nd->n", users, items), dtype=np.float32)
+            return np.asarray(np.matmul(items, users[:, :, None])[:, :, 0], dtype=np.float32)
         with torch.inference_mode():
-            logits, _ = model.model(
+            logits = model.model.score_grid(
                 torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(contexts)
             )
             probs = torch.sigmoid(logits + model.logit_offset)

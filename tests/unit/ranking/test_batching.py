@@ -111,7 +111,7 @@ def test_the_batcher_groups_waiting_requests_and_keeps_their_order() -> None:
 
     def compute(queries: Sequence[Query]) -> list[Recommendation]:
         seen.append(len(queries))
-        return [Recommendation([], None, q.k, False) for q in queries]
+        return [Recommendation([], [], None, q.k, False) for q in queries]
 
     batcher = RecommendBatcher(compute, max_batch=8)
     answers = _run(batcher, [Query("u", k) for k in range(1, 21)])
@@ -129,7 +129,7 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_runs() -> 
         calls += 1
         if calls == 1:
             raise StoreUnavailable("redis down")
-        return [Recommendation([], None, 0, False) for _ in queries]
+        return [Recommendation([], [], None, 0, False) for _ in queries]
 
     batcher = RecommendBatcher(compute, max_batch=64)
     first = _run(batcher, [Query("u", 1)])

@@ -58,3 +58,20 @@ def test_model_seed_fixes_dense_init_and_scores_candidates_in_one_pass() -> None
     batched = a.score_candidates(user, items, ctx)
     one_by_one = torch.stack([a(user[None], items[j : j + 1], ctx[None])[0][0] for j in range(10)])
     assert torch.allclose(batched, one_by_one, atol=1e-6)
+
+
+def test_score_grid_equals_forward_on_every_pair() -> None:
+    model = RankingModel(ModelConfig(seed=2))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a trained-looking model: no zero head, no zero biases
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    users = torch.randn(4, 32, generator=generator)
+    items = torch.randn(4, 7, 32, generator=generator)
+    contexts = torch.randn(4, 8, generator=generator)
+    grid = model.score_grid(users, items, contexts)
+    pairs, _ = model(
+        users.repeat_interleave(7, 0), items.reshape(28, 32), contexts.repeat_interleave(7, 0)
+    )
+    assert grid.shape == (4, 7)
+    assert torch.allclose(grid.reshape(28), pairs, atol=1e-5)
