@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import uvicorn
-
+from freshrec.api import serve
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 
@@ -18,7 +17,7 @@ def main(settings: IngestSettings | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
+    serve(
         create_app(settings),
         host=settings.ingest_host,
         port=settings.ingest_port,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import uvicorn
-
+from freshrec.api import serve
 from services.ranker.app import create_app
 from services.ranker.settings import RankerSettings
 
@@ -18,7 +17,7 @@ def main(settings: RankerSettings | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
+    serve(
         create_app(settings),
         host=settings.ranker_host,
         port=settings.ranker_port,

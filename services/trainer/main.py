@@ -12,7 +12,7 @@ import redis
 import uvicorn
 from fastapi import FastAPI
 
-from freshrec.api import install_common
+from freshrec.api import freeze_startup_heap, install_common
 from freshrec.models import ModelConfig
 from freshrec.stream.deadletter import DeadLetterWriter
 from freshrec.stream.topics import ensure_topics
@@ -134,6 +134,7 @@ def main(settings: TrainerSettings | None = None) -> None:
     )
     http = threading.Thread(target=server.run, name="trainer-http", daemon=True)
     http.start()
+    freeze_startup_heap()
     try:
         loop.run(stop)
     finally:

@@ -8,7 +8,10 @@
   at the lowest rate comes first;
 - `max_qps`: closed loop with a fixed number of concurrent clients;
 - `noop_max_qps`: the same closed loop against a no-op FastAPI route served by uvicorn the
-  same way, measured in the same run — the ceiling this machine puts on any Python route.
+  same way, measured in the same run — the ceiling this machine puts on any Python route;
+- `http_only_max_qps`: the same closed loop against the ranker's HTTP handling alone (its
+  middlewares, request model and a reply of the same size, no recommendation work): how
+  much of the gap to the no-op route is HTTP and how much the recommendation.
 
 `results/bench/freshness.json`: `e2e_p50_s` / `e2e_p99_s` from posting an event to ingest
 until the ranker's row endpoint shows the changed vector.
@@ -19,6 +22,7 @@ Run: `freshrec bench ranker` (needs Redis and Kafka up: `make up`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -36,6 +40,7 @@ import httpx
 import numpy as np
 import redis
 
+import freshrec
 from freshrec import stack
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisEmbeddingStore, hash_features, load_tables
@@ -161,6 +166,11 @@ async def _closed_loop(
 
 def _load_process(kind: str, url: str, args: dict[str, Any], out: Any) -> None:
     """Child process: run one load phase and send its figures back."""
+    # A collection in the generator would pause sending and be counted as server latency
+    # (measured here at 15-60 ms per full collection); one phase allocates a bounded amount.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     if kind == "open":
         out.send(asyncio.run(_open_loop(url, args["body"], args["rate"], args["seconds"])))
     else:
@@ -177,21 +187,52 @@ def _in_child(kind: str, url: str, **args: Any) -> Any:
     return result
 
 
-_NOOP_APP = """
-from fastapi import FastAPI
-app = FastAPI()
-@app.get("/noop")
-async def noop() -> dict[str, bool]:
+_BASELINE_APPS = """
+import orjson
+from fastapi import FastAPI, Response
+
+from freshrec.api import install_common
+from services.ranker.app import RecommendRequest
+
+noop = FastAPI()
+
+
+@noop.get("/noop")
+async def noop_route() -> dict[str, bool]:
     return {"ok": True}
+
+
+# the ranker's HTTP handling without its work: same middlewares, request model, reply size
+ranker_http = FastAPI()
+_ANSWER = orjson.dumps({
+    "items": [{"item_id": f"c{i}", "score": 0.5} for i in range(50)],
+    "model_version": 1, "index_version": 1, "fallback": False,
+})
+
+
+async def _ready() -> dict[str, bool]:
+    return {"ok": True}
+
+
+install_common(ranker_http, "bench", _ready)
+
+
+@ranker_http.post("/v1/recommend")
+async def recommend(body: RecommendRequest) -> Response:
+    return Response(_ANSWER, media_type="application/json")
 """
 
 
-def _noop_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    (workdir / "noop_app.py").write_text(_NOOP_APP)
+def _baseline_server(app: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    """Serve `baseline_apps:<app>` with uvicorn as the ranker is served (one process)."""
+    (workdir / "baseline_apps.py").write_text(_BASELINE_APPS)
+    root = Path(freshrec.__file__).resolve().parents[2]  # services/ lives beside libs/
+    path = os.pathsep.join([str(root / "libs"), str(root), os.environ.get("PYTHONPATH", "")])
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", str(port),
+        [sys.executable, "-m", "uvicorn", f"baseline_apps:{app}", "--port", str(port),
          "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
         cwd=workdir,
+        env={**os.environ, "PYTHONPATH": path},
     )  # fmt: skip
 
 
@@ -338,8 +379,11 @@ def run_ranker_bench(
     workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
     previous_run_dir = os.environ.get("FRESHREC_RUN_DIR")
     os.environ["FRESHREC_RUN_DIR"] = str(workdir / "run")
-    noop_port = _free_port()
-    noop = _noop_server(noop_port, workdir)
+    noop_port, http_port = _free_port(), _free_port()
+    baselines = [
+        _baseline_server("noop", noop_port, workdir),
+        _baseline_server("ranker_http", http_port, workdir),
+    ]
     try:
         urls = stack.start_services(timeout_s=180, env=env)
         _seed_catalog(client, namespace, urls, key, items)
@@ -364,11 +408,17 @@ def run_ranker_bench(
         noop_qps = _in_child(
             "closed", f"http://127.0.0.1:{noop_port}/noop", body=None, clients=32, seconds=seconds
         )
+        http_url = f"http://127.0.0.1:{http_port}"
+        _wait_http(f"{http_url}/healthz")
+        http_qps = _in_child(
+            "closed", f"{http_url}/v1/recommend", body=body, clients=32, seconds=seconds
+        )
         fresh = _freshness(urls, key, probes)
         fresh_p50, fresh_p99 = _percentiles(fresh)
     finally:
-        noop.terminate()
-        noop.wait(timeout=10)
+        for server in baselines:
+            server.terminate()
+            server.wait(timeout=10)
         stack.stop_services()
         if previous_run_dir is None:
             os.environ.pop("FRESHREC_RUN_DIR", None)
@@ -389,6 +439,7 @@ def run_ranker_bench(
         "max_qps": round(max_qps, 1),
         "noop_max_qps": round(noop_qps, 1),
         "max_qps_vs_noop": round(max_qps / noop_qps, 3) if noop_qps else None,
+        "http_only_max_qps": round(http_qps, 1),
         "targets": {"p99_ms_at_300": "< 25", "max_qps_vs_noop": ">= 0.4"},
     }
     freshness = {
