@@ -89,9 +89,9 @@ class RankerState:
 
 def _retriever_config(settings: RankerSettings) -> FlatConfig | IvfConfig | HnswConfig:
     if settings.index_kind == "ivf":
-        return IvfConfig()
+        return IvfConfig(nprobe=settings.index_nprobe)
     if settings.index_kind == "hnsw":
-        return HnswConfig()
+        return HnswConfig(ef_search=settings.index_ef_search)
     return FlatConfig()
 
 

@@ -35,6 +35,16 @@ class RankerSettings(CommonSettings):
     index_kind: Literal["flat", "ivf", "hnsw"] = Field(
         "flat", description="FAISS index: flat (exact) or an approximate kind for large catalogs."
     )
+    index_nprobe: int = Field(
+        64,
+        ge=1,
+        description="ivf only: lists scanned per query (recall against speed; 64 suits trained, "
+        "clustered embeddings; structureless vectors need about 40% of the lists, see "
+        "docs/retrieval.md).",
+    )
+    index_ef_search: int = Field(
+        256, ge=1, description="hnsw only: beam width per query (recall against speed)."
+    )
     item_rows: Literal["mirror", "redis"] = Field(
         "mirror",
         description="Where candidates' rows are read: `mirror`, an in-process copy kept by the "
