@@ -24,26 +24,7 @@ from freshrec.stream.events import (
     event_key,
     validate_events,
 )
-
-NOW = 1_750_000_000.0
-
-
-def _event(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_id": "e-1",
-        "type": "click",
-        "user_id": "u-1",
-        "item_id": 42,
-        "request_id": "r-1",
-        "timestamp": NOW - 10,
-        "value": None,
-        "context": {"device": "ios", "hour": 13, "price": 9.5},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not _DROP}
-
-
-_DROP = object()
+from tests.unit.stream.samples import DROP, NOW, sample_event
 
 
 def _errors(item: object, **kwargs: Any) -> list[tuple[int | None, str, str]]:
@@ -54,9 +35,9 @@ def _errors(item: object, **kwargs: Any) -> list[tuple[int | None, str, str]]:
 def test_a_full_event_and_a_minimal_event_are_valid() -> None:
     valid, errors = validate_events(
         [
-            _event(),
-            _event(event_id="e-2", request_id=_DROP, value=_DROP, context=_DROP),
-            _event(event_id="e-3", type="rating", value=4.5, user_id=UINT64_MAX, item_id="i"),
+            sample_event(),
+            sample_event(event_id="e-2", request_id=DROP, value=DROP, context=DROP),
+            sample_event(event_id="e-3", type="rating", value=4.5, user_id=UINT64_MAX, item_id="i"),
         ],
         now=NOW,
     )
@@ -71,7 +52,7 @@ def test_a_full_event_and_a_minimal_event_are_valid() -> None:
 @pytest.mark.parametrize("event_type", [t.value for t in EventType])
 def test_every_documented_type_is_accepted(event_type: str) -> None:
     value = 3.0 if event_type == "rating" else None
-    assert _errors(_event(type=event_type, value=value)) == []
+    assert _errors(sample_event(type=event_type, value=value)) == []
 
 
 @pytest.mark.parametrize(
@@ -114,28 +95,28 @@ def test_every_documented_type_is_accepted(event_type: str) -> None:
     ],
 )
 def test_each_field_rule_names_the_field(field: str, bad: object, error_type: str) -> None:
-    assert _errors(_event(**{field: bad})) == [(0, field, error_type)]
+    assert _errors(sample_event(**{field: bad})) == [(0, field, error_type)]
 
 
 @pytest.mark.parametrize("field", ["event_id", "type", "user_id", "item_id", "timestamp"])
 def test_required_fields(field: str) -> None:
-    assert _errors(_event(**{field: _DROP})) == [(0, field, "missing")]
+    assert _errors(sample_event(**{field: DROP})) == [(0, field, "missing")]
 
 
 def test_timestamp_within_tolerance_and_custom_tolerance() -> None:
-    assert _errors(_event(timestamp=NOW + 299)) == []
-    assert _errors(_event(timestamp=NOW + 299), future_tolerance_s=60) == [
+    assert _errors(sample_event(timestamp=NOW + 299)) == []
+    assert _errors(sample_event(timestamp=NOW + 299), future_tolerance_s=60) == [
         (0, "timestamp", "timestamp_in_future")
     ]
-    assert _errors(_event(timestamp=EARLIEST_TIMESTAMP_S)) == []
-    assert _errors(_event(timestamp=int(NOW))) == []
+    assert _errors(sample_event(timestamp=EARLIEST_TIMESTAMP_S)) == []
+    assert _errors(sample_event(timestamp=int(NOW))) == []
 
 
 def test_rating_needs_a_value_other_types_do_not() -> None:
-    assert _errors(_event(type="rating", value=None)) == [(0, "value", "value_required")]
-    assert _errors(_event(type="rating", value=_DROP)) == [(0, "value", "value_required")]
-    assert _errors(_event(type="click", value=_DROP)) == []
-    assert _errors(_event(type="rating", value=5)) == []
+    assert _errors(sample_event(type="rating", value=None)) == [(0, "value", "value_required")]
+    assert _errors(sample_event(type="rating", value=DROP)) == [(0, "value", "value_required")]
+    assert _errors(sample_event(type="click", value=DROP)) == []
+    assert _errors(sample_event(type="rating", value=5)) == []
 
 
 @pytest.mark.parametrize(
@@ -154,32 +135,32 @@ def test_rating_needs_a_value_other_types_do_not() -> None:
     ],
 )
 def test_context_rules(context: dict[str, Any], field: str, error_type: str) -> None:
-    assert _errors(_event(context=context)) == [(0, field, error_type)]
+    assert _errors(sample_event(context=context)) == [(0, field, error_type)]
 
 
 def test_context_bounds_are_inclusive() -> None:
     context: dict[str, Any] = {f"k{i}": i for i in range(31)}
     context["k" * 64] = "v" * 256
     assert len(context) == 32
-    assert _errors(_event(context=context)) == []
-    assert _errors(_event(context={"neg": -(2**63), "big": UINT64_MAX})) == []
+    assert _errors(sample_event(context=context)) == []
+    assert _errors(sample_event(context={"neg": -(2**63), "big": UINT64_MAX})) == []
 
 
 def test_unknown_field_and_non_object_element() -> None:
-    assert _errors(_event(accepted_at=NOW)) == [(0, "accepted_at", "extra_forbidden")]
-    assert _errors(_event(userId="x")) == [(0, "userId", "extra_forbidden")]
+    assert _errors(sample_event(accepted_at=NOW)) == [(0, "accepted_at", "extra_forbidden")]
+    assert _errors(sample_event(userId="x")) == [(0, "userId", "extra_forbidden")]
     assert _errors("not an event") == [(0, "<event>", "model_type")]
     assert _errors(None) == [(0, "<event>", "model_type")]
 
 
 def test_one_bad_event_does_not_hide_the_others() -> None:
     items: list[object] = [
-        _event(event_id="a"),
-        _event(event_id="b", timestamp="yesterday", user_id=True),
-        _event(event_id="c"),
+        sample_event(event_id="a"),
+        sample_event(event_id="b", timestamp="yesterday", user_id=True),
+        sample_event(event_id="c"),
         17,
-        _event(event_id="a"),
-        _event(event_id="d", context={"x" * 80: 1}),
+        sample_event(event_id="a"),
+        sample_event(event_id="d", context={"x" * 80: 1}),
     ]
     valid, errors = validate_events(items, now=NOW)
     assert [i for i, _ in valid] == [0, 2]
@@ -209,17 +190,17 @@ def test_a_non_list_is_one_body_error() -> None:
 
 def test_event_validated_without_context_uses_the_wall_clock() -> None:
     now = time.time()
-    Event.model_validate(_event(timestamp=now + 200))
+    Event.model_validate(sample_event(timestamp=now + 200))
     with pytest.raises(ValidationError, match="future"):
-        Event.model_validate(_event(timestamp=now + 400))
+        Event.model_validate(sample_event(timestamp=now + 400))
 
 
 def test_event_batch_bounds() -> None:
-    batch = EventBatch.model_validate({"events": [_event(timestamp=time.time())]})
+    batch = EventBatch.model_validate({"events": [sample_event(timestamp=time.time())]})
     assert len(batch.events) == 1
     with pytest.raises(ValidationError, match="too_short"):
         EventBatch.model_validate({"events": []})
-    three = {"events": [_event(event_id=str(i), timestamp=time.time()) for i in range(3)]}
+    three = {"events": [sample_event(event_id=str(i), timestamp=time.time()) for i in range(3)]}
     with pytest.raises(ValidationError, match="at most 2 events"):
         EventBatch.model_validate(three, context={"max_batch_events": 2})
 
@@ -229,7 +210,8 @@ def test_event_batch_bounds() -> None:
 
 def test_encode_decode_round_trip_keeps_every_field() -> None:
     event = Event.model_validate(
-        _event(type="rating", value=4.0, user_id=UINT64_MAX, item_id="i-9"), context={"now": NOW}
+        sample_event(type="rating", value=4.0, user_id=UINT64_MAX, item_id="i-9"),
+        context={"now": NOW},
     )
     raw = encode_event(event, accepted_at=NOW + 0.5)
     body = orjson.loads(raw)
@@ -248,7 +230,7 @@ def test_encode_decode_round_trip_keeps_every_field() -> None:
 
 def test_optional_fields_are_written_as_null() -> None:
     event = Event.model_validate(
-        _event(request_id=_DROP, value=_DROP, context=_DROP), context={"now": NOW}
+        sample_event(request_id=DROP, value=DROP, context=DROP), context={"now": NOW}
     )
     body = orjson.loads(encode_event(event, NOW))
     assert body["request_id"] is None and body["value"] is None and body["context"] is None
@@ -256,17 +238,17 @@ def test_optional_fields_are_written_as_null() -> None:
 
 
 def test_key_is_the_user_id_as_utf8_text() -> None:
-    assert event_key(Event.model_validate(_event(user_id="ü-1"), context={"now": NOW})) == (
+    assert event_key(Event.model_validate(sample_event(user_id="ü-1"), context={"now": NOW})) == (
         "ü-1".encode()
     )
-    assert event_key(Event.model_validate(_event(user_id=42), context={"now": NOW})) == b"42"
+    assert event_key(Event.model_validate(sample_event(user_id=42), context={"now": NOW})) == b"42"
 
 
 def test_the_largest_valid_event_fits_the_default_message_bound() -> None:
     escaped = "\x01"  # every character written as \u0001: the longest JSON form
     context = {f"{i:02d}" + escaped * 62: escaped * 256 for i in range(32)}
     event = Event.model_validate(
-        _event(
+        sample_event(
             event_id=escaped * 128,
             user_id=escaped * 128,
             item_id=escaped * 128,
@@ -281,7 +263,7 @@ def test_the_largest_valid_event_fits_the_default_message_bound() -> None:
 
 
 def test_decode_checks_the_future_bound_against_accepted_at() -> None:
-    old = Event.model_validate(_event(timestamp=NOW), context={"now": NOW})
+    old = Event.model_validate(sample_event(timestamp=NOW), context={"now": NOW})
     # accepted long ago, read today: still valid
     assert decode_event(encode_event(old, NOW)).timestamp == NOW
     body = orjson.loads(encode_event(old, NOW))
@@ -296,13 +278,13 @@ def test_decode_checks_the_future_bound_against_accepted_at() -> None:
 
 
 def _valid_raw() -> bytes:
-    return encode_event(Event.model_validate(_event(), context={"now": NOW}), NOW)
+    return encode_event(Event.model_validate(sample_event(), context={"now": NOW}), NOW)
 
 
 def _with(**changes: object) -> bytes:
     body = orjson.loads(_valid_raw())
     for key, value in changes.items():
-        if value is _DROP:
+        if value is DROP:
             del body[key]
         else:
             body[key] = value
@@ -322,10 +304,10 @@ def _with(**changes: object) -> bytes:
         (_with(v=2), "unsupported_version"),
         (_with(v="1"), "unsupported_version"),
         (_with(v=True), "unsupported_version"),
-        (_with(v=_DROP), "unsupported_version"),
-        (_with(accepted_at=_DROP), "schema"),
+        (_with(v=DROP), "unsupported_version"),
+        (_with(accepted_at=DROP), "schema"),
         (_with(accepted_at="now"), "schema"),
-        (_with(user_id=_DROP), "schema"),
+        (_with(user_id=DROP), "schema"),
         (_with(type="bought"), "schema"),
         (_with(extra="x"), "schema"),
     ],

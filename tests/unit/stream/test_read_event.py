@@ -24,23 +24,11 @@ from freshrec.stream.events import (
     encode_event,
     read_event,
 )
-
-NOW = 1_750_000_000.0
+from tests.unit.stream.samples import NOW, sample_event
 
 
 def _body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "v": 1,
-        "event_id": "e-1",
-        "type": "click",
-        "user_id": "u-1",
-        "item_id": 42,
-        "request_id": "r-1",
-        "timestamp": NOW - 10,
-        "value": None,
-        "context": {"device": "ios", "hour": 13, "price": 9.5},
-        "accepted_at": NOW,
-    }
+    body: dict[str, Any] = {"v": 1, **sample_event(), "accepted_at": NOW}
     body.update(overrides)
     return body
 
