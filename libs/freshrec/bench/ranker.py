@@ -223,17 +223,21 @@ async def recommend(body: RecommendRequest) -> Response:
 """
 
 
-def _baseline_server(app: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """Serve `baseline_apps:<app>` with uvicorn as the ranker is served (one process)."""
+def _baseline_servers(ports: Mapping[str, int], workdir: Path) -> list[subprocess.Popen[bytes]]:
+    """Serve each `baseline_apps:<app>` on its port with uvicorn, as the ranker is served
+    (one process each)."""
     (workdir / "baseline_apps.py").write_text(_BASELINE_APPS)
     root = Path(freshrec.__file__).resolve().parents[2]  # services/ lives beside libs/
     path = os.pathsep.join([str(root / "libs"), str(root), os.environ.get("PYTHONPATH", "")])
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"baseline_apps:{app}", "--port", str(port),
-         "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": path},
-    )  # fmt: skip
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", f"baseline_apps:{app}", "--port", str(port),
+             "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        for app, port in ports.items()
+    ]  # fmt: skip
 
 
 def _wait_http(url: str, timeout_s: float = 60.0) -> None:
@@ -380,10 +384,7 @@ def run_ranker_bench(
     previous_run_dir = os.environ.get("FRESHREC_RUN_DIR")
     os.environ["FRESHREC_RUN_DIR"] = str(workdir / "run")
     noop_port, http_port = _free_port(), _free_port()
-    baselines = [
-        _baseline_server("noop", noop_port, workdir),
-        _baseline_server("ranker_http", http_port, workdir),
-    ]
+    baselines = _baseline_servers({"noop": noop_port, "ranker_http": http_port}, workdir)
     try:
         urls = stack.start_services(timeout_s=180, env=env)
         _seed_catalog(client, namespace, urls, key, items)

@@ -248,27 +248,24 @@ class Recommender:
         ]
         picked = np.concatenate([order[i, :length] for i, length in enumerate(lengths)])
         query_of = np.repeat(np.arange(n), lengths)
-        names = self._names(candidates[query_of, picked])
-        picked_slots = slot[query_of, picked]
+        picked_ids = candidates[query_of, picked]
+        item_ids = [
+            name if name is not None else str(row_id)
+            for row_id, name in zip(picked_ids.tolist(), self._names(picked_ids), strict=True)
+        ]
         tops = np.cumsum(lengths) - lengths
         self._observe_ages(
             users.wall_time[user_pos[known]],
-            items.wall_time[picked_slots[tops[np.asarray(lengths) > 0]]],
+            items.wall_time[slot[query_of, picked][tops[np.asarray(lengths) > 0]]],
         )
         model = self.models.current
         model_version = None if model is None else model.version
         index_version = int(self.retriever.version)
         out: list[Recommendation] = []
         for i, length in enumerate(lengths):
-            ids = candidates[i, order[i, :length]]
             out.append(
                 Recommendation(
-                    item_ids=[
-                        name if name is not None else str(row_id)
-                        for row_id, name in zip(
-                            ids.tolist(), names[tops[i] : tops[i] + length], strict=True
-                        )
-                    ],
+                    item_ids=item_ids[tops[i] : tops[i] + length],
                     scores=ranked[i, :length].tolist(),
                     model_version=model_version,
                     index_version=index_version,
