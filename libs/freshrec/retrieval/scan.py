@@ -82,26 +82,37 @@ def _top(block: FloatArray, k: int, keys: npt.NDArray[np.uint64]) -> tuple[Posit
     thresholds = np.partition(sample, sample.shape[1] - rank, axis=1)[:, -rank]
     passed = np.flatnonzero(block >= thresholds[:, None])  # ascending flat positions
     rows = passed // n
-    counts = np.bincount(rows, minlength=n_rows)
-    if counts.min() < k:
-        passed = _with_whole_rows(passed, rows, np.flatnonzero(counts < k), n)
-        rows = passed // n
-        counts = np.bincount(rows, minlength=n_rows)
-    # the passing entries as an (R, widest) matrix, padded with -inf
-    width = int(counts.max())
-    slot = np.arange(passed.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
-    columns = np.zeros((n_rows, width), dtype=np.int64)
-    values = np.full((n_rows, width), -np.inf, dtype=block.dtype)
-    columns[rows, slot] = passed - rows * n
-    values[rows, slot] = block.ravel()[passed]
-    return _rank(values, columns, k, keys)
+    short = np.bincount(rows, minlength=n_rows) < k
+    positions = np.empty((n_rows, k), dtype=np.int64)
+    values = np.empty((n_rows, k), dtype=block.dtype)
+    if short.any():
+        misled = np.flatnonzero(short)
+        positions[misled], values[misled] = _rank_whole_rows(block, misled, k, keys)
+        kept = ~short[rows]
+        passed, rows = passed[kept], rows[kept]
+    pruned = np.flatnonzero(~short)
+    if pruned.shape[0]:
+        # the passing entries of the other rows as one (rows, widest) matrix, -inf padded
+        compact = (np.cumsum(~short) - 1)[rows]
+        counts = np.bincount(compact, minlength=pruned.shape[0])
+        slot = np.arange(passed.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
+        width = int(counts.max())
+        columns = np.zeros((pruned.shape[0], width), dtype=np.int64)
+        padded = np.full((pruned.shape[0], width), -np.inf, dtype=block.dtype)
+        columns[compact, slot] = passed - rows * n
+        padded[compact, slot] = block.ravel()[passed]
+        positions[pruned], values[pruned] = _rank(padded, columns, k, keys)
+    return positions, values
 
 
-def _with_whole_rows(passed: Positions, rows: Positions, short: Positions, n: int) -> Positions:
-    """`passed` with every entry of the `short` rows: where the sample misled (fewer than k
-    passed), the row is ranked over all its scores."""
-    whole = (short[:, None] * n + np.arange(n)).ravel()
-    return np.sort(np.concatenate([passed[np.isin(rows, short, invert=True)], whole]))
+def _rank_whole_rows(
+    block: FloatArray, rows: Positions, k: int, keys: npt.NDArray[np.uint64]
+) -> tuple[Positions, FloatArray]:
+    """The `k` best of each of `rows` of `block`, over all its scores: for rows whose sample
+    misled (fewer than k passed its threshold). Ranked apart from the pruned rows, so one
+    such row does not widen every row's matrix to the whole catalog."""
+    n = block.shape[1]
+    return _rank(block[rows], np.broadcast_to(np.arange(n), (rows.shape[0], n)), k, keys)
 
 
 def _rank(

@@ -44,13 +44,15 @@ def test_a_misleading_sample_falls_back_to_ranking_everything(
     sampled = np.arange(0, 40_000, 40_000 // (scan._SAMPLE_PER_RESULT * 100))
     vectors[sampled[vectors[sampled] @ queries[0] > 0]] *= 10.0
     widened: list[list[int]] = []
-    with_whole_rows = scan._with_whole_rows
+    rank_whole_rows = scan._rank_whole_rows
 
-    def spy(passed: np.ndarray, rows: np.ndarray, short: np.ndarray, n: int) -> np.ndarray:
-        widened.append(short.tolist())
-        return with_whole_rows(passed, rows, short, n)
+    def spy(
+        block: np.ndarray, rows: np.ndarray, k: int, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        widened.append(rows.tolist())
+        return rank_whole_rows(block, rows, k, keys)
 
-    monkeypatch.setattr(scan, "_with_whole_rows", spy)
+    monkeypatch.setattr(scan, "_rank_whole_rows", spy)
     got_pos, _ = top_inner_products(np.concatenate([queries, -queries]), vectors, 100)
     assert widened == [[0]]
     want_pos, _ = _brute(np.concatenate([queries, -queries]), vectors, 100)
