@@ -48,7 +48,8 @@ class CommonSettings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="PyTorch and FAISS threads per process (small models: 1 is fastest).",
+        description="Compute threads per process: PyTorch, BLAS (numpy) and OpenMP (FAISS) "
+        "(small models: 1 is fastest, and idle BLAS threads spin on the other cores).",
     )
 
     @field_validator("api_keys", mode="before")

@@ -10,11 +10,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
-import faiss
 import numpy as np
 import orjson
 import redis
-import torch
 from fastapi import Depends, FastAPI, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +25,7 @@ from freshrec.retrieval import IndexFollower, RowMirror, build_retriever
 from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
 from freshrec.table import EmbeddingStore, RedisEmbeddingStore, load_tables
 from freshrec.table.ids import hash_feature
+from freshrec.threads import limit_compute_threads
 from services.ranker.settings import RankerSettings
 from services.ranker.status import status_router
 
@@ -124,9 +123,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # one request is a small matrix product: thread pools only add spin-waiting
-        torch.set_num_threads(settings.compute_threads)
-        faiss.omp_set_num_threads(settings.compute_threads)
+        limit_compute_threads(settings.compute_threads)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         tables_config = load_tables(settings.table_config)
         tables: dict[str, EmbeddingStore] = {

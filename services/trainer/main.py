@@ -46,7 +46,7 @@ def build_trainer(
         publish_interval_s=settings.publish_interval_s,
         expire_every_batches=settings.expire_every_batches,
         max_message_bytes=settings.max_message_bytes,
-        torch_threads=settings.compute_threads,
+        compute_threads=settings.compute_threads,
         model=ModelConfig(user_dim=user.dim, item_dim=item.dim, context_dim=context.dim),
         examples=ExampleConfig(
             positive_rating=settings.positive_rating,

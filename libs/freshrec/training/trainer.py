@@ -42,6 +42,7 @@ from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
 from freshrec.table.ids import context_ids, hash_features
+from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
 
@@ -119,8 +120,9 @@ class TrainerConfig:
         expire_every_batches: event-time expiry runs before every n-th batch.
         max_message_bytes: larger messages are dead-lettered.
         stats_interval_s: how often table sizes are refreshed for the metrics.
-        torch_threads: intra-op threads of this process's PyTorch (the model is small: one
-            thread is fastest and avoids spinning thread pools fighting over cores).
+        compute_threads: PyTorch, BLAS and OpenMP threads of this process
+            (`limit_compute_threads`; the model is small: one thread is fastest and avoids
+            spinning thread pools fighting over cores).
         model: dense model shape.
         examples: how events become examples.
     """
@@ -133,7 +135,7 @@ class TrainerConfig:
     expire_every_batches: int = 100
     max_message_bytes: int = 65536
     stats_interval_s: float = 5.0
-    torch_threads: int = 1
+    compute_threads: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     examples: ExampleConfig = field(default_factory=ExampleConfig)
 
@@ -179,7 +181,7 @@ class OnlineTrainer:
             raise ValueError(f"trainer needs tables {sorted(missing)}")
         self.tables = dict(tables)
         self.config = config
-        torch.set_num_threads(config.torch_threads)
+        limit_compute_threads(config.compute_threads)
         for name in self.tables:  # every series exists (at 0) from the start
             for counter in (ROWS_WRITTEN, ROWS_CREATED, ROWS_FILTERED, ROWS_EXPIRED):
                 counter.labels(name)
