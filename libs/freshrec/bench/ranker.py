@@ -11,7 +11,11 @@
   same way, measured in the same run — the ceiling this machine puts on any Python route;
 - `http_only_max_qps`: the same closed loop against the ranker's HTTP handling alone (its
   middlewares, request model and a reply of the same size, no recommendation work): how
-  much of the gap to the no-op route is HTTP and how much the recommendation.
+  much of the gap to the no-op route is HTTP and how much the recommendation;
+- `exact_search_ms_per_query`: exact top-500 over the same number of random vectors in
+  batches of 32 on one thread, timed in this process (best of three); and
+  `exact_ceiling_max_qps`, `1 / (1 / http_only_max_qps + exact search time)`: the most an
+  exact ranker could answer on this machine if scoring, row reads and batching cost nothing.
 
 `results/bench/freshness.json`: `e2e_p50_s` / `e2e_p99_s` from posting an event to ingest
 until the ranker's row endpoint shows the changed vector.
@@ -39,9 +43,11 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from threadpoolctl import threadpool_limits
 
 import freshrec
 from freshrec import stack
+from freshrec.retrieval.scan import top_inner_products
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisEmbeddingStore, hash_features, load_tables
 from freshrec.table.base import Rows
@@ -310,6 +316,22 @@ def _seed_catalog(
         time.sleep(0.5)
 
 
+def _exact_search_seconds(items: int, dim: int, candidates: int, batch: int = 32) -> float:
+    """Seconds per query of exact top-`candidates` over `items` random vectors, in batches
+    of `batch` on one thread as the ranker computes (best of three passes)."""
+    rng = np.random.default_rng(1)
+    vectors = (rng.standard_normal((items, dim)) * 0.1).astype(np.float32)
+    queries = (rng.standard_normal((8 * batch, dim)) * 0.3).astype(np.float32)
+    best = float("inf")
+    with threadpool_limits(limits=1):
+        for _ in range(3):
+            started = time.perf_counter()
+            for start in range(0, queries.shape[0], batch):
+                top_inner_products(queries[start : start + batch], vectors, candidates)
+            best = min(best, (time.perf_counter() - started) / queries.shape[0])
+    return best
+
+
 def _freshness(urls: Mapping[str, str], key: str, probes: int) -> list[float]:
     headers = {"Authorization": f"Bearer {key}"}
     row_url = f"{urls['ranker']}/v1/tables/user/rows/probe-user"
@@ -416,6 +438,9 @@ def run_ranker_bench(
         )
         fresh = _freshness(urls, key, probes)
         fresh_p50, fresh_p99 = _percentiles(fresh)
+        search_s = _exact_search_seconds(
+            items, load_tables(default_table_config_path())["item"].dim, 500
+        )
     finally:
         for server in baselines:
             server.terminate()
@@ -429,6 +454,7 @@ def run_ranker_bench(
         for start in range(0, len(keys), 5000):
             client.delete(*keys[start : start + 5000])
         client.close()
+    ceiling = 1.0 / (1.0 / http_qps + search_s) if http_qps else 0.0
     ranker = {
         "index_kind": index_kind,
         "items": items,
@@ -441,6 +467,9 @@ def run_ranker_bench(
         "noop_max_qps": round(noop_qps, 1),
         "max_qps_vs_noop": round(max_qps / noop_qps, 3) if noop_qps else None,
         "http_only_max_qps": round(http_qps, 1),
+        "exact_search_ms_per_query": round(search_s * 1e3, 4),
+        "exact_ceiling_max_qps": round(ceiling, 1),
+        "exact_ceiling_vs_noop": round(ceiling / noop_qps, 3) if noop_qps else None,
         "targets": {"p99_ms_at_300": "< 25", "max_qps_vs_noop": ">= 0.4"},
     }
     freshness = {
