@@ -75,7 +75,7 @@ def _top(block: FloatArray, k: int, keys: npt.NDArray[np.uint64]) -> tuple[Posit
     positions and values."""
     n_rows, n = block.shape
     if n < _MIN_PRUNE_RATIO * k:
-        return _rank(block, np.broadcast_to(np.arange(n), block.shape), k, keys)
+        return _rank_whole_rows(block, np.arange(n_rows), k, keys)
     stride = max(1, n // (_SAMPLE_PER_RESULT * k))
     sample = block[:, ::stride]
     rank = min(sample.shape[1], math.ceil(_PASS_MARGIN * k / stride) + 8)
@@ -108,9 +108,9 @@ def _top(block: FloatArray, k: int, keys: npt.NDArray[np.uint64]) -> tuple[Posit
 def _rank_whole_rows(
     block: FloatArray, rows: Positions, k: int, keys: npt.NDArray[np.uint64]
 ) -> tuple[Positions, FloatArray]:
-    """The `k` best of each of `rows` of `block`, over all its scores: for rows whose sample
-    misled (fewer than k passed its threshold). Ranked apart from the pruned rows, so one
-    such row does not widen every row's matrix to the whole catalog."""
+    """The `k` best of each of `rows` of `block`, over all its scores: for small catalogs, and
+    for rows whose sample misled (fewer than k passed its threshold), ranked apart from the
+    pruned rows so that one such row does not widen every row's matrix to the whole catalog."""
     n = block.shape[1]
     return _rank(block[rows], np.broadcast_to(np.arange(n), (rows.shape[0], n)), k, keys)
 
