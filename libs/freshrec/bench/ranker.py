@@ -51,6 +51,7 @@ from freshrec.retrieval.scan import top_inner_products
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisEmbeddingStore, hash_features, load_tables
 from freshrec.table.base import Rows
+from freshrec.table.config import TableConfig
 
 __all__ = ["run_ranker_bench"]
 
@@ -277,7 +278,13 @@ def _index_items(ranker: str) -> float:
 
 
 def _seed_catalog(
-    client: redis.Redis, namespace: str, urls: Mapping[str, str], key: str, items: int
+    client: redis.Redis,
+    namespace: str,
+    urls: Mapping[str, str],
+    key: str,
+    *,
+    items: int,
+    config: TableConfig,
 ) -> None:
     """1,000 users with history through the real pipeline, then `items` item rows imported."""
     events = [
@@ -293,7 +300,6 @@ def _seed_catalog(
     ]
     for start in range(0, len(events), 1000):
         _post(urls["ingest"], key, events[start : start + 1000])
-    config = load_tables(default_table_config_path())["item"]
     store = RedisEmbeddingStore(client, namespace, config)
     rng = np.random.default_rng(0)
     for start in range(0, items, 20_000):
@@ -402,6 +408,7 @@ def run_ranker_bench(
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
     }
     client = redis.Redis.from_url(redis_url)
+    item_config = load_tables(default_table_config_path())["item"]
     workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
     previous_run_dir = os.environ.get("FRESHREC_RUN_DIR")
     os.environ["FRESHREC_RUN_DIR"] = str(workdir / "run")
@@ -409,7 +416,7 @@ def run_ranker_bench(
     baselines = _baseline_servers({"noop": noop_port, "ranker_http": http_port}, workdir)
     try:
         urls = stack.start_services(timeout_s=180, env=env)
-        _seed_catalog(client, namespace, urls, key, items)
+        _seed_catalog(client, namespace, urls, key, items=items, config=item_config)
         recommend = f"{urls['ranker']}/v1/recommend"
         body = {"k": 50}
         # warm-up, not measured: the trainer is still digesting the seed events and the
@@ -438,9 +445,7 @@ def run_ranker_bench(
         )
         fresh = _freshness(urls, key, probes)
         fresh_p50, fresh_p99 = _percentiles(fresh)
-        search_s = _exact_search_seconds(
-            items, load_tables(default_table_config_path())["item"].dim, 500
-        )
+        search_s = _exact_search_seconds(items, item_config.dim, 500)
     finally:
         for server in baselines:
             server.terminate()
