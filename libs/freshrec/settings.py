@@ -8,9 +8,10 @@ down; nothing reads the environment at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Self, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["CommonSettings", "default_table_config_path"]
@@ -24,7 +25,10 @@ def default_table_config_path() -> Path:
 class CommonSettings(BaseSettings):
     """Connection and naming settings shared by ingest, trainer and ranker."""
 
-    model_config = SettingsConfigDict(env_prefix="FRESHREC_", extra="ignore")
+    # nested models (a process's backend or index config) read `FRESHREC_<FIELD>__<SUBFIELD>`
+    model_config = SettingsConfigDict(
+        env_prefix="FRESHREC_", env_nested_delimiter="__", extra="ignore"
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis holding the table, offsets and models."
@@ -79,8 +83,68 @@ class CommonSettings(BaseSettings):
         return self
 
 
+def _kind(annotation: object) -> str:
+    kind = getattr(annotation, "__name__", str(annotation))
+    return kind.replace("typing.", "").replace("|", "\\|")
+
+
+def _shown(name: str, default: object) -> str:
+    if name == "table_config":
+        default = "bundled libs/freshrec/tables.yaml"
+    elif isinstance(default, list):
+        default = ",".join(str(v) for v in default) or "(empty)"
+    elif isinstance(default, BaseModel):
+        default = getattr(default, "type", type(default).__name__)
+    return "(derived)" if default == "" else f"`{default}`"
+
+
+def _variants(annotation: object) -> list[type[BaseModel]]:
+    """The models a nested field may hold: one model, or each member of a (tagged) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    args = get_args(annotation)
+    if args and get_origin(annotation) is Annotated:
+        return _variants(args[0])
+    return [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _field_rows(env: str, name: str, field: FieldInfo) -> list[str]:
+    variants = _variants(field.annotation)
+    default = field.get_default(call_default_factory=True)
+    if not variants:
+        return [
+            f"| `{env}` | {_kind(field.annotation)} | {_shown(name, default)} | "
+            f"{field.description or ''} |"
+        ]
+    rows: list[str] = []
+    tagged = len(variants) > 1
+    seen: set[str] = set()
+    for variant in variants:
+        for sub, subfield in variant.model_fields.items():
+            sub_env = f"{env}__{sub.upper()}"
+            if sub_env in seen:
+                continue
+            seen.add(sub_env)
+            if tagged and sub == "type":
+                choices = ", ".join(str(v.model_fields["type"].default) for v in variants)
+                text = f"{field.description or ''} One of: {choices}."
+                rows.append(f"| `{sub_env}` | str | {_shown(name, default)} | {text} |")
+                continue
+            tag = variant.model_fields.get("type")
+            only = f"({tag.default} only) " if tagged and tag is not None else ""
+            sub_default = subfield.get_default(call_default_factory=True)
+            rows.append(
+                f"| `{sub_env}` | {_kind(subfield.annotation)} | {_shown(sub, sub_default)} | "
+                f"{only}{subfield.description or ''} |"
+            )
+    return rows
+
+
 def settings_markdown(sections: dict[str, type[BaseSettings]]) -> str:
     """A markdown table per settings class: variable, type, default, description.
+
+    A nested model (or a tagged union of models) is listed field by field as
+    `FRESHREC_<FIELD>__<SUBFIELD>`.
 
     Args:
         sections: heading → settings class (fields shared with an earlier class are listed
@@ -94,16 +158,7 @@ def settings_markdown(sections: dict[str, type[BaseSettings]]) -> str:
             if name in seen:
                 continue
             seen.add(name)
-            default = field.get_default(call_default_factory=True)
-            if name == "table_config":
-                default = "bundled libs/freshrec/tables.yaml"
-            elif isinstance(default, list):
-                default = ",".join(str(v) for v in default) or "(empty)"
-            shown = "(derived)" if default == "" else f"`{default}`"
-            kind = getattr(field.annotation, "__name__", str(field.annotation))
-            kind = kind.replace("typing.", "").replace("|", "\\|")
-            env = f"FRESHREC_{name.upper()}"
-            rows.append(f"| `{env}` | {kind} | {shown} | {field.description or ''} |")
+            rows += _field_rows(f"FRESHREC_{name.upper()}", name, field)
         if rows:
             lines += [f"## {heading}", "", "| variable | type | default | meaning |"]
             lines += ["| --- | --- | --- | --- |", *rows, ""]
