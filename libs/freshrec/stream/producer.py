@@ -8,6 +8,11 @@ starts while Kafka is down and answers 503 until it is back. The first send (or 
 probe) connects; a failed connection is retried by a later call, at most once per
 `RECONNECT_BACKOFF_S` so a burst of requests during an outage fails fast instead of
 queueing behind one another's connection attempts.
+
+The same holds for a broker that goes away while connected: after a send that was not
+acknowledged, sends fail at once for `RECONNECT_BACKOFF_S`; then one send at a time tries
+the broker (the others still fail at once) until one is acknowledged. A batch therefore waits
+the full produce timeout only when it is the one probing the broker.
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.metrics import BROKER_ERRORS, PRODUCE_LATENCY
 from freshrec.stream.topics import create_missing_topics, open_admin_client
 
-__all__ = ["RECONNECT_BACKOFF_S", "EventProducer", "KafkaRecord", "ProducerConnection"]
+__all__ = [
+    "RECONNECT_BACKOFF_S",
+    "CircuitBreaker",
+    "EventProducer",
+    "KafkaRecord",
+    "ProducerConnection",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +49,47 @@ RECONNECT_BACKOFF_S: Final = 1.0
 
 KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 """One message to produce: `(key, value, headers)`."""
+
+
+class CircuitBreaker:
+    """Fails calls at once while a dependency is known to be down, probing it one call at a time.
+
+    Closed (no recent failure): every call passes. After a failure: every call is refused for
+    `backoff_s`; after that one call at a time passes as a probe, the others are still refused,
+    until a probe succeeds. Thread-safe.
+
+    Args:
+        backoff_s: how long after a failure every call is refused.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, backoff_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._backoff_s = backoff_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failed_at: float | None = None
+        self._probing = False
+        self.reason = ""
+
+    def admit(self) -> bool:
+        """Whether a call may go ahead now; a True after a failure makes the caller the probe."""
+        with self._lock:
+            if self._failed_at is None:
+                return True
+            if self._probing or self._clock() - self._failed_at < self._backoff_s:
+                return False
+            self._probing = True
+            return True
+
+    def succeeded(self) -> None:
+        """The call went through: close the breaker."""
+        with self._lock:
+            self._failed_at, self._probing, self.reason = None, False, ""
+
+    def failed(self, reason: str) -> None:
+        """The call failed: refuse calls for the backoff, then probe again."""
+        with self._lock:
+            self._failed_at, self._probing, self.reason = self._clock(), False, reason
 
 
 class ProducerConnection:
@@ -81,6 +133,7 @@ class ProducerConnection:
         self._failed_at = -math.inf
         self._failure = ""
         self._closed = False
+        self._sends = CircuitBreaker(RECONNECT_BACKOFF_S)
 
     # ------------------------------------------------------------------ connecting
 
@@ -177,6 +230,10 @@ class ProducerConnection:
         if not records:
             return
         producer = self.producer()
+        if not self._sends.admit():
+            raise BrokerUnavailable(
+                f"Kafka at {self.bootstrap} did not acknowledge a moment ago: {self._sends.reason}"
+            )
         start = time.perf_counter()
         try:
             futures = [
@@ -189,6 +246,7 @@ class ProducerConnection:
             for future in futures:
                 future.get(timeout=max(0.0, deadline - time.monotonic()))
         except KafkaError as exc:
+            self._sends.failed(f"{type(exc).__name__}: {exc}")
             BROKER_ERRORS.labels(self.client_id, type(exc).__name__).inc()
             if not getattr(exc, "retriable", False):
                 self.discard(producer)
@@ -196,6 +254,11 @@ class ProducerConnection:
                 f"Kafka at {self.bootstrap} did not acknowledge {len(records)} messages to "
                 f"{topic}: {exc}"
             ) from exc
+        except BaseException:
+            self._sends.failed("the send was interrupted")
+            raise
+        else:
+            self._sends.succeeded()
         finally:
             PRODUCE_LATENCY.labels(self.client_id).observe(time.perf_counter() - start)
 
