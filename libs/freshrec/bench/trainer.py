@@ -88,8 +88,8 @@ def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> Tr
     while not loop.consumer.assignment():
         if time.monotonic() > deadline:
             raise RuntimeError(f"no partition of {topic} assigned within 60 s")
+        # the loop's own assignment callback seeks to the stored offsets (none: the beginning)
         loop.consumer.poll(timeout_ms=200, max_records=1)
-        loop.consumer.seek_to_beginning()
     return loop
 
 
