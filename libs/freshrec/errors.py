@@ -8,6 +8,7 @@ HTTP status it maps to, so one exception handler per service can serialise them 
     ├── NotFound (404)                an unknown table, row or resource
     ├── Unauthorized (401)            missing or wrong API key
     ├── PayloadTooLarge (413)         body or batch over the configured bound
+    ├── BodyTimeout (408)             a request body that did not arrive in time
     ├── Overloaded (429)              concurrency bound reached; retry later
     ├── ConfigError (500)             an invalid table/feature config file
     ├── SnapshotError (422)           a corrupt or mismatched snapshot file
@@ -21,6 +22,7 @@ Driver errors are wrapped at the boundary: ``raise StoreUnavailable(...) from ex
 from __future__ import annotations
 
 __all__ = [
+    "BodyTimeout",
     "BrokerUnavailable",
     "ConfigError",
     "DependencyUnavailable",
@@ -68,6 +70,12 @@ class PayloadTooLarge(FreshrecError):
     """A body or batch over the configured bound."""
 
     status_code = 413
+
+
+class BodyTimeout(FreshrecError):
+    """A request body that trickled in slower than the server allows."""
+
+    status_code = 408
 
 
 class Overloaded(FreshrecError):
