@@ -11,6 +11,9 @@ Example (as it would appear in a service's settings, JSON or YAML)::
 - `hnsw`: FAISS HNSW-flat, approximate; removals are tombstones filtered at search time,
   compacted by a background rebuild once `max_dead_fraction` of the graph is dead.
 
+`freshrec.retrieval.factory.build_retriever` turns a config into a retriever; this module
+imports no index implementation, so reading a config does not load FAISS.
+
 See `docs/retrieval.md` for the trade-offs and measured figures.
 """
 
@@ -20,8 +23,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from freshrec.retrieval.base import Retriever
-
 __all__ = [
     "ExactConfig",
     "FaissIndexConfig",
@@ -29,7 +30,6 @@ __all__ = [
     "HnswConfig",
     "IvfConfig",
     "RetrieverConfig",
-    "build_retriever",
 ]
 
 
@@ -97,23 +97,3 @@ FaissIndexConfig = Annotated[FlatConfig | IvfConfig | HnswConfig, Field(discrimi
 RetrieverConfig = Annotated[
     ExactConfig | FlatConfig | IvfConfig | HnswConfig, Field(discriminator="type")
 ]
-
-
-def build_retriever(
-    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int, name: str = "item"
-) -> Retriever:
-    """The retriever `config` describes, empty, for `dim`-dimensional vectors.
-
-    Args:
-        config: which implementation and structure.
-        dim: vector dimension `D`.
-        name: the index's name in logs and metric labels (use the item table's name, as
-            `IndexFollower` does).
-    """
-    # Imported here: reading a config should not load FAISS, and faiss.py imports this module.
-    from freshrec.retrieval.exact import ExactRetriever  # noqa: PLC0415
-    from freshrec.retrieval.faiss import FaissRetriever  # noqa: PLC0415
-
-    if isinstance(config, ExactConfig):
-        return ExactRetriever(dim)
-    return FaissRetriever(dim, config, name=name)
