@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from freshrec.config import StrictModel
 
 __all__ = [
     "ExactConfig",
@@ -33,23 +35,19 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExactConfig(_Strict):
+class ExactConfig(StrictModel):
     """Numpy brute force."""
 
     type: Literal["exact"] = "exact"
 
 
-class FlatConfig(_Strict):
+class FlatConfig(StrictModel):
     """FAISS exact inner-product index."""
 
     type: Literal["flat"] = "flat"
 
 
-class IvfConfig(_Strict):
+class IvfConfig(StrictModel):
     """FAISS IVF-flat: items bucketed by nearest centroid; a query scans `nprobe` buckets."""
 
     type: Literal["ivf"] = "ivf"
@@ -77,7 +75,7 @@ class IvfConfig(_Strict):
     )
 
 
-class HnswConfig(_Strict):
+class HnswConfig(StrictModel):
     """FAISS HNSW-flat graph index; removals are tombstones until the next rebuild."""
 
     type: Literal["hnsw"] = "hnsw"

@@ -18,8 +18,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from freshrec.config import StrictModel
 from freshrec.errors import SnapshotError
 from freshrec.files import fsync_dir, sha256_file
 from freshrec.retrieval.base import Retriever
@@ -32,10 +33,8 @@ MANIFEST = "manifest.json"
 _INDEX_FILE = re.compile(r"^index-[0-9a-f]{32}\.bin$")
 
 
-class SnapshotManifest(BaseModel):
+class SnapshotManifest(StrictModel):
     """What `manifest.json` of a snapshot directory says (format 1)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal[1] = 1
     table: str
