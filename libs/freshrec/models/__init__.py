@@ -1,5 +1,6 @@
-"""The dense model and its no-pickle serialisation."""
+"""The dense model, its inputs from raw features, and its no-pickle serialisation."""
 
+from freshrec.models.features import context_row_ids, item_row_ids, mean_pool, user_row_ids
 from freshrec.models.model import ModelConfig, RankingModel
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
@@ -15,7 +16,11 @@ __all__ = [
     "PUBLISHED_VERSION_KEY",
     "ModelConfig",
     "RankingModel",
+    "context_row_ids",
     "decode_tensors",
     "encode_tensors",
+    "item_row_ids",
     "load_published_dense",
+    "mean_pool",
+    "user_row_ids",
 ]
