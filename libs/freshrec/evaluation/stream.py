@@ -23,7 +23,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from freshrec.errors import InvalidInput
-from freshrec.models.features import context_row_ids, item_row_ids, user_row_ids
+from freshrec.models.features import context_row_ids, entity_row_ids
 from freshrec.stream.events import Event, encode_event
 from freshrec.training.examples import ExampleBuilder, ExampleConfig
 from freshrec.training.trainer import Message
@@ -235,12 +235,12 @@ def prepare_stream(
     ctx_ids, ctx_example = context_row_ids(ex_contexts)
     ex_event_arr = np.array(ex_event, dtype=np.int64)
     ex_window = np.searchsorted(window_edges, ex_event_arr, side="right") - 1
-    ex_user = user_row_ids(ex_users)
-    ex_item = item_row_ids(ex_items)
-    catalog = item_row_ids(catalog_names)
+    ex_user = entity_row_ids("user", ex_users)
+    ex_item = entity_row_ids("item", ex_items)
+    catalog = entity_row_ids("item", catalog_names)
     universe = {
         "user": np.unique(
-            np.concatenate([ex_user, user_row_ids([str(e.user_id) for e in parsed])])
+            np.concatenate([ex_user, entity_row_ids("user", [str(e.user_id) for e in parsed])])
         ),
         "item": np.unique(np.concatenate([ex_item, catalog])),
         "context": np.unique(ctx_ids),

@@ -5,7 +5,7 @@ One definition shared by the trainer (`training/trainer.py`), the evaluation's s
 so that serving reads exactly the rows training wrote and pools them the same way.
 
 - A user or item id becomes the row id `hash_feature("user", id)` / `hash_feature("item",
-  id)` of its table (`user_row_ids`, `item_row_ids`).
+  id)` of its table (`entity_row_ids`).
 - A request's context (``{"device": "ios", "hour": 13}``) becomes one row id per
   ``slot:value`` (`freshrec.table.ids.context_ids`); `context_row_ids` flattens the contexts
   of a batch into `(C,)` ids plus the `(C,)` batch position each belongs to.
@@ -16,6 +16,7 @@ so that serving reads exactly the rows training wrote and pools them the same wa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,34 +24,24 @@ import torch
 
 from freshrec.table.ids import context_ids, hash_features
 
-__all__ = ["context_row_ids", "item_row_ids", "mean_pool", "user_row_ids"]
+__all__ = ["EntityTable", "context_row_ids", "entity_row_ids", "mean_pool"]
 
 IdArray = npt.NDArray[np.uint64]
 Positions = npt.NDArray[np.int64]
+EntityTable = Literal["user", "item"]
 
 
-def user_row_ids(user_ids: Iterable[str | int]) -> IdArray:
-    """Row ids in the `user` table of raw user ids.
+def entity_row_ids(table: EntityTable, raw_ids: Iterable[str | int]) -> IdArray:
+    """Row ids in the `user` or `item` table of raw user or item ids.
 
     Args:
-        user_ids: `B` raw user ids.
+        table: which table; the same raw id is another row in the other one.
+        raw_ids: `B` raw ids.
 
     Returns:
         `(B,)` uint64 row ids, in the order given.
     """
-    return hash_features("user", user_ids)
-
-
-def item_row_ids(item_ids: Iterable[str | int]) -> IdArray:
-    """Row ids in the `item` table of raw item ids.
-
-    Args:
-        item_ids: `B` raw item ids.
-
-    Returns:
-        `(B,)` uint64 row ids, in the order given.
-    """
-    return hash_features("item", item_ids)
+    return hash_features(table, raw_ids)
 
 
 def context_row_ids(

@@ -21,7 +21,7 @@ import torch
 from prometheus_client import Counter
 
 from freshrec.metrics import LATENCY_BUCKETS_S, BatchHistogram
-from freshrec.models.features import context_row_ids, item_row_ids, mean_pool, user_row_ids
+from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking.models import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
@@ -213,14 +213,16 @@ class Recommender:
         if n == 0:
             return []
         with _stage("user_row", n):
-            user_keys = user_row_ids([q.user_id for q in queries])
+            user_keys = entity_row_ids("user", [q.user_id for q in queries])
             users, user_pos = _read_unique(self.users, user_keys)
             contexts = self._context_vectors(queries)
         known = user_pos >= 0
         user_vecs = np.zeros((n, self.items.config.dim), dtype=np.float32)
         user_vecs[known] = users.vectors[user_pos[known]]
         excludes = [
-            item_row_ids([str(i) for i in q.exclude_item_ids]) if q.exclude_item_ids else _NO_IDS
+            entity_row_ids("item", [str(i) for i in q.exclude_item_ids])
+            if q.exclude_item_ids
+            else _NO_IDS
             for q in queries
         ]
         with _stage("retrieval", n):

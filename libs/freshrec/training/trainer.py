@@ -32,7 +32,7 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 
 from freshrec.metrics import BatchHistogram
-from freshrec.models.features import context_row_ids, item_row_ids, mean_pool, user_row_ids
+from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.model import ModelConfig, RankingModel
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
@@ -317,8 +317,8 @@ class OnlineTrainer:
         return BatchReport(len(messages), len(examples), dead, loss, written, freshness)
 
     def _step(self, examples: list[Example], txn: Transaction) -> tuple[float, int]:
-        users = user_row_ids([e.user_id for e in examples])
-        items = item_row_ids([e.item_id for e in examples])
+        users = entity_row_ids("user", [e.user_id for e in examples])
+        items = entity_row_ids("item", [e.item_id for e in examples])
         ctx_ids, ctx_rows = context_row_ids([e.context for e in examples])
 
         u = _Leaf.pull(self.tables["user"], users)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from freshrec.models import context_row_ids, item_row_ids, mean_pool, user_row_ids
+from freshrec.models import context_row_ids, entity_row_ids, mean_pool
 from freshrec.table import context_ids, hash_feature
 
 
 def test_user_and_item_row_ids_are_their_slot_hashes() -> None:
-    users = user_row_ids(["u1", 7, "u1"])
-    items = item_row_ids(["7"])
+    users = entity_row_ids("user", ["u1", 7, "u1"])
+    items = entity_row_ids("item", ["7"])
     assert users.dtype == np.uint64 and users.shape == (3,)
     u1, u7 = hash_feature("user", "u1"), hash_feature("user", "7")
     assert users.tolist() == [u1, u7, u1]

@@ -21,12 +21,7 @@ FAISS labels are int64; item ids are uint64 and are reinterpreted bit for bit
 (`ids.view(np.int64)` and back), so ids >= 2**63 round-trip exactly. The label -1 means
 "no result" to FAISS, hence the reserved id `2**64 - 1`.
 
-Concurrency: one reader-writer lock per retriever. Searches share it; `upsert`, `remove`,
-`replace` and the swap of a rebuilt index take it exclusively. A structural rebuild copies
-the current contents (briefly exclusive), builds and trains a fresh index in a background
-thread without any lock, then replays the upserts/removals that arrived meanwhile (from a
-journal) and swaps the new index in with one reference assignment. Searches keep using the
-old index until that assignment, so they never see a half-built one.
+Concurrency and background rebuilds are described in `retriever.py`.
 """
 
 from freshrec.retrieval.faiss.retriever import FaissRetriever
