@@ -18,8 +18,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from freshrec.data import ReplayReport, replay
 from freshrec.data.movielens import MovieLens, load_movielens, movielens_events
-from freshrec.data.replay import ReplayReport, replay
 
 __all__ = ["ShowcaseResult", "run_showcase", "trainer_lag"]
 

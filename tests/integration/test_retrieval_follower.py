@@ -9,7 +9,7 @@ import redis
 
 from freshrec.retrieval import ExactRetriever, IndexFollower
 from freshrec.table.redis import RedisEmbeddingStore
-from tests.unit.retrieval import follower_scenarios as sc
+from tests.scenarios import retrieval_follower as sc
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""Event sources and the replay client: MovieLens-100K, a synthetic stream, replay into ingest."""
+"""Event sources and the replay client: MovieLens-100K, synthetic events, HTTP replay to ingest."""
 
+from freshrec.data.event_file import read_event_file
+from freshrec.data.http_replay import events_url, replay
 from freshrec.data.movielens import (
     MovieLens,
     default_data_dir,
@@ -8,14 +10,7 @@ from freshrec.data.movielens import (
     movielens_events,
     read_movielens_zip,
 )
-from freshrec.data.replay import (
-    Rejection,
-    ReplayAborted,
-    ReplayReport,
-    events_url,
-    read_event_file,
-    replay,
-)
+from freshrec.data.replay_report import Rejection, ReplayAborted, ReplayReport
 from freshrec.data.synthetic import SyntheticConfig, SyntheticWorld, synthetic_events
 
 __all__ = [

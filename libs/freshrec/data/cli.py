@@ -12,8 +12,8 @@ from typing import IO, Annotated, Any
 import orjson
 import typer
 
+from freshrec.data import ReplayAborted, read_event_file, replay
 from freshrec.data.movielens import default_data_dir, load_movielens, movielens_events
-from freshrec.data.replay import ReplayAborted, read_event_file, replay
 from freshrec.data.synthetic import SyntheticConfig, synthetic_events
 from freshrec.errors import FreshrecError
 

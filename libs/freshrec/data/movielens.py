@@ -14,7 +14,6 @@ Layout inside the wheel (RecBole atomic files: tab separated, a typed header suc
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -30,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from freshrec.errors import DependencyUnavailable, InvalidInput
+from freshrec.files import sha256_file
 
 __all__ = [
     "RECBOLE_VERSION",
@@ -114,14 +114,6 @@ def default_data_dir() -> Path:
     return Path(xdg) / "freshrec" / "data"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _pip_download(dest: Path) -> None:
     cmd = [
         sys.executable,
@@ -177,7 +169,7 @@ def fetch_movielens_wheel(
     root.mkdir(parents=True, exist_ok=True)
     target = root / RECBOLE_WHEEL
     if target.is_file():
-        actual = _sha256(target)
+        actual = sha256_file(target)
         if actual == expected_sha256:
             return target
         logger.warning(
@@ -195,7 +187,7 @@ def fetch_movielens_wheel(
         if len(wheels) != 1:
             names = [p.name for p in tmp_dir.iterdir()]
             raise DependencyUnavailable(f"expected one wheel from the download, found {names}")
-        actual = _sha256(wheels[0])
+        actual = sha256_file(wheels[0])
         if actual != expected_sha256:
             wheels[0].unlink()
             raise InvalidInput(

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from freshrec.evaluation.cli import eval_command
     from freshrec.evaluation.config import DEFAULT_STALENESS, EvalConfig
-    from freshrec.evaluation.harness import EventSource, StoreKind, run_eval
+    from freshrec.evaluation.harness import EventSource, run_eval
     from freshrec.evaluation.metrics import MethodScores, expected_rank_metrics, log_loss
-    from freshrec.evaluation.replay import RunResult, ServingPlan, replay_run
+    from freshrec.evaluation.prequential import RunResult, ServingPlan, replay_run
+    from freshrec.evaluation.stores import StoreKind
     from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
 
 __all__ = [
@@ -47,14 +48,14 @@ _HOME = {
     "DEFAULT_STALENESS": "config",
     "EvalConfig": "config",
     "EventSource": "harness",
-    "StoreKind": "harness",
+    "StoreKind": "stores",
     "run_eval": "harness",
     "MethodScores": "metrics",
     "expected_rank_metrics": "metrics",
     "log_loss": "metrics",
-    "RunResult": "replay",
-    "ServingPlan": "replay",
-    "replay_run": "replay",
+    "RunResult": "prequential",
+    "ServingPlan": "prequential",
+    "replay_run": "prequential",
     "EvalStream": "stream",
     "Queries": "stream",
     "plan_batches": "stream",

@@ -58,7 +58,7 @@ def eval_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Prequential evaluation: online vs hashing, stale, frozen and popularity; sweeps."""
-    from freshrec.data.replay import read_event_file  # noqa: PLC0415 - heavy imports when used
+    from freshrec.data.event_file import read_event_file  # noqa: PLC0415 - heavy imports when used
     from freshrec.evaluation.harness import run_eval  # noqa: PLC0415
     from freshrec.evaluation.report import markdown_tables  # noqa: PLC0415
     from freshrec.settings import CommonSettings  # noqa: PLC0415

@@ -14,6 +14,9 @@ Runs (each a full replay through the product's `OnlineTrainer`):
 With `workers > 1` the sweep runs go to spawned worker processes while this process replays
 the main and hashing runs; every run is deterministic on its own, so the figures are the
 same. See `docs/evaluation.md`.
+
+This module runs the stages; `sweeps.py` lists and replays the sweep settings, `stores.py`
+opens each run's tables, `prequential.py` replays one run, `summary.py` describes it.
 """
 
 from __future__ import annotations
@@ -22,194 +25,49 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
-import platform
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import orjson
-import redis
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from freshrec.errors import ConfigError, StoreUnavailable
+from freshrec.errors import ConfigError
 from freshrec.evaluation.config import EvalConfig
 from freshrec.evaluation.metrics import summarise
-from freshrec.evaluation.replay import RunResult, ServingPlan, replay_run
+from freshrec.evaluation.prequential import RunResult, ServingPlan, replay_run
 from freshrec.evaluation.report import write_plots, write_summary_md
+from freshrec.evaluation.stores import RunStores, StoreKind
 from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
+from freshrec.evaluation.summary import collision_summary, iso_time, run_meta, table_rows
+from freshrec.evaluation.sweeps import (
+    SWEPT_TABLES,
+    SweepSetting,
+    SweepTask,
+    run_sweep,
+    seeded,
+    sweep_settings,
+)
 from freshrec.settings import default_table_config_path
-from freshrec.table import (
-    CollisionStats,
-    EmbeddingStore,
-    HashingTrickStore,
-    InMemoryBackend,
-    TableConfig,
-    TablesConfig,
-    load_tables,
-    open_store,
-)
-from freshrec.table.config import (
-    CountingAdmission,
-    ExpiryConfig,
-    NoAdmission,
-    NormalInit,
-    UniformInit,
-)
+from freshrec.table import HashingTrickStore, TablesConfig, load_tables
 from freshrec.training.trainer import TrainerConfig
 
 __all__ = ["EventSource", "StoreKind", "run_eval"]
 
 logger = logging.getLogger(__name__)
 
-StoreKind = Literal["memory", "redis"]
 EventSource = Iterable[Mapping[str, Any]]
 """Event dicts in the wire format of `POST /v1/events`, in event-time order."""
 
 REQUIRED_TABLES = ("user", "item", "context")
-SWEPT_TABLES = ("user", "item")
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-
-
-def _seeded(tables: TablesConfig, seed: int) -> TablesConfig:
-    """Shift every table's initializer seed by `seed`, so the run's seed moves all of them."""
-    out: list[TableConfig] = []
-    for table in tables.tables:
-        init = table.initializer
-        if isinstance(init, NormalInit | UniformInit):
-            init = init.model_copy(update={"seed": init.seed + seed})
-        out.append(table.model_copy(update={"initializer": init}))
-    return TablesConfig(tables=out)
-
-
-def _with(tables: TablesConfig, names: tuple[str, ...], **update: object) -> TablesConfig:
-    return TablesConfig(
-        tables=[t.model_copy(update=update) if t.name in names else t for t in tables.tables]
-    )
-
-
-@dataclass(frozen=True)
-class _Setting:
-    sweep: str
-    label: str
-    value: float | None
-    tables: TablesConfig
-
-
-def _sweep_settings(base: TablesConfig, config: EvalConfig) -> list[_Setting]:
-    settings: list[_Setting] = []
-    for m in config.admission_min_counts:
-        admission = NoAdmission() if m == 0 else CountingAdmission(min_count=m)
-        settings.append(
-            _Setting(
-                "admission",
-                f"min_count={m}",
-                float(m),
-                _with(base, SWEPT_TABLES, admission=admission),
-            )
-        )
-    for days in config.expiry_days:
-        expiry = None if days is None else ExpiryConfig(clock="event", expire_after_s=days * 86400)
-        label = "expiry=none" if days is None else f"expiry={days:g}d"
-        settings.append(_Setting("expiry", label, days, _with(base, SWEPT_TABLES, expiry=expiry)))
-    return settings
-
-
-class _Stores:
-    """Opens each run's tables on a fresh backend and removes them afterwards."""
-
-    def __init__(self, kind: StoreKind, redis_url: str | None, prefix: str | None = None) -> None:
-        self.kind = kind
-        self.redis_url = redis_url
-        self.client: redis.Redis | None = None
-        self.prefix = prefix or f"freshrec-eval-{uuid.uuid4().hex[:10]}"
-        if kind == "redis":
-            if not redis_url:
-                raise ConfigError("store='redis' needs a redis_url")
-            self.client = redis.Redis.from_url(redis_url, decode_responses=False)
-            try:
-                self.client.ping()
-            except redis.RedisError as exc:
-                raise StoreUnavailable(f"Redis at {redis_url} does not answer: {exc}") from exc
-        elif kind != "memory":
-            raise ConfigError(f"unknown store {kind!r}; use 'memory' or 'redis'")
-
-    @contextlib.contextmanager
-    def open(
-        self, run: str, tables: TablesConfig, buckets: Mapping[str, int] | None = None
-    ) -> Iterator[dict[str, EmbeddingStore]]:
-        namespace = f"{self.prefix}-{run}"
-        backend = InMemoryBackend() if self.client is None else None
-        stores = {
-            t.name: open_store(
-                t,
-                client=self.client,
-                namespace=namespace,
-                backend=backend,
-                hashing_buckets=(buckets or {}).get(t.name),
-            )
-            for t in tables.tables
-        }
-        try:
-            yield stores
-        finally:
-            if self.client is not None:
-                self._wipe(namespace)
-
-    def _wipe(self, namespace: str) -> None:
-        assert self.client is not None
-        try:
-            keys = list(self.client.scan_iter(match=f"{namespace}:*".encode(), count=10_000))
-            for start in range(0, len(keys), 10_000):
-                self.client.unlink(*keys[start : start + 10_000])
-        except redis.RedisError as exc:
-            logger.warning("could not remove evaluation keys %s:*: %s", namespace, exc)
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-
-
-@dataclass(frozen=True)
-class _SweepTask:
-    """One sweep replay, shipped to a worker process."""
-
-    label: str
-    tables: TablesConfig
-    stream: EvalStream
-    trainer_config: TrainerConfig
-    batches: list[tuple[int, int]]
-    plan: ServingPlan
-    store: StoreKind
-    redis_url: str | None
-    prefix: str
-
-
-def _run_sweep(task: _SweepTask, on_batch: Callable[[int], None] | None = None) -> RunResult:
-    """Replay one sweep setting (in a worker process, or inline)."""
-    # Worker processes start with torch's default thread count; the figures must not depend
-    # on where a run happened.
-    torch.set_num_threads(1)
-    stores = _Stores(task.store, task.redis_url, task.prefix)
-    try:
-        with stores.open(task.label.replace("=", "-"), task.tables) as tables:
-            return replay_run(
-                task.stream,
-                tables,
-                trainer_config=task.trainer_config,
-                batches=task.batches,
-                plan=task.plan,
-                on_batch=on_batch,
-            )
-    finally:
-        stores.close()
 
 
 def _load_movielens_events(user_context: bool) -> tuple[str, EventSource]:
@@ -217,93 +75,6 @@ def _load_movielens_events(user_context: bool) -> tuple[str, EventSource]:
 
     ml = load_movielens()
     return "MovieLens-100K (recbole 1.2.1 wheel)", movielens_events(ml, user_context=user_context)
-
-
-def _collisions(stats: Mapping[str, CollisionStats]) -> dict[str, Any]:
-    seen = sum(s.ids_seen for s in stats.values())
-    colliding = sum(s.colliding_ids for s in stats.values())
-    return {
-        "collision_rate": colliding / seen if seen else 0.0,
-        "collisions": {
-            name: {
-                "buckets": s.buckets,
-                "ids_seen": s.ids_seen,
-                "buckets_used": s.buckets_used,
-                "colliding_ids": s.colliding_ids,
-                "collision_rate": s.collision_rate,
-            }
-            for name, s in stats.items()
-        },
-    }
-
-
-def _table_rows(result: RunResult) -> dict[str, Any]:
-    swept = sum(result.rows[name] for name in SWEPT_TABLES)
-    return {
-        "rows": swept,
-        "rows_max": max([swept, *result.rows_per_window]),
-        "rows_by_table": dict(result.rows),
-        "rows_per_window": list(result.rows_per_window),
-    }
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _meta(
-    *,
-    data: str,
-    stream: EvalStream,
-    config: EvalConfig,
-    tables: TablesConfig,
-    batches: list[tuple[int, int]],
-    sweep_batches: list[tuple[int, int]],
-    frozen_at: float,
-    seed: int,
-    store: StoreKind,
-) -> dict[str, Any]:
-    times = stream.event_time
-    edges = stream.window_edges
-    return {
-        "data": data,
-        "events": stream.n_events,
-        "examples": stream.n_examples,
-        "positives": int(stream.ex_label.sum()),
-        "queries": len(stream.queries),
-        "users": int(stream.universe["user"].shape[0]),
-        "items": int(stream.catalog.shape[0]),
-        "first_event": _iso(float(times[0])),
-        "last_event": _iso(float(times[-1])),
-        "windows": [
-            {
-                "events": [int(edges[w]), int(edges[w + 1])],
-                "until": _iso(float(times[max(int(edges[w + 1]) - 1, 0)])),
-            }
-            for w in range(edges.shape[0] - 1)
-        ],
-        "seed": seed,
-        "store": store,
-        "batch_size": config.batch_size,
-        "max_batch_span_s": config.max_batch_span_s,
-        "batches": len(batches),
-        "sweep_max_batch_span_s": config.sweep_max_batch_span_s,
-        "sweep_batches": len(sweep_batches),
-        "k": config.k,
-        "rank_sample": config.rank_sample,
-        "frozen_at": _iso(frozen_at),
-        "staleness_s": dict(config.staleness),
-        "hashing_memory_ratio": config.hashing_memory_ratio,
-        "popularity_prior": config.popularity_prior,
-        "user_context": config.user_context,
-        "dense_lr": config.trainer.dense_lr,
-        "tables": tables.model_dump(mode="json"),
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        },
-    }
 
 
 class _Progress:
@@ -384,7 +155,7 @@ def run_eval(
     config = config or EvalConfig()
     if batch_size is not None:
         config = replace(config, batch_size=batch_size)
-    base = _seeded(tables or load_tables(default_table_config_path()), seed)
+    base = seeded(tables or load_tables(default_table_config_path()), seed)
     missing = set(REQUIRED_TABLES) - {t.name for t in base.tables}
     if missing:
         raise ConfigError(f"the evaluation needs tables {sorted(missing)}")
@@ -407,7 +178,7 @@ def run_eval(
     threads = torch.get_num_threads()
     # One thread: identical float reductions on every run, and no oversubscribed cores.
     torch.set_num_threads(1)
-    stores = _Stores(store, redis_url)
+    stores = RunStores(store, redis_url)
     try:
         stream = prepare_stream(
             source,
@@ -428,9 +199,9 @@ def run_eval(
             config.sweep_max_batch_span_s,
             cuts=[frozen_at],
         )
-        settings = _sweep_settings(base, config)
+        settings = sweep_settings(base, config)
         share_base = sweep_batches == batches
-        distinct: dict[str, _Setting] = {}
+        distinct: dict[str, SweepSetting] = {}
         for s in settings:
             if share_base and s.tables == base:
                 continue
@@ -457,7 +228,7 @@ def run_eval(
         torch.set_num_threads(threads)
         stores.close()
     summary: dict[str, Any] = {
-        "meta": _meta(
+        "meta": run_meta(
             data=data,
             stream=stream,
             config=config,
@@ -492,10 +263,10 @@ class _Run:
     batches: list[tuple[int, int]]
     sweep_batches: list[tuple[int, int]]
     frozen_at: float
-    stores: _Stores
+    stores: RunStores
     bar: _Progress
-    settings: list[_Setting]
-    distinct: Mapping[str, _Setting]
+    settings: list[SweepSetting]
+    distinct: Mapping[str, SweepSetting]
 
 
 def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
@@ -526,7 +297,7 @@ def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
         ),
     )
     tasks = [
-        _SweepTask(
+        SweepTask(
             label=label,
             tables=setting.tables,
             stream=light,
@@ -554,7 +325,7 @@ def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
                 )
             )
             for task in tasks:
-                futures[task.label] = pool.submit(_run_sweep, task)
+                futures[task.label] = pool.submit(run_sweep, task)
                 futures[task.label].add_done_callback(lambda _: bar.advance(stream.n_events))
         return _collect(run, tasks=tasks, futures=futures, summary_of=summary_of)
 
@@ -562,7 +333,7 @@ def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
 def _collect(
     run: _Run,
     *,
-    tasks: list[_SweepTask],
+    tasks: list[SweepTask],
     futures: Mapping[str, Future[RunResult]],
     summary_of: Callable[[RunResult, str, bool], dict[str, Any]],
 ) -> dict[str, Any]:
@@ -595,7 +366,7 @@ def _collect(
     methods: dict[str, dict[str, Any]] = {}
     methods["online"] = {
         **summary_of(main, "online", True),
-        **_table_rows(main),
+        **table_rows(main),
     }
 
     buckets = {
@@ -623,11 +394,11 @@ def _collect(
     timing["hashing"] = round(hashing.seconds, 3)
     methods["hashing"] = {
         **summary_of(hashing, "hashing", True),
-        **_table_rows(hashing),
+        **table_rows(hashing),
         "buckets": buckets,
-        **_collisions(stats),
+        **collision_summary(stats),
     }
-    methods["frozen"] = {**summary_of(main, "frozen", True), "frozen_at": _iso(frozen_at)}
+    methods["frozen"] = {**summary_of(main, "frozen", True), "frozen_at": iso_time(frozen_at)}
     for name, interval in config.staleness:
         methods[name] = {**summary_of(main, name, True), "sync_interval_s": interval}
     methods["popularity"] = summary_of(main, "popularity", True)
@@ -638,7 +409,7 @@ def _collect(
             bar.run("sweeps (worker processes)")
             runs[task.label] = futures[task.label].result()
         else:
-            runs[task.label] = _run_sweep(task, bar.run(task.label))
+            runs[task.label] = run_sweep(task, bar.run(task.label))
         timing[task.label] = round(runs[task.label].seconds, 3)
 
     sweeps: dict[str, list[dict[str, Any]]] = {"admission": [], "expiry": []}
@@ -660,7 +431,7 @@ def _collect(
             {
                 "auc": metrics["auc"],
                 "logloss": metrics["logloss"],
-                **_table_rows(result),
+                **table_rows(result),
                 "windows": metrics["windows"],
                 "shared_with": shared,
             }

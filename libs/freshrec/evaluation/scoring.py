@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 
 from freshrec.evaluation.metrics import expected_rank_metrics
+from freshrec.models.features import mean_pool
 from freshrec.models.model import RankingModel
 from freshrec.table.base import EmbeddingStore, FloatArray, IdArray
 
@@ -182,14 +183,9 @@ def context_means(
     Returns:
         `(n, context_dim)` float32; zeros for examples without context.
     """
-    context = torch.zeros((n, context_dim))
-    if ctx_ids.shape[0]:
-        unique, inverse = np.unique(ctx_ids, return_inverse=True)
-        gathered = torch.from_numpy(rows.vectors("context", unique))[torch.from_numpy(inverse)]
-        counts = np.bincount(ctx_rows, minlength=n).astype(np.float32)
-        context = context.index_add(0, torch.from_numpy(ctx_rows), gathered)
-        context = context / torch.from_numpy(np.maximum(counts, 1.0)).unsqueeze(1)
-    return context
+    if ctx_ids.shape[0] == 0:
+        return torch.zeros((n, context_dim))
+    return mean_pool(_gather(rows, "context", ctx_ids), ctx_rows, n, context_dim)
 
 
 def _gather(rows: RowSource, table: str, ids: IdArray) -> torch.Tensor:

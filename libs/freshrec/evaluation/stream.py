@@ -23,8 +23,8 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from freshrec.errors import InvalidInput
+from freshrec.models.features import context_row_ids, entity_row_ids
 from freshrec.stream.events import Event, encode_event
-from freshrec.table.ids import context_ids, hash_features
 from freshrec.training.examples import ExampleBuilder, ExampleConfig
 from freshrec.training.trainer import Message
 
@@ -192,7 +192,7 @@ def prepare_stream(
     ex_items: list[str] = []
     ex_labels: list[float] = []
     ex_times: list[float] = []
-    ex_ctx: list[list[int]] = []
+    ex_contexts: list[Mapping[str, str | int | float]] = []
     q_example: list[int] = []
     q_available: list[int] = []
     q_target: list[int] = []
@@ -213,7 +213,7 @@ def prepare_stream(
             ex_items.append(example.item_id)
             ex_labels.append(example.label)
             ex_times.append(example.event_time)
-            ex_ctx.append(context_ids(example.context))
+            ex_contexts.append(example.context)
             target = catalog_index.get(example.item_id, -1)
             if (
                 example.label > 0.5
@@ -232,16 +232,15 @@ def prepare_stream(
             history.setdefault(user, []).append(slot)
 
     ex_item_index = np.array([catalog_index.get(i, -1) for i in ex_items], dtype=np.int64)
-    ctx_ids = np.array([c for ids in ex_ctx for c in ids], dtype=np.uint64)
-    ctx_example = np.repeat(np.arange(len(ex_ctx), dtype=np.int64), [len(c) for c in ex_ctx])
+    ctx_ids, ctx_example = context_row_ids(ex_contexts)
     ex_event_arr = np.array(ex_event, dtype=np.int64)
     ex_window = np.searchsorted(window_edges, ex_event_arr, side="right") - 1
-    ex_user = hash_features("user", ex_users)
-    ex_item = hash_features("item", ex_items)
-    catalog = hash_features("item", catalog_names)
+    ex_user = entity_row_ids("user", ex_users)
+    ex_item = entity_row_ids("item", ex_items)
+    catalog = entity_row_ids("item", catalog_names)
     universe = {
         "user": np.unique(
-            np.concatenate([ex_user, hash_features("user", [str(e.user_id) for e in parsed])])
+            np.concatenate([ex_user, entity_row_ids("user", [str(e.user_id) for e in parsed])])
         ),
         "item": np.unique(np.concatenate([ex_item, catalog])),
         "context": np.unique(ctx_ids),

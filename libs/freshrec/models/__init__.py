@@ -1,5 +1,6 @@
-"""The dense model and its no-pickle serialisation."""
+"""The dense model, its inputs from raw features, and its no-pickle serialisation."""
 
+from freshrec.models.features import EntityTable, context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.model import ModelConfig, RankingModel
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
@@ -10,12 +11,16 @@ from freshrec.models.published import (
 from freshrec.models.serialization import decode_tensors, encode_tensors
 
 __all__ = [
+    "EntityTable",
     "ITEM_NAMES_KEY",
     "PUBLISHED_MODEL_KEY",
     "PUBLISHED_VERSION_KEY",
     "ModelConfig",
     "RankingModel",
+    "context_row_ids",
+    "entity_row_ids",
     "decode_tensors",
     "encode_tensors",
     "load_published_dense",
+    "mean_pool",
 ]

@@ -21,12 +21,12 @@ import torch
 from prometheus_client import Counter
 
 from freshrec.metrics import LATENCY_BUCKETS_S, BatchHistogram
+from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking.models import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.retrieval.base import Retriever
 from freshrec.table.base import EmbeddingStore, IdArray, Rows
-from freshrec.table.ids import context_ids, hash_features
 
 __all__ = ["Query", "Recommendation", "Recommender", "ScoredItem"]
 
@@ -213,14 +213,14 @@ class Recommender:
         if n == 0:
             return []
         with _stage("user_row", n):
-            user_keys = hash_features("user", [q.user_id for q in queries])
+            user_keys = entity_row_ids("user", [q.user_id for q in queries])
             users, user_pos = _read_unique(self.users, user_keys)
             contexts = self._context_vectors(queries)
         known = user_pos >= 0
         user_vecs = np.zeros((n, self.items.config.dim), dtype=np.float32)
         user_vecs[known] = users.vectors[user_pos[known]]
         excludes = [
-            hash_features("item", [str(i) for i in q.exclude_item_ids])
+            entity_row_ids("item", [str(i) for i in q.exclude_item_ids])
             if q.exclude_item_ids
             else _NO_IDS
             for q in queries
@@ -306,17 +306,13 @@ class Recommender:
     def _context_vectors(self, queries: Sequence[Query]) -> np.ndarray:
         """`(Q, C)` the mean context row of each query (zeros without context), from one
         lookup for the whole batch."""
-        out = np.zeros((len(queries), self.contexts.config.dim), dtype=np.float32)
-        with_context = [(i, context_ids(q.context)) for i, q in enumerate(queries) if q.context]
-        if not with_context:
-            return out
-        keys = np.array([key for _, keys in with_context for key in keys], dtype=np.uint64)
-        vectors = self.contexts.lookup(keys).vectors
-        start = 0
-        for i, query_keys in with_context:
-            out[i] = vectors[start : start + len(query_keys)].mean(axis=0)
-            start += len(query_keys)
-        return out
+        dim = self.contexts.config.dim
+        keys, positions = context_row_ids([q.context or {} for q in queries])
+        if keys.shape[0] == 0:
+            return np.zeros((len(queries), dim), dtype=np.float32)
+        # a copy: torch wants a writable array, the store may hand out read-only views
+        vectors = torch.from_numpy(np.array(self.contexts.lookup(keys).vectors, dtype=np.float32))
+        return mean_pool(vectors, positions, len(queries), dim).numpy()
 
     def _score(self, users: np.ndarray, items: np.ndarray, contexts: np.ndarray) -> np.ndarray:
         """`(Q, N)` probabilities (inner products before the first model) of `(Q, N, D)`

@@ -11,6 +11,9 @@ Example (as it would appear in a service's settings, JSON or YAML)::
 - `hnsw`: FAISS HNSW-flat, approximate; removals are tombstones filtered at search time,
   compacted by a background rebuild once `max_dead_fraction` of the graph is dead.
 
+`freshrec.retrieval.factory.build_retriever` turns a config into a retriever; this module
+imports no index implementation, so reading a config does not load FAISS.
+
 See `docs/retrieval.md` for the trade-offs and measured figures.
 """
 
@@ -18,9 +21,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from freshrec.retrieval.base import Retriever
+from freshrec.config import StrictModel
 
 __all__ = [
     "ExactConfig",
@@ -29,27 +32,22 @@ __all__ = [
     "HnswConfig",
     "IvfConfig",
     "RetrieverConfig",
-    "build_retriever",
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExactConfig(_Strict):
+class ExactConfig(StrictModel):
     """Numpy brute force."""
 
     type: Literal["exact"] = "exact"
 
 
-class FlatConfig(_Strict):
+class FlatConfig(StrictModel):
     """FAISS exact inner-product index."""
 
     type: Literal["flat"] = "flat"
 
 
-class IvfConfig(_Strict):
+class IvfConfig(StrictModel):
     """FAISS IVF-flat: items bucketed by nearest centroid; a query scans `nprobe` buckets."""
 
     type: Literal["ivf"] = "ivf"
@@ -77,7 +75,7 @@ class IvfConfig(_Strict):
     )
 
 
-class HnswConfig(_Strict):
+class HnswConfig(StrictModel):
     """FAISS HNSW-flat graph index; removals are tombstones until the next rebuild."""
 
     type: Literal["hnsw"] = "hnsw"
@@ -97,23 +95,3 @@ FaissIndexConfig = Annotated[FlatConfig | IvfConfig | HnswConfig, Field(discrimi
 RetrieverConfig = Annotated[
     ExactConfig | FlatConfig | IvfConfig | HnswConfig, Field(discriminator="type")
 ]
-
-
-def build_retriever(
-    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int, name: str = "item"
-) -> Retriever:
-    """The retriever `config` describes, empty, for `dim`-dimensional vectors.
-
-    Args:
-        config: which implementation and structure.
-        dim: vector dimension `D`.
-        name: the index's name in logs and metric labels (use the item table's name, as
-            `IndexFollower` does).
-    """
-    # Imported here: reading a config should not load FAISS, and faiss.py imports this module.
-    from freshrec.retrieval.exact import ExactRetriever  # noqa: PLC0415
-    from freshrec.retrieval.faiss import FaissRetriever  # noqa: PLC0415
-
-    if isinstance(config, ExactConfig):
-        return ExactRetriever(dim)
-    return FaissRetriever(dim, config, name=name)

@@ -29,27 +29,21 @@ cannot tell "our entry was trimmed, nothing after it" from "entries after ours w
 unless the two ids are adjacent, and rebuilds in both cases: an unneeded rebuild at worst,
 never a missed change.
 
-Snapshots (a directory): `manifest.json` names the index file, its sha256 and size, the feed
-cursor the index reflects, the table, the dimension and the retriever kind. The index is
-written to a temporary file and renamed; the manifest is written the same way afterwards, so
-its rename is the commit point and a crash leaves the previous snapshot intact.
+Snapshots: `snapshot()` and `bootstrap()` write and read them through
+`freshrec.retrieval.snapshot` (format and atomicity described there).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from freshrec.errors import FreshrecError, SnapshotError
 from freshrec.retrieval.base import RESERVED_ID, Retriever
@@ -64,34 +58,15 @@ from freshrec.retrieval.metrics import (
     INDEX_VERSION,
 )
 from freshrec.retrieval.mirror import RowMirror
+from freshrec.retrieval.snapshot import MANIFEST, SnapshotManifest, load_snapshot, write_snapshot
 from freshrec.table.base import ChangeOp, EmbeddingStore, FloatArray, IdArray, Rows
 
-__all__ = ["IndexFollower", "SnapshotManifest"]
+__all__ = ["IndexFollower"]
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-_INDEX_FILE = re.compile(r"^index-[0-9a-f]{32}\.bin$")
 _CURSOR_PART = re.compile(r"^\d+$")
 _MAX_BACKOFF_S = 5.0
-
-
-class SnapshotManifest(BaseModel):
-    """What `manifest.json` of a snapshot directory says (format 1)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: Literal[1] = 1
-    table: str
-    dim: int = Field(ge=1)
-    retriever: str = Field(description="Retriever kind, e.g. 'faiss-ivf' or 'exact'.")
-    cursor: str = Field(description="Feed cursor of the last change the index reflects.")
-    items: int = Field(ge=0)
-    version: int = Field(ge=0)
-    index_file: str = Field(pattern=_INDEX_FILE.pattern)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    bytes: int = Field(ge=0)
-    created_at: float = Field(description="Unix seconds.")
 
 
 def _cursor_key(cursor: str) -> tuple[int, ...] | None:
@@ -108,22 +83,6 @@ def _cursor_time(cursor: str) -> float | None:
     if key is None or len(key) != 2:
         return None
     return key[0] / 1000.0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IndexFollower:
@@ -488,89 +447,25 @@ class IndexFollower:
         if directory is None:
             raise SnapshotError("this index follower has no snapshot path")
         with self._snapshot_lock:
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                token = uuid.uuid4().hex
-                tmp = directory / f".index-{token}.tmp"
-                with self._apply_lock:
-                    cursor = self._cursor
-                    version = self._retriever.version
-                    items = len(self._retriever)
-                    self._retriever.save(tmp)
-                with tmp.open("rb+") as fh:
-                    os.fsync(fh.fileno())
-                final = directory / f"index-{token}.bin"
-                os.replace(tmp, final)
-                manifest = SnapshotManifest(
-                    table=self._store.config.name,
-                    dim=self._retriever.dim,
-                    retriever=self._retriever.kind,
-                    cursor=cursor,
-                    items=items,
-                    version=version,
-                    index_file=final.name,
-                    sha256=_sha256(final),
-                    bytes=final.stat().st_size,
-                    created_at=time.time(),
-                )
-                manifest_tmp = directory / f".manifest-{token}.tmp"
-                with manifest_tmp.open("w") as fh:
-                    fh.write(manifest.model_dump_json(indent=2))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(manifest_tmp, directory / MANIFEST)
-                _fsync_dir(directory)
-            except OSError as exc:
-                raise SnapshotError(f"cannot write index snapshot to {directory}: {exc}") from exc
-            self._remove_stale(directory, keep=final.name)
-            self._snapshot_version = version
+            manifest = write_snapshot(
+                directory,
+                self._store.config.name,
+                self._retriever,
+                self._apply_lock,
+                lambda: self._cursor,
+            )
+            self._snapshot_version = manifest.version
         logger.info(
             "index %s: snapshot of %d items at cursor %s written to %s",
             self._name,
-            items,
-            cursor,
-            final,
+            manifest.items,
+            manifest.cursor,
+            directory / manifest.index_file,
         )
         return manifest
 
-    def _remove_stale(self, directory: Path, keep: str) -> None:
-        for path in directory.iterdir():
-            stale = (_INDEX_FILE.match(path.name) and path.name != keep) or (
-                path.name.startswith((".index-", ".manifest-")) and path.name.endswith(".tmp")
-            )
-            if stale:
-                try:
-                    path.unlink()
-                except OSError as exc:
-                    logger.warning("index %s: cannot remove %s: %s", self._name, path, exc)
-
     def _load_snapshot(self, directory: Path) -> None:
-        try:
-            manifest = SnapshotManifest.model_validate_json((directory / MANIFEST).read_bytes())
-        except (OSError, ValidationError) as exc:
-            raise SnapshotError(f"unreadable manifest: {exc}") from exc
-        config = self._store.config
-        expected = {
-            "table": config.name,
-            "dim": self._retriever.dim,
-            "retriever": self._retriever.kind,
-        }
-        for field, want in expected.items():
-            got = getattr(manifest, field)
-            if got != want:
-                raise SnapshotError(f"snapshot {field} is {got!r}, expected {want!r}")
-        index_path = directory / manifest.index_file
-        try:
-            size = index_path.stat().st_size
-        except OSError as exc:
-            raise SnapshotError(f"index file missing: {exc}") from exc
-        if size != manifest.bytes or _sha256(index_path) != manifest.sha256:
-            raise SnapshotError(f"{index_path} does not match its manifest (size or sha256)")
-        self._retriever.load(index_path)
-        if len(self._retriever) != manifest.items:
-            raise SnapshotError(
-                f"{index_path} holds {len(self._retriever)} items, manifest says {manifest.items}"
-            )
+        manifest = load_snapshot(directory, self._store.config.name, self._retriever)
         if self._mirror is not None:  # the snapshot holds vectors only: rows come from the table
             held = self._retriever.ids()
             parts = [

@@ -25,16 +25,16 @@ import numpy.typing as npt
 
 from freshrec.table.base import FloatArray
 
-__all__ = ["top_inner_products"]
+__all__ = ["MAX_SCORES", "SAMPLE_PER_RESULT", "rank_whole_rows", "top_inner_products"]
 
 Positions = npt.NDArray[np.int64]
 
 # Largest `(queries, items)` score matrix computed at once (float32 entries): 64 MiB.
-_MAX_SCORES = 16 * 1024 * 1024
+MAX_SCORES = 16 * 1024 * 1024
 # Prune only when the catalog is this many times `k`; below that, ranking all is as cheap.
 _MIN_PRUNE_RATIO = 16
 # Sample about this many scores per wanted result, pass about 1.5x the wanted count.
-_SAMPLE_PER_RESULT = 8
+SAMPLE_PER_RESULT = 8
 _PASS_MARGIN = 1.5
 
 
@@ -62,7 +62,7 @@ def top_inner_products(
     keys = np.arange(n, dtype=np.uint64) if tie_keys is None else tie_keys
     positions = np.empty((queries.shape[0], k), dtype=np.int64)
     scores = np.empty((queries.shape[0], k), dtype=np.float32)
-    chunk = max(1, _MAX_SCORES // n)
+    chunk = max(1, MAX_SCORES // n)
     for start in range(0, queries.shape[0], chunk):
         block = queries[start : start + chunk] @ vectors.T  # (q, N)
         stop = start + block.shape[0]
@@ -75,8 +75,8 @@ def _top(block: FloatArray, k: int, keys: npt.NDArray[np.uint64]) -> tuple[Posit
     positions and values."""
     n_rows, n = block.shape
     if n < _MIN_PRUNE_RATIO * k:
-        return _rank_whole_rows(block, np.arange(n_rows), k, keys)
-    stride = max(1, n // (_SAMPLE_PER_RESULT * k))
+        return rank_whole_rows(block, np.arange(n_rows), k, keys)
+    stride = max(1, n // (SAMPLE_PER_RESULT * k))
     sample = block[:, ::stride]
     rank = min(sample.shape[1], math.ceil(_PASS_MARGIN * k / stride) + 8)
     thresholds = np.partition(sample, sample.shape[1] - rank, axis=1)[:, -rank]
@@ -87,7 +87,7 @@ def _top(block: FloatArray, k: int, keys: npt.NDArray[np.uint64]) -> tuple[Posit
     values = np.empty((n_rows, k), dtype=block.dtype)
     if short.any():
         misled = np.flatnonzero(short)
-        positions[misled], values[misled] = _rank_whole_rows(block, misled, k, keys)
+        positions[misled], values[misled] = rank_whole_rows(block, misled, k, keys)
         kept = ~short[rows]
         passed, rows = passed[kept], rows[kept]
     pruned = np.flatnonzero(~short)
@@ -105,12 +105,24 @@ def _top(block: FloatArray, k: int, keys: npt.NDArray[np.uint64]) -> tuple[Posit
     return positions, values
 
 
-def _rank_whole_rows(
+def rank_whole_rows(
     block: FloatArray, rows: Positions, k: int, keys: npt.NDArray[np.uint64]
 ) -> tuple[Positions, FloatArray]:
-    """The `k` best of each of `rows` of `block`, over all its scores: for small catalogs, and
-    for rows whose sample misled (fewer than k passed its threshold), ranked apart from the
-    pruned rows so that one such row does not widen every row's matrix to the whole catalog."""
+    """The `k` best of each of `rows` of `block`, over all its scores.
+
+    Used for small catalogs, and for rows whose sample misled (fewer than k passed its
+    threshold), ranked apart from the pruned rows so that one such row does not widen every
+    row's matrix to the whole catalog.
+
+    Args:
+        block: `(Q, N)` scores.
+        rows: `(R,)` rows of `block` to rank.
+        k: results per row, `k <= N`.
+        keys: `(N,)` tie keys, the smaller first among equal scores.
+
+    Returns:
+        `(R, k)` column positions and their scores, best first.
+    """
     n = block.shape[1]
     return _rank(block[rows], np.broadcast_to(np.arange(n), (rows.shape[0], n)), k, keys)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from freshrec.config import StrictModel
 from freshrec.errors import ConfigError
 
 __all__ = [
@@ -39,21 +40,17 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ZerosInit(_Strict):
+class ZerosInit(StrictModel):
     type: Literal["zeros"] = "zeros"
 
 
-class UniformInit(_Strict):
+class UniformInit(StrictModel):
     type: Literal["uniform"] = "uniform"
     scale: float = Field(0.01, gt=0, description="Values drawn from U(-scale, scale).")
     seed: int = Field(0, ge=0, description="With the id, fixes each row's initial vector.")
 
 
-class NormalInit(_Strict):
+class NormalInit(StrictModel):
     type: Literal["normal"] = "normal"
     std: float = Field(0.01, gt=0, description="Values drawn from N(0, std²).")
     seed: int = Field(0, ge=0, description="With the id, fixes each row's initial vector.")
@@ -62,19 +59,19 @@ class NormalInit(_Strict):
 InitializerConfig = Annotated[ZerosInit | UniformInit | NormalInit, Field(discriminator="type")]
 
 
-class SgdConfig(_Strict):
+class SgdConfig(StrictModel):
     type: Literal["sgd"] = "sgd"
     lr: float = Field(0.01, gt=0)
 
 
-class AdagradConfig(_Strict):
+class AdagradConfig(StrictModel):
     type: Literal["adagrad"] = "adagrad"
     lr: float = Field(0.01, gt=0)
     initial_accumulator: float = Field(0.0, ge=0)
     eps: float = Field(1e-10, gt=0)
 
 
-class AdamConfig(_Strict):
+class AdamConfig(StrictModel):
     """Per-row Adam with a per-row step count, as `torch.optim.SparseAdam`."""
 
     type: Literal["adam"] = "adam"
@@ -84,7 +81,7 @@ class AdamConfig(_Strict):
     eps: float = Field(1e-8, gt=0)
 
 
-class FtrlConfig(_Strict):
+class FtrlConfig(StrictModel):
     """FTRL-Proximal (McMahan et al. 2013), per coordinate."""
 
     type: Literal["ftrl"] = "ftrl"
@@ -99,7 +96,7 @@ OptimizerConfig = Annotated[
 ]
 
 
-class ExpiryConfig(_Strict):
+class ExpiryConfig(StrictModel):
     clock: Literal["event", "wall"] = Field(
         "event",
         description="event: rows idle for expire_after_s of data time are removed by expire(); "
@@ -116,16 +113,16 @@ class ExpiryConfig(_Strict):
     )
 
 
-class NoAdmission(_Strict):
+class NoAdmission(StrictModel):
     type: Literal["none"] = "none"
 
 
-class CountingAdmission(_Strict):
+class CountingAdmission(StrictModel):
     type: Literal["counting"] = "counting"
     min_count: int = Field(ge=1, description="A row is created on the min_count-th occurrence.")
 
 
-class ProbabilisticAdmission(_Strict):
+class ProbabilisticAdmission(StrictModel):
     type: Literal["probabilistic"] = "probabilistic"
     probability: float = Field(gt=0, le=1, description="Each occurrence admits with this p.")
     seed: int = Field(0, ge=0)
@@ -136,7 +133,7 @@ AdmissionConfig = Annotated[
 ]
 
 
-class TableConfig(_Strict):
+class TableConfig(StrictModel):
     """One embedding table."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
@@ -147,7 +144,7 @@ class TableConfig(_Strict):
     admission: AdmissionConfig = Field(default_factory=NoAdmission)
 
 
-class TablesConfig(_Strict):
+class TablesConfig(StrictModel):
     """Every table of a deployment."""
 
     tables: list[TableConfig] = Field(min_length=1)

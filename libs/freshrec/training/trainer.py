@@ -32,6 +32,7 @@ import torch
 from prometheus_client import Counter, Gauge, Histogram
 
 from freshrec.metrics import BatchHistogram
+from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.model import ModelConfig, RankingModel
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
@@ -41,7 +42,6 @@ from freshrec.models.published import (
 from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
-from freshrec.table.ids import context_ids, hash_features
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
@@ -317,22 +317,15 @@ class OnlineTrainer:
         return BatchReport(len(messages), len(examples), dead, loss, written, freshness)
 
     def _step(self, examples: list[Example], txn: Transaction) -> tuple[float, int]:
-        users = hash_features("user", [e.user_id for e in examples])
-        items = hash_features("item", [e.item_id for e in examples])
-        per_example = [context_ids(e.context) for e in examples]
-        ctx_ids = np.array([i for ids in per_example for i in ids], dtype=np.uint64)
-        ctx_rows = np.repeat(np.arange(len(examples)), [len(ids) for ids in per_example])
+        users = entity_row_ids("user", [e.user_id for e in examples])
+        items = entity_row_ids("item", [e.item_id for e in examples])
+        ctx_ids, ctx_rows = context_row_ids([e.context for e in examples])
 
         u = _Leaf.pull(self.tables["user"], users)
         i = _Leaf.pull(self.tables["item"], items)
         c = _Leaf.pull(self.tables["context"], ctx_ids)
 
-        context = torch.zeros((len(examples), self.config.model.context_dim))
-        if ctx_ids.shape[0]:
-            counts = np.bincount(ctx_rows, minlength=len(examples)).astype(np.float32)
-            index = torch.from_numpy(ctx_rows)
-            context = context.index_add(0, index, c.gathered())
-            context = context / torch.from_numpy(np.maximum(counts, 1.0)).unsqueeze(1)
+        context = mean_pool(c.gathered(), ctx_rows, len(examples), self.config.model.context_dim)
 
         labels = torch.tensor([e.label for e in examples], dtype=torch.float32)
         ranking, retrieval = self.model(u.gathered(), i.gathered(), context)

@@ -14,8 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
+from freshrec.data import read_event_file
 from freshrec.data.cli import data_app
-from freshrec.data.replay import read_event_file
 from tests.waiting import wait_until
 
 runner = CliRunner()

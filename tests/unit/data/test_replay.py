@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from freshrec.api import api_key_guard
-from freshrec.data.replay import ReplayAborted, events_url, read_event_file, replay
+from freshrec.data import ReplayAborted, events_url, read_event_file, replay
 from freshrec.errors import (
     DependencyUnavailable,
     FreshrecError,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import uvicorn
 
-from freshrec.data.replay import replay
+from freshrec.data import replay
 from freshrec.data.synthetic import SyntheticConfig, synthetic_events
 from freshrec.stream import InMemoryEventSink
 from services.ingest.app import create_app

@@ -33,6 +33,19 @@ METHODS = {
 EVENTS = synthetic_ratings(900)
 
 
+def _main_run_only(windows: int, rank_sample: float, **fields: Any) -> EvalConfig:
+    """A config without staleness copies or sweeps: only the main methods run."""
+    return EvalConfig(
+        max_batch_span_s=None,
+        windows=windows,
+        rank_sample=rank_sample,
+        staleness=(),
+        admission_min_counts=(),
+        expiry_days=(),
+        **fields,
+    )
+
+
 def _without_timing(summary: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in summary.items() if key != "timing"}
 
@@ -83,14 +96,7 @@ def test_another_seed_gives_other_numbers(
         batch_size=32,
         progress=False,
         events=EVENTS,
-        config=EvalConfig(
-            max_batch_span_s=None,
-            windows=4,
-            rank_sample=0.5,
-            staleness=(),
-            admission_min_counts=(),
-            expiry_days=(),
-        ),
+        config=_main_run_only(windows=4, rank_sample=0.5),
     )
     assert other["methods"]["online"]["auc"] != summary_a["methods"]["online"]["auc"]
 
@@ -144,15 +150,7 @@ def test_hashing_collides_when_buckets_are_fewer_than_ids(tmp_path: Path) -> Non
         batch_size=32,
         progress=False,
         events=EVENTS,
-        config=EvalConfig(
-            max_batch_span_s=None,
-            windows=2,
-            rank_sample=0.2,
-            hashing_memory_ratio=0.5,
-            staleness=(),
-            admission_min_counts=(),
-            expiry_days=(),
-        ),
+        config=_main_run_only(windows=2, rank_sample=0.2, hashing_memory_ratio=0.5),
     )
     hashing = summary["methods"]["hashing"]
     for table in ("user", "item"):

@@ -15,7 +15,7 @@ from freshrec.errors import SnapshotError, StoreUnavailable
 from freshrec.retrieval import ExactRetriever, FaissRetriever, FlatConfig, IndexFollower
 from freshrec.table.base import ChangeOp, IdArray, LookupResult
 from freshrec.table.memory import InMemoryEmbeddingStore
-from tests.unit.retrieval import follower_scenarios as sc
+from tests.scenarios import retrieval_follower as sc
 from tests.waiting import wait_until
 
 

@@ -42,6 +42,15 @@ class GatedRetriever(FaissRetriever):
         return super()._build(labels, vectors)
 
 
+def _config(
+    kind: str, *, min_train_size: int, nprobe: int, ef_search: int, max_dead_fraction: float
+) -> IvfConfig | HnswConfig:
+    """An `ivf` or `hnsw` config that rebuilds after few changes."""
+    if kind == "ivf":
+        return IvfConfig(min_train_size=min_train_size, nprobe=nprobe)
+    return HnswConfig(ef_search=ef_search, max_dead_fraction=max_dead_fraction)
+
+
 def _same_contents(retriever: FaissRetriever, reference: ExactRetriever) -> None:
     assert len(retriever) == len(reference)
     assert set(retriever.ids().tolist()) == set(reference.ids().tolist())
@@ -72,11 +81,7 @@ def test_ivf_trains_in_the_background_then_retrains_when_grown() -> None:
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_changes_during_a_rebuild_are_replayed_before_the_swap(kind: str) -> None:
-    config = (
-        IvfConfig(min_train_size=500, nprobe=4096)
-        if kind == "ivf"
-        else HnswConfig(ef_search=1024, max_dead_fraction=0.2)
-    )
+    config = _config(kind, min_train_size=500, nprobe=4096, ef_search=1024, max_dead_fraction=0.2)
     retriever = GatedRetriever(DIM, config)
     reference = ExactRetriever(DIM)
     for r in (retriever, reference):
@@ -103,27 +108,33 @@ def test_changes_during_a_rebuild_are_replayed_before_the_swap(kind: str) -> Non
     retriever.close()
 
 
-def test_replace_during_a_rebuild_drops_the_rebuild() -> None:
+def _ivf_training_at_the_gate(seed: int, *, fail: bool = False) -> GatedRetriever:
+    """An `ivf` retriever whose first training is held at the gate."""
     retriever = GatedRetriever(DIM, IvfConfig(min_train_size=500, nprobe=4096))
-    retriever.upsert(_ids(0, 600), _vectors(600, seed=8))
+    retriever.fail = fail
+    retriever.upsert(_ids(0, 600), _vectors(600, seed=seed))
     assert retriever.entered.wait(30)
-    retriever.replace(_ids(5000, 50), _vectors(50, seed=9))
+    return retriever
+
+
+def _open_gate_and_expect_no_swap(retriever: GatedRetriever) -> None:
     retriever.gate.set()
     assert retriever.wait_for_rebuild(60)
     assert retriever.rebuilds == 0 and retriever.structure == "flat"
+
+
+def test_replace_during_a_rebuild_drops_the_rebuild() -> None:
+    retriever = _ivf_training_at_the_gate(seed=8)
+    retriever.replace(_ids(5000, 50), _vectors(50, seed=9))
+    _open_gate_and_expect_no_swap(retriever)
     assert set(retriever.ids().tolist()) == set(_ids(5000, 50).tolist())
     retriever.close()
 
 
 def test_a_failed_rebuild_keeps_the_old_index_serving() -> None:
-    retriever = GatedRetriever(DIM, IvfConfig(min_train_size=500, nprobe=4096))
-    retriever.fail = True
-    retriever.upsert(_ids(0, 600), _vectors(600, seed=10))
-    assert retriever.entered.wait(30)
+    retriever = _ivf_training_at_the_gate(seed=10, fail=True)
     retriever.upsert(_ids(600, 10), _vectors(10, seed=11))
-    retriever.gate.set()
-    assert retriever.wait_for_rebuild(60)
-    assert retriever.rebuilds == 0 and retriever.structure == "flat"
+    _open_gate_and_expect_no_swap(retriever)
     assert len(retriever) == 610
     retriever.remove(_ids(0, 5))
     found, _ = retriever.search(_vectors(3, seed=12), 5)
@@ -133,11 +144,7 @@ def test_a_failed_rebuild_keeps_the_old_index_serving() -> None:
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_searches_during_rebuilds_never_fail_nor_return_removed_ids(kind: str) -> None:
-    config = (
-        IvfConfig(min_train_size=300, nprobe=8)
-        if kind == "ivf"
-        else HnswConfig(ef_search=64, max_dead_fraction=0.1)
-    )
+    config = _config(kind, min_train_size=300, nprobe=8, ef_search=64, max_dead_fraction=0.1)
     retriever = FaissRetriever(DIM, config)
     rng = np.random.default_rng(13)
     vectors: dict[int, np.ndarray] = {}

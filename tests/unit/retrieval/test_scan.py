@@ -41,10 +41,10 @@ def test_a_misleading_sample_falls_back_to_ranking_everything(
     # they give passes fewer than k, so that query is ranked over all its scores. For the
     # opposite query the same rows score badly and its sample stays representative.
     queries, vectors = _data(40_000, 1, seed=5)
-    sampled = np.arange(0, 40_000, 40_000 // (scan._SAMPLE_PER_RESULT * 100))
+    sampled = np.arange(0, 40_000, 40_000 // (scan.SAMPLE_PER_RESULT * 100))
     vectors[sampled[vectors[sampled] @ queries[0] > 0]] *= 10.0
     widened: list[list[int]] = []
-    rank_whole_rows = scan._rank_whole_rows
+    rank_whole_rows = scan.rank_whole_rows
 
     def spy(
         block: np.ndarray, rows: np.ndarray, k: int, keys: np.ndarray
@@ -52,7 +52,7 @@ def test_a_misleading_sample_falls_back_to_ranking_everything(
         widened.append(rows.tolist())
         return rank_whole_rows(block, rows, k, keys)
 
-    monkeypatch.setattr(scan, "_rank_whole_rows", spy)
+    monkeypatch.setattr(scan, "rank_whole_rows", spy)
     got_pos, _ = top_inner_products(np.concatenate([queries, -queries]), vectors, 100)
     assert widened == [[0]]
     want_pos, _ = _brute(np.concatenate([queries, -queries]), vectors, 100)
@@ -62,7 +62,7 @@ def test_a_misleading_sample_falls_back_to_ranking_everything(
 def test_chunks_of_queries_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     queries, vectors = _data(5000, 9, seed=7)
     whole = top_inner_products(queries, vectors, 40)
-    monkeypatch.setattr(scan, "_MAX_SCORES", 2 * 5000)  # two queries per matrix product
+    monkeypatch.setattr(scan, "MAX_SCORES", 2 * 5000)  # two queries per matrix product
     chunked = top_inner_products(queries, vectors, 40)
     np.testing.assert_array_equal(chunked[0], whole[0])
     # BLAS may sum in another order for another matrix shape

@@ -1,23 +1,4 @@
-"""`FaissRetriever`: FAISS inner-product indexes that take upserts and removals while serving.
-
-Three structures, picked by the config's `type` (see `freshrec.retrieval.config`):
-
-- `flat`: `IndexIDMap2(IndexFlatIP)`. Exact. `remove_ids` compacts the flat array
-  (O(N) per call), an upsert is remove + add. Searches rank FAISS's stored vectors with
-  `freshrec.retrieval.scan` (one matrix product, pruned selection) instead of FAISS's scan.
-- `ivf`: `IndexIVFFlat` with the item ids stored natively in the inverted lists and a
-  hash-table direct map, so `remove_ids` is O(removed) and an upsert is remove + add. Until
-  the catalog reaches `min_train_size` items the index is a `flat` one; after that the
-  centroids are (re)trained in the background whenever the catalog has grown or shrunk by
-  `retrain_growth` since the last training.
-- `hnsw`: `IndexIDMap2(IndexHNSWFlat)`. FAISS cannot delete graph nodes, so a removal (or
-  the old copy of an upserted item) becomes a tombstone: its id-map entry is set to -1 and
-  an `IDSelectorBitmap` of live nodes filters it out of every search. Once
-  `max_dead_fraction` of the nodes are tombstones a background rebuild compacts the graph.
-
-FAISS labels are int64; item ids are uint64 and are reinterpreted bit for bit
-(`ids.view(np.int64)` and back), so ids >= 2**63 round-trip exactly. The label -1 means
-"no result" to FAISS, hence the reserved id `2**64 - 1`.
+"""`FaissRetriever`: one of the FAISS structures behind a lock, rebuilt in the background.
 
 Concurrency: one reader-writer lock per retriever. Searches share it; `upsert`, `remove`,
 `replace` and the swap of a rebuilt index take it exclusively. A structural rebuild copies
@@ -29,9 +10,7 @@ old index until that assignment, so they never see a half-built one.
 
 from __future__ import annotations
 
-import abc
 import logging
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -42,7 +21,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-import numpy.typing as npt
 
 from freshrec.errors import InvalidInput, SnapshotError
 from freshrec.retrieval.base import (
@@ -55,35 +33,25 @@ from freshrec.retrieval.base import (
     filter_excluded,
 )
 from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.faiss.flat import FlatIndex
+from freshrec.retrieval.faiss.hnsw import HnswIndex
+from freshrec.retrieval.faiss.ivf import IvfIndex
+from freshrec.retrieval.faiss.structure import IndexStructure, Labels, to_ids, to_labels
 from freshrec.retrieval.metrics import INDEX_REBUILDS
-from freshrec.retrieval.scan import top_inner_products
 from freshrec.table.base import FloatArray, IdArray
 
-__all__ = ["FaissRetriever"]
+__all__ = ["FaissRetriever", "ReadWriteLock"]
 
 logger = logging.getLogger(__name__)
-
-Labels = npt.NDArray[np.int64]
 
 # Journal entries replayed while holding the write lock at the end of a rebuild; longer
 # backlogs are first replayed without the lock so that searches are not held up.
 _FINAL_REPLAY_OPS = 64
-_TRAIN_SEED = 1234
 # After a failed rebuild, wait this long before trying again (the old index keeps serving).
 _RETRY_AFTER_FAILURE_S = 30.0
 
 
-def _to_labels(ids: IdArray) -> Labels:
-    """uint64 ids → FAISS int64 labels, same bits."""
-    return np.ascontiguousarray(ids, dtype=np.uint64).view(np.int64)
-
-
-def _to_ids(labels: Labels) -> IdArray:
-    """FAISS int64 labels → uint64 ids, same bits."""
-    return np.ascontiguousarray(labels, dtype=np.int64).view(np.uint64)
-
-
-class _ReadWriteLock:
+class ReadWriteLock:
     """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
 
     def __init__(self) -> None:
@@ -94,6 +62,7 @@ class _ReadWriteLock:
 
     @contextmanager
     def read(self) -> Iterator[None]:
+        """Hold the lock shared for the `with` block."""
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
@@ -108,6 +77,7 @@ class _ReadWriteLock:
 
     @contextmanager
     def write(self) -> Iterator[None]:
+        """Hold the lock exclusively for the `with` block."""
         with self._cond:
             self._writers_waiting += 1
             while self._writer or self._readers:
@@ -122,272 +92,6 @@ class _ReadWriteLock:
                 self._cond.notify_all()
 
 
-class _Structure(abc.ABC):
-    """One concrete FAISS index and the bookkeeping it needs. Not thread-safe on its own."""
-
-    kind: str
-
-    def __init__(self, index: Any, dim: int) -> None:
-        self.index = index
-        self.dim = dim
-
-    @abc.abstractmethod
-    def size(self) -> int:
-        """Live items."""
-
-    @abc.abstractmethod
-    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
-        """Insert or replace unique `(N,)` labels with `(N, D)` vectors."""
-
-    @abc.abstractmethod
-    def remove(self, labels: Labels) -> int:
-        """Remove `(N,)` labels; returns how many were held."""
-
-    @abc.abstractmethod
-    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
-        """`(Q, k)` labels (-1 where unfilled) and scores."""
-
-    @abc.abstractmethod
-    def labels(self) -> Labels:
-        """`(N,)` labels of the live items."""
-
-    @abc.abstractmethod
-    def contents(self) -> tuple[Labels, FloatArray]:
-        """`(N,)` labels and `(N, D)` vectors of the live items (copies)."""
-
-    def add_new(self, labels: Labels, vectors: FloatArray) -> None:
-        """Add labels known to be absent (a fresh build)."""
-        self.upsert(labels, vectors)
-
-
-class _Flat(_Structure):
-    """Exact. FAISS holds the vectors and ids; a search reads them in place and ranks them
-    with `top_inner_products`, several times faster than FAISS's own heap-based scan at the
-    `k` (hundreds) a candidate generator asks for."""
-
-    kind = "flat"
-
-    def __init__(self, index: Any, dim: int) -> None:
-        super().__init__(index, dim)
-        self._storage: Any = faiss.downcast_index(index.index)  # IndexFlatIP: get_xb
-
-    @classmethod
-    def empty(cls, dim: int) -> _Flat:
-        return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), dim)
-
-    def size(self) -> int:
-        return int(self.index.ntotal)
-
-    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
-        if self.index.ntotal:
-            self.index.remove_ids(labels)
-        self.index.add_with_ids(vectors, labels)
-
-    def add_new(self, labels: Labels, vectors: FloatArray) -> None:
-        self.index.add_with_ids(vectors, labels)
-
-    def remove(self, labels: Labels) -> int:
-        if not self.index.ntotal:
-            return 0
-        return int(self.index.remove_ids(labels))
-
-    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
-        n = self.size()
-        # views of FAISS's own arrays: valid while the caller holds the read lock
-        vectors = faiss.rev_swig_ptr(self._storage.get_xb(), n * self.dim).reshape(n, self.dim)
-        labels = faiss.rev_swig_ptr(self.index.id_map.data(), n)
-        positions, scores = top_inner_products(queries, vectors, k, tie_keys=_to_ids(labels))
-        return labels[positions], scores
-
-    def labels(self) -> Labels:
-        return np.asarray(faiss.vector_to_array(self.index.id_map), dtype=np.int64)
-
-    def contents(self) -> tuple[Labels, FloatArray]:
-        n = self.size()
-        if n == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        vectors = np.asarray(self.index.index.reconstruct_n(0, n), dtype=np.float32)
-        return self.labels(), vectors
-
-
-class _Ivf(_Structure):
-    kind = "ivf"
-
-    def __init__(self, index: Any, dim: int, nprobe: int) -> None:
-        super().__init__(index, dim)
-        self.nprobe = nprobe
-        self.trained_size = int(index.ntotal)
-        hashtable = faiss.DirectMap.Hashtable  # type: ignore[attr-defined]  # not in faiss stubs
-        if index.direct_map.type != hashtable:
-            # The hash-table direct map is what makes remove_ids O(removed).
-            index.set_direct_map_type(hashtable)
-
-    @classmethod
-    def train(cls, labels: Labels, vectors: FloatArray, dim: int, config: IvfConfig) -> _Ivf:
-        n = vectors.shape[0]
-        wanted = config.nlist if config.nlist is not None else round(4 * math.sqrt(n))
-        # FAISS wants >= 39 training points per centroid and warns (on stderr) otherwise.
-        nlist = max(1, min(wanted, n // 39))
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.niter = config.train_iterations
-        index.cp.seed = _TRAIN_SEED
-        index.cp.max_points_per_centroid = config.train_points_per_list
-        sample_size = min(n, nlist * config.train_points_per_list)
-        if sample_size < n:
-            rng = np.random.default_rng(_TRAIN_SEED)
-            sample = vectors[np.sort(rng.choice(n, size=sample_size, replace=False))]
-        else:
-            sample = vectors
-        index.train(np.ascontiguousarray(sample))
-        structure = cls(index, dim, config.nprobe)
-        structure.add_new(labels, vectors)
-        structure.trained_size = n
-        return structure
-
-    def size(self) -> int:
-        return int(self.index.ntotal)
-
-    def _remove(self, labels: Labels) -> int:
-        labels = np.ascontiguousarray(labels)
-        # With a hash-table direct map FAISS only accepts an IDSelectorArray.
-        selector = faiss.IDSelectorArray(labels.shape[0], faiss.swig_ptr(labels))
-        return int(self.index.remove_ids(selector))
-
-    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
-        self._remove(labels)
-        self.index.add_with_ids(vectors, labels)
-
-    def add_new(self, labels: Labels, vectors: FloatArray) -> None:
-        self.index.add_with_ids(vectors, labels)
-
-    def remove(self, labels: Labels) -> int:
-        return self._remove(labels)
-
-    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
-        params = faiss.SearchParametersIVF()
-        params.nprobe = min(self.nprobe, int(self.index.nlist))
-        scores, labels = self.index.search(queries, k, params=params)
-        return labels, scores
-
-    def _lists(self) -> Iterator[tuple[int, int]]:
-        invlists = self.index.invlists
-        for list_no in range(int(self.index.nlist)):
-            size = int(invlists.list_size(list_no))
-            if size:
-                yield list_no, size
-
-    def labels(self) -> Labels:
-        invlists = self.index.invlists
-        parts = [
-            faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy()
-            for list_no, size in self._lists()
-        ]
-        if not parts:
-            return np.zeros(0, dtype=np.int64)
-        return np.asarray(np.concatenate(parts), dtype=np.int64)
-
-    def contents(self) -> tuple[Labels, FloatArray]:
-        invlists = self.index.invlists
-        code_size = int(invlists.code_size)
-        ids: list[Labels] = []
-        codes: list[npt.NDArray[np.uint8]] = []
-        for list_no, size in self._lists():
-            ids.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
-            codes.append(faiss.rev_swig_ptr(invlists.get_codes(list_no), size * code_size).copy())
-        if not ids:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        # IVF-flat codes are the raw float32 vectors.
-        vectors = np.concatenate(codes).view(np.float32).reshape(-1, self.dim)
-        return np.asarray(np.concatenate(ids), dtype=np.int64), vectors
-
-
-class _Hnsw(_Structure):
-    kind = "hnsw"
-
-    def __init__(self, index: Any, dim: int, ef_search: int) -> None:
-        super().__init__(index, dim)
-        self.ef_search = ef_search
-        id_map = self._id_map()
-        self.alive = id_map != -1
-        positions = np.flatnonzero(self.alive)
-        self.position: dict[int, int] = dict(
-            zip(id_map[positions].tolist(), positions.tolist(), strict=True)
-        )
-        self.dead = int(id_map.shape[0] - positions.shape[0])
-        self._bitmap: npt.NDArray[np.uint8] | None = None
-
-    @classmethod
-    def empty(cls, dim: int, config: HnswConfig) -> _Hnsw:
-        graph = faiss.IndexHNSWFlat(dim, config.m, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = config.ef_construction
-        return cls(faiss.IndexIDMap2(graph), dim, config.ef_search)
-
-    def _id_map(self) -> Labels:
-        """A live view of the position → label array (valid until the next add)."""
-        size = int(self.index.id_map.size())
-        if size == 0:
-            return np.zeros(0, dtype=np.int64)
-        view: Labels = faiss.rev_swig_ptr(self.index.id_map.data(), size)
-        return view
-
-    def size(self) -> int:
-        return len(self.position)
-
-    def _kill(self, labels: Labels) -> int:
-        id_map = self._id_map()
-        killed = 0
-        for label in labels.tolist():
-            pos = self.position.pop(label, None)
-            if pos is None:
-                continue
-            self.alive[pos] = False
-            # -1 in the id map marks the tombstone in a saved index too.
-            id_map[pos] = -1
-            killed += 1
-        if killed:
-            self.dead += killed
-            self._bitmap = None
-        return killed
-
-    def upsert(self, labels: Labels, vectors: FloatArray) -> None:
-        self._kill(labels)
-        start = int(self.index.ntotal)
-        self.index.add_with_ids(vectors, labels)
-        n = labels.shape[0]
-        self.alive = np.concatenate([self.alive, np.ones(n, dtype=np.bool_)])
-        self.position.update(zip(labels.tolist(), range(start, start + n), strict=True))
-        self._bitmap = None
-
-    def remove(self, labels: Labels) -> int:
-        return self._kill(labels)
-
-    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
-        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss stubs
-        params.efSearch = max(self.ef_search, k)
-        if self.dead:
-            if self._bitmap is None:
-                self._bitmap = np.packbits(self.alive, bitorder="little")
-            # Keep the selector referenced until the search returns.
-            selector = faiss.IDSelectorBitmap(self._bitmap.shape[0], faiss.swig_ptr(self._bitmap))
-            params.sel = selector
-        scores, positions = self.index.index.search(queries, k, params=params)
-        id_map = self._id_map()
-        labels = np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
-        return labels.astype(np.int64), scores
-
-    def labels(self) -> Labels:
-        live: Labels = self._id_map()[self.alive].copy()
-        return live
-
-    def contents(self) -> tuple[Labels, FloatArray]:
-        n = int(self.index.ntotal)
-        if n == 0 or not self.position:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        vectors = np.asarray(self.index.index.reconstruct_n(0, n), dtype=np.float32)
-        return self.labels(), vectors[self.alive]
-
-
 @dataclass(frozen=True)
 class _Op:
     """An upsert (vectors set) or removal recorded while a rebuild runs."""
@@ -395,7 +99,7 @@ class _Op:
     labels: Labels
     vectors: FloatArray | None
 
-    def apply(self, structure: _Structure) -> None:
+    def apply(self, structure: IndexStructure) -> None:
         if self.vectors is None:
             structure.remove(self.labels)
         else:
@@ -422,7 +126,7 @@ class FaissRetriever(Retriever):
         self._dim = dim
         self._config: FlatConfig | IvfConfig | HnswConfig = config or FlatConfig()
         self._name = name
-        self._lock = _ReadWriteLock()
+        self._lock = ReadWriteLock()
         self._structure = self._build(
             np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
         )
@@ -481,7 +185,7 @@ class FaissRetriever(Retriever):
         """Every id held, `(N,)` uint64."""
         with self._lock.read():
             labels = self._structure.labels()
-        return _to_ids(labels)
+        return to_ids(labels)
 
     def tune(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change search-time parameters of the live index (recall against latency).
@@ -499,7 +203,7 @@ class FaissRetriever(Retriever):
                 if not isinstance(config, IvfConfig) or nprobe < 1:
                     raise InvalidInput(f"nprobe={nprobe} does not apply to a {config.type} index")
                 config = config.model_copy(update={"nprobe": nprobe})
-                if isinstance(self._structure, _Ivf):
+                if isinstance(self._structure, IvfIndex):
                     self._structure.nprobe = nprobe
             if ef_search is not None:
                 if not isinstance(config, HnswConfig) or ef_search < 1:
@@ -507,7 +211,7 @@ class FaissRetriever(Retriever):
                         f"ef_search={ef_search} does not apply to a {config.type} index"
                     )
                 config = config.model_copy(update={"ef_search": ef_search})
-                if isinstance(self._structure, _Hnsw):
+                if isinstance(self._structure, HnswIndex):
                     self._structure.ef_search = ef_search
             self._config = config
 
@@ -518,7 +222,7 @@ class FaissRetriever(Retriever):
         id_arr, vec = check_upsert(ids, vectors, self._dim)
         if id_arr.shape[0] == 0:
             return
-        labels = _to_labels(id_arr)
+        labels = to_labels(id_arr)
         with self._lock.write():
             self._structure.upsert(labels, vec)
             if self._journal is not None:
@@ -531,7 +235,7 @@ class FaissRetriever(Retriever):
         id_arr = check_ids(ids)
         if id_arr.shape[0] == 0:
             return 0
-        labels = _to_labels(id_arr)
+        labels = to_labels(id_arr)
         with self._lock.write():
             removed = self._structure.remove(labels)
             if self._journal is not None:
@@ -544,11 +248,11 @@ class FaissRetriever(Retriever):
         """Build a fresh index from `(N,)` ids and `(N, D)` vectors in the calling thread
         and swap it in; a background rebuild running meanwhile is dropped."""
         id_arr, vec = check_upsert(ids, vectors, self._dim)
-        structure = self._build(_to_labels(id_arr), vec)
+        structure = self._build(to_labels(id_arr), vec)
         self._install(structure)
         logger.info("index %s replaced: %d items, %s", self._name, len(id_arr), structure.kind)
 
-    def _install(self, structure: _Structure) -> None:
+    def _install(self, structure: IndexStructure) -> None:
         with self._lock.write():
             self._structure = structure
             self._epoch += 1
@@ -572,7 +276,7 @@ class FaissRetriever(Retriever):
                 labels = np.zeros((n_queries, 0), dtype=np.int64)
                 scores = np.zeros((n_queries, 0), dtype=np.float32)
         valid = labels != -1
-        return filter_excluded(_to_ids(labels), scores, valid, k, excl)
+        return filter_excluded(to_ids(labels), scores, valid, k, excl)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -603,22 +307,22 @@ class FaissRetriever(Retriever):
             structure.kind,
         )
 
-    def _adopt(self, index: Any, path: Path) -> _Structure:
+    def _adopt(self, index: Any, path: Path) -> IndexStructure:
         if int(index.d) != self._dim:
             raise SnapshotError(f"{path} holds {index.d}-dimensional vectors, expected {self._dim}")
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise SnapshotError(f"{path} is not an inner-product index")
-        structure: _Structure
+        structure: IndexStructure
         if isinstance(index, faiss.IndexIVFFlat):
             nprobe = self._config.nprobe if isinstance(self._config, IvfConfig) else 1
-            structure = _Ivf(index, self._dim, nprobe)
+            structure = IvfIndex(index, self._dim, nprobe)
         elif isinstance(index, faiss.IndexIDMap2):
             inner = faiss.downcast_index(index.index)
             if isinstance(inner, faiss.IndexHNSWFlat):
                 ef = self._config.ef_search if isinstance(self._config, HnswConfig) else 16
-                structure = _Hnsw(index, self._dim, ef)
+                structure = HnswIndex(index, self._dim, ef)
             elif isinstance(inner, faiss.IndexFlat):
-                structure = _Flat(index, self._dim)
+                structure = FlatIndex(index, self._dim)
             else:
                 raise SnapshotError(f"{path} holds an unsupported index {type(inner).__name__}")
         else:
@@ -633,26 +337,26 @@ class FaissRetriever(Retriever):
 
     # -- structural rebuilds -------------------------------------------------------------
 
-    def _build(self, labels: Labels, vectors: FloatArray) -> _Structure:
+    def _build(self, labels: Labels, vectors: FloatArray) -> IndexStructure:
         """A fresh structure of the configured kind holding `(labels, vectors)`."""
         config = self._config
-        structure: _Structure
+        structure: IndexStructure
         if isinstance(config, HnswConfig):
-            structure = _Hnsw.empty(self._dim, config)
+            structure = HnswIndex.empty(self._dim, config)
         elif isinstance(config, IvfConfig) and labels.shape[0] >= config.min_train_size:
-            return _Ivf.train(labels, vectors, self._dim, config)
+            return IvfIndex.train(labels, vectors, self._dim, config)
         else:
-            structure = _Flat.empty(self._dim)
+            structure = FlatIndex.empty(self._dim)
         if labels.shape[0]:
             structure.add_new(labels, vectors)
         return structure
 
-    def _follow_config(self, structure: _Structure) -> None:
+    def _follow_config(self, structure: IndexStructure) -> None:
         """Give `structure` the search parameters of the current config."""
         config = self._config
-        if isinstance(structure, _Ivf) and isinstance(config, IvfConfig):
+        if isinstance(structure, IvfIndex) and isinstance(config, IvfConfig):
             structure.nprobe = config.nprobe
-        elif isinstance(structure, _Hnsw) and isinstance(config, HnswConfig):
+        elif isinstance(structure, HnswIndex) and isinstance(config, HnswConfig):
             structure.ef_search = config.ef_search
 
     def _rebuild_reason(self) -> str | None:
@@ -661,15 +365,15 @@ class FaissRetriever(Retriever):
         structure = self._structure
         if isinstance(config, IvfConfig):
             n = structure.size()
-            if isinstance(structure, _Flat):
+            if isinstance(structure, FlatIndex):
                 return "train" if n >= config.min_train_size else None
-            if isinstance(structure, _Ivf):
+            if isinstance(structure, IvfIndex):
                 trained = max(structure.trained_size, 1)
                 if n >= config.retrain_growth * trained:
                     return "grown"
                 if n * config.retrain_growth <= trained:
                     return "shrunk"
-        if isinstance(config, HnswConfig) and isinstance(structure, _Hnsw):
+        if isinstance(config, HnswConfig) and isinstance(structure, HnswIndex):
             total = structure.size() + structure.dead
             if structure.dead > config.max_dead_fraction * total:
                 return "tombstones"

@@ -1,0 +1,33 @@
+"""`build_retriever`: the retriever a `RetrieverConfig` describes.
+
+Apart from `config.py` so that the configs import no implementation (reading a config does
+not load FAISS) while this module may import every implementation at its top.
+"""
+
+from __future__ import annotations
+
+from freshrec.retrieval.base import Retriever
+from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.exact import ExactRetriever
+from freshrec.retrieval.faiss import FaissRetriever
+
+__all__ = ["build_retriever"]
+
+
+def build_retriever(
+    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int, name: str = "item"
+) -> Retriever:
+    """The retriever `config` describes, empty, for `dim`-dimensional vectors.
+
+    Args:
+        config: which implementation and structure.
+        dim: vector dimension `D`.
+        name: the index's name in logs and metric labels (use the item table's name, as
+            `IndexFollower` does).
+
+    Returns:
+        An empty retriever for `(N, D)` item vectors.
+    """
+    if isinstance(config, ExactConfig):
+        return ExactRetriever(dim)
+    return FaissRetriever(dim, config, name=name)

@@ -1,0 +1,1 @@
+"""Scenarios shared by unit tests (reference backends) and integration tests (real servers)."""
