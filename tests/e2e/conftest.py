@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from freshrec import stack
+from services.cli import stack
 from tests.conftest import Servers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,12 @@ from freshrec.data.replay import (
     read_event_file,
     replay,
 )
-from freshrec.data.synthetic import SyntheticConfig, SyntheticWorld, synthetic_events
+from freshrec.data.synthetic import (
+    SyntheticConfig,
+    SyntheticWorld,
+    synthetic_events,
+    write_event_file,
+)
 
 __all__ = [
     "MovieLens",
@@ -34,4 +39,5 @@ __all__ = [
     "read_movielens_zip",
     "replay",
     "synthetic_events",
+    "write_event_file",
 ]

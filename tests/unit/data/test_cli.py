@@ -14,8 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
-from freshrec.data.cli import data_app
 from freshrec.data.replay import read_event_file
+from services.cli.data import data_app
 from tests.waiting import wait_until
 
 runner = CliRunner()
