@@ -30,6 +30,7 @@ Run: `freshrec bench ranker` (needs Redis and Kafka up: `make up`); it starts th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -336,13 +337,10 @@ def clear_namespace(redis_url: str, namespace: str) -> None:
         redis_url: the Redis the namespace lives in.
         namespace: the prefix the bench's services wrote under.
     """
-    client = redis.Redis.from_url(redis_url)
-    try:
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
         keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
         for start in range(0, len(keys), 5000):
             client.delete(*keys[start : start + 5000])
-    finally:
-        client.close()
 
 
 def _latency_by_rate(
