@@ -7,10 +7,12 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from freshrec import stack
+from services.cli import stack
 from tests.conftest import Servers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +26,18 @@ class Stack:
     ranker: str
     api_key: str
     run_dir: Path
+
+
+def post_events(stack: Stack, events: list[dict[str, Any]]) -> httpx.Response:
+    """Post a batch to the stack's ingest; it must be accepted (202)."""
+    response = httpx.post(
+        f"{stack.ingest}/v1/events",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {stack.api_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    return response
 
 
 def _free_port() -> int:

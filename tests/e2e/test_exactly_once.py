@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,6 +38,11 @@ POISON = [b"not json at all", b'{"v": 1, "event_id": 5}', b"{" + b"x" * 70_000 +
 KILLS = 5
 
 
+def _event(event_id: str, kind: str, user: int, item: int, ts: float, **extra: Any) -> Event:
+    ids = {"user_id": f"u{user}", "item_id": f"i{item}"}
+    return Event(event_id=event_id, type=kind, timestamp=ts, **ids, **extra)
+
+
 def _stream(seed: int = 7) -> Iterator[Event]:
     rng = np.random.default_rng(seed)
     users = rng.zipf(1.3, size=N_EVENTS) % 3000
@@ -48,36 +54,15 @@ def _stream(seed: int = 7) -> Iterator[Event]:
         ts = t0 + n * 0.5
         user, item = int(users[n]), int(items[n])
         if kinds[n] < 0.55:
-            yield Event(
-                event_id=f"r{n}",
-                type="rating",
-                user_id=f"u{user}",
-                item_id=f"i{item}",
-                timestamp=ts,
-                value=float(1 + n % 5),
-                context={"device": ["ios", "web"][n % 2]},
-            )
+            context = {"device": ["ios", "web"][n % 2]}
+            yield _event(f"r{n}", "rating", user, item, ts, value=float(1 + n % 5), context=context)
         elif kinds[n] < 0.85 or last_impression is None:
             last_impression = (f"q{n}", user, item)
-            yield Event(
-                event_id=f"m{n}",
-                type="impression",
-                user_id=f"u{user}",
-                item_id=f"i{item}",
-                request_id=f"q{n}",
-                timestamp=ts,
-                context={"hour": n % 24},
-            )
+            context = {"hour": n % 24}
+            yield _event(f"m{n}", "impression", user, item, ts, request_id=f"q{n}", context=context)
         else:
             request, imp_user, imp_item = last_impression
-            yield Event(
-                event_id=f"c{n}",
-                type="click",
-                user_id=f"u{imp_user}",
-                item_id=f"i{imp_item}",
-                request_id=request,
-                timestamp=ts,
-            )
+            yield _event(f"c{n}", "click", imp_user, imp_item, ts, request_id=request)
 
 
 def _produce(servers: Servers, topic: str) -> int:
@@ -182,28 +167,31 @@ def test_killed_trainer_ends_where_an_uninterrupted_one_does(
     def offset_of(run: str) -> Callable[[], int]:
         return lambda: _committed(stores[run]["item"], f"{runs[run]}-group", topic)
 
+    started: list[subprocess.Popen[bytes]] = []
+
+    def run_until(run: str, offset: int, stop: signal.Signals) -> subprocess.Popen[bytes]:
+        """Start run `run`'s trainer, wait until it committed `offset`, then send `stop`."""
+        proc = _trainer(servers, runs[run], topic, tmp_path)
+        started.append(proc)
+        _wait_offset(proc, offset_of(run), offset, tmp_path / f"{runs[run]}.log")
+        proc.send_signal(stop)
+        return proc
+
     try:
         # run A: no interruption, then a graceful stop
-        proc = _trainer(servers, runs["a"], topic, tmp_path)
-        _wait_offset(proc, offset_of("a"), total, tmp_path / f"{runs['a']}.log")
-        proc.send_signal(signal.SIGTERM)
+        proc = run_until("a", total, signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, "SIGTERM must finish the batch and exit 0"
 
         # run B: SIGKILL at random committed offsets, restart each time
         rng = np.random.default_rng(int(time.time()))
         points = np.sort(rng.choice(np.arange(1_000, total - 2_000), size=KILLS, replace=False))
         for point in points:
-            proc = _trainer(servers, runs["b"], topic, tmp_path)
-            _wait_offset(proc, offset_of("b"), int(point), tmp_path / f"{runs['b']}.log")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        proc = _trainer(servers, runs["b"], topic, tmp_path)
-        _wait_offset(proc, offset_of("b"), total, tmp_path / f"{runs['b']}.log")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+            run_until("b", int(point), signal.SIGKILL).wait(timeout=10)
+        assert run_until("b", total, signal.SIGTERM).wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
 
     for name in ("user", "item", "context"):
         a, b = _all_rows(stores["a"][name]), _all_rows(stores["b"][name])

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, post_events
 from tests.waiting import wait_until
 
 T0 = 1_750_000_000.0
@@ -16,25 +16,12 @@ DAY = 86_400.0
 
 
 def _post(stack: Stack, events: list[dict[str, Any]]) -> None:
-    response = httpx.post(
-        f"{stack.ingest}/v1/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {stack.api_key}"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
-    assert response.json()["accepted"] == len(events)
+    assert post_events(stack, events).json()["accepted"] == len(events)
 
 
 def _rating(n: int, user: str, item: str, value: float, ts: float) -> dict[str, Any]:
-    return {
-        "event_id": f"{user}-{item}-{n}",
-        "type": "rating",
-        "user_id": user,
-        "item_id": item,
-        "timestamp": ts,
-        "value": value,
-    }
+    event = {"event_id": f"{user}-{item}-{n}", "type": "rating", "timestamp": ts}
+    return {**event, "user_id": user, "item_id": item, "value": value}
 
 
 def _row(stack: Stack, table: str, row_id: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import pytest
 from matplotlib.image import imread
 
 from services.ranker.status import MetricsSnapshot, histogram_quantile
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, post_events
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,13 +154,7 @@ def _assert_not_blank(png: Path) -> None:
 
 
 def _post(stack: Stack, events: list[dict[str, Any]]) -> None:
-    response = httpx.post(
-        f"{stack.ingest}/v1/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {stack.api_key}"},
-        timeout=30,
-    )
-    assert response.status_code == 202, response.text
+    post_events(stack, events)
 
 
 def _ratings(users: list[str], start: float) -> list[dict[str, Any]]:

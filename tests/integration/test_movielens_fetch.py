@@ -7,7 +7,6 @@ from itertools import islice
 import numpy as np
 from typer.testing import CliRunner
 
-from freshrec.data.cli import data_app
 from freshrec.data.movielens import (
     RECBOLE_WHEEL_SHA256,
     default_data_dir,
@@ -15,6 +14,7 @@ from freshrec.data.movielens import (
     load_movielens,
     movielens_events,
 )
+from services.cli.data import data_app
 
 
 def test_movielens_100k_from_the_pinned_wheel() -> None:

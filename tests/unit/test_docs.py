@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from freshrec.cli import app
+from services.cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 

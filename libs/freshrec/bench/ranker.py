@@ -1,4 +1,8 @@
-"""Ranker and end-to-end freshness benchmarks, against the three services run as processes.
+"""Ranker and end-to-end freshness benchmarks, against running services whose URLs it is given.
+
+The caller starts the stack (ingest, trainer, ranker in one scratch namespace) and two
+baseline servers, and hands their URLs in as `RankerBenchTargets`; this module seeds the
+catalog, measures and writes the figures.
 
 `results/bench/ranker.json`:
 - p50/p99 latency of `POST /v1/recommend` (100,000 items in the index, 500 candidates,
@@ -20,23 +24,20 @@
 `results/bench/freshness.json`: `e2e_p50_s` / `e2e_p99_s` from posting an event to ingest
 until the ranker's row endpoint shows the changed vector.
 
-Run: `freshrec bench ranker` (needs Redis and Kafka up: `make up`).
+Run: `freshrec bench ranker` (needs Redis and Kafka up: `make up`); it starts the services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import multiprocessing
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +46,38 @@ import numpy as np
 import redis
 from threadpoolctl import threadpool_limits
 
-import freshrec
-from freshrec import stack
 from freshrec.retrieval.scan import top_inner_products
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisEmbeddingStore, hash_features, load_tables
 from freshrec.table.base import Rows
 from freshrec.table.config import TableConfig
 
-__all__ = ["run_ranker_bench"]
+__all__ = ["RankerBenchTargets", "clear_namespace", "run_ranker_bench"]
 
 _T0 = 1_750_000_000.0
 _WARMUP_S = 5.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass(frozen=True)
+class RankerBenchTargets:
+    """The running servers the ranker bench measures.
+
+    Attributes:
+        ingest: base URL of the ingest service.
+        ranker: base URL of the ranker, following the trainer of the same namespace.
+        noop: base URL of a no-op FastAPI app (`GET /noop`) served as the ranker is.
+        ranker_http: base URL of the ranker's HTTP handling alone (`POST /v1/recommend`
+            with the same middlewares, request model and reply size, no recommendation work).
+        api_key: a bearer key the services accept.
+        namespace: the services' `FRESHREC_NAMESPACE`, where the catalog is seeded.
+    """
+
+    ingest: str
+    ranker: str
+    noop: str
+    ranker_http: str
+    api_key: str
+    namespace: str
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -194,59 +209,6 @@ def _in_child(kind: str, url: str, **args: Any) -> Any:
     return result
 
 
-_BASELINE_APPS = """
-import orjson
-from fastapi import FastAPI, Response
-
-from freshrec.api import install_common
-from services.ranker.app import RecommendRequest
-
-noop = FastAPI()
-
-
-@noop.get("/noop")
-async def noop_route() -> dict[str, bool]:
-    return {"ok": True}
-
-
-# the ranker's HTTP handling without its work: same middlewares, request model, reply size
-ranker_http = FastAPI()
-_ANSWER = orjson.dumps({
-    "items": [{"item_id": f"c{i}", "score": 0.5} for i in range(50)],
-    "model_version": 1, "index_version": 1, "fallback": False,
-})
-
-
-async def _ready() -> dict[str, bool]:
-    return {"ok": True}
-
-
-install_common(ranker_http, "bench", _ready)
-
-
-@ranker_http.post("/v1/recommend")
-async def recommend(body: RecommendRequest) -> Response:
-    return Response(_ANSWER, media_type="application/json")
-"""
-
-
-def _baseline_servers(ports: Mapping[str, int], workdir: Path) -> list[subprocess.Popen[bytes]]:
-    """Serve each `baseline_apps:<app>` on its port with uvicorn, as the ranker is served
-    (one process each)."""
-    (workdir / "baseline_apps.py").write_text(_BASELINE_APPS)
-    root = Path(freshrec.__file__).resolve().parents[2]  # services/ lives beside libs/
-    path = os.pathsep.join([str(root / "libs"), str(root), os.environ.get("PYTHONPATH", "")])
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", f"baseline_apps:{app}", "--port", str(port),
-             "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"],
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": path},
-        )
-        for app, port in ports.items()
-    ]  # fmt: skip
-
-
 def _wait_http(url: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -368,9 +330,39 @@ def _freshness(urls: Mapping[str, str], key: str, probes: int) -> list[float]:
     return out
 
 
+def clear_namespace(redis_url: str, namespace: str) -> None:
+    """Delete every Redis key of a scratch namespace (`<namespace>:*`), in batches.
+
+    Args:
+        redis_url: the Redis the namespace lives in.
+        namespace: the prefix the bench's services wrote under.
+    """
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
+        for start in range(0, len(keys), 5000):
+            client.delete(*keys[start : start + 5000])
+
+
+def _latency_by_rate(
+    recommend: str, body: Mapping[str, Any], rates: tuple[float, ...], seconds: float
+) -> dict[str, dict[str, float]]:
+    latency: dict[str, dict[str, float]] = {}
+    for rate in rates:
+        samples = _in_child("open", recommend, body=body, rate=rate, seconds=seconds)
+        finite = [s for s in samples if np.isfinite(s)]
+        p50, p99 = _percentiles(finite) if finite else (float("nan"), float("nan"))
+        latency[f"{rate:g}"] = {
+            "p50_ms": round(p50 * 1000, 2),
+            "p99_ms": round(p99 * 1000, 2),
+            "requests": len(samples),
+            "errors": len(samples) - len(finite),
+        }
+    return latency
+
+
 def run_ranker_bench(
+    targets: RankerBenchTargets,
     redis_url: str,
-    bootstrap: str,
     out: Path,
     *,
     items: int = 100_000,
@@ -382,83 +374,43 @@ def run_ranker_bench(
     """Run the ranker and freshness benchmarks; writes `ranker.json` and `freshness.json`.
 
     Args:
-        redis_url: Redis for a scratch namespace (removed afterwards).
-        bootstrap: Kafka bootstrap servers.
+        targets: the running services and baseline servers to measure.
+        redis_url: the Redis the services use; the catalog's item rows are imported there.
         out: output directory.
         items: catalog size in the index.
         rates: offered request rates of the open-loop phases.
         seconds: length of each load phase.
         probes: end-to-end freshness probes.
-        index_kind: the ranker's `FRESHREC_INDEX_KIND` (flat = exact, ivf/hnsw = approximate).
+        index_kind: the index the ranker was started with (flat = exact, ivf/hnsw =
+            approximate); names the output file and is recorded in it.
+
+    Returns:
+        `{"ranker": ..., "freshness": ...}`, the two JSON documents written.
     """
-    namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
-    key = uuid.uuid4().hex
-    ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
-    env = {
-        **os.environ,
-        "FRESHREC_REDIS_URL": redis_url,
-        "FRESHREC_KAFKA_BOOTSTRAP": bootstrap,
-        "FRESHREC_NAMESPACE": namespace,
-        "FRESHREC_TRAINER_GROUP": f"{namespace}-group",
-        "FRESHREC_API_KEYS": key,
-        "FRESHREC_PUBLISH_INTERVAL_S": "1",
-        "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
-        "FRESHREC_CANDIDATES": "500",
-        "FRESHREC_INDEX_KIND": index_kind,
-        **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
-    }
+    urls = {"ingest": targets.ingest, "ranker": targets.ranker}
+    key = targets.api_key
     client = redis.Redis.from_url(redis_url)
     item_config = load_tables(default_table_config_path())["item"]
-    workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
-    previous_run_dir = os.environ.get("FRESHREC_RUN_DIR")
-    os.environ["FRESHREC_RUN_DIR"] = str(workdir / "run")
-    noop_port, http_port = _free_port(), _free_port()
-    baselines = _baseline_servers({"noop": noop_port, "ranker_http": http_port}, workdir)
     try:
-        urls = stack.start_services(timeout_s=180, env=env)
-        _seed_catalog(client, namespace, urls, key, items=items, config=item_config)
-        recommend = f"{urls['ranker']}/v1/recommend"
-        body = {"k": 50}
-        # warm-up, not measured: the trainer is still digesting the seed events and the
-        # ranker loads their model; steady state is what the figures describe
-        _in_child("open", recommend, body=body, rate=rates[0], seconds=_WARMUP_S)
-        latency: dict[str, dict[str, float]] = {}
-        for rate in rates:
-            samples = _in_child("open", recommend, body=body, rate=rate, seconds=seconds)
-            finite = [s for s in samples if np.isfinite(s)]
-            p50, p99 = _percentiles(finite) if finite else (float("nan"), float("nan"))
-            latency[f"{rate:g}"] = {
-                "p50_ms": round(p50 * 1000, 2),
-                "p99_ms": round(p99 * 1000, 2),
-                "requests": len(samples),
-                "errors": len(samples) - len(finite),
-            }
-        max_qps = _in_child("closed", recommend, body=body, clients=32, seconds=seconds)
-        _wait_http(f"http://127.0.0.1:{noop_port}/noop")
-        noop_qps = _in_child(
-            "closed", f"http://127.0.0.1:{noop_port}/noop", body=None, clients=32, seconds=seconds
-        )
-        http_url = f"http://127.0.0.1:{http_port}"
-        _wait_http(f"{http_url}/healthz")
-        http_qps = _in_child(
-            "closed", f"{http_url}/v1/recommend", body=body, clients=32, seconds=seconds
-        )
-        fresh = _freshness(urls, key, probes)
-        fresh_p50, fresh_p99 = _percentiles(fresh)
-        search_s = _exact_search_seconds(items, item_config.dim, 500)
+        _seed_catalog(client, targets.namespace, urls, key, items=items, config=item_config)
     finally:
-        for server in baselines:
-            server.terminate()
-            server.wait(timeout=10)
-        stack.stop_services()
-        if previous_run_dir is None:
-            os.environ.pop("FRESHREC_RUN_DIR", None)
-        else:
-            os.environ["FRESHREC_RUN_DIR"] = previous_run_dir
-        keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
-        for start in range(0, len(keys), 5000):
-            client.delete(*keys[start : start + 5000])
         client.close()
+    recommend = f"{urls['ranker']}/v1/recommend"
+    body = {"k": 50}
+    # warm-up, not measured: the trainer is still digesting the seed events and the
+    # ranker loads their model; steady state is what the figures describe
+    _in_child("open", recommend, body=body, rate=rates[0], seconds=_WARMUP_S)
+    latency = _latency_by_rate(recommend, body, rates, seconds)
+    max_qps = _in_child("closed", recommend, body=body, clients=32, seconds=seconds)
+    _wait_http(f"{targets.noop}/noop")
+    noop_qps = _in_child("closed", f"{targets.noop}/noop", body=None, clients=32, seconds=seconds)
+    _wait_http(f"{targets.ranker_http}/healthz")
+    http_qps = _in_child(
+        "closed", f"{targets.ranker_http}/v1/recommend", body=body, clients=32, seconds=seconds
+    )
+    fresh = _freshness(urls, key, probes)
+    fresh_p50, fresh_p99 = _percentiles(fresh)
+    search_s = _exact_search_seconds(items, item_config.dim, 500)
     ceiling = 1.0 / (1.0 / http_qps + search_s) if http_qps else 0.0
     ranker = {
         "index_kind": index_kind,

@@ -11,7 +11,12 @@ from freshrec.data.movielens import (
     read_movielens_zip,
 )
 from freshrec.data.replay_report import Rejection, ReplayAborted, ReplayReport
-from freshrec.data.synthetic import SyntheticConfig, SyntheticWorld, synthetic_events
+from freshrec.data.synthetic import (
+    SyntheticConfig,
+    SyntheticWorld,
+    synthetic_events,
+    write_event_file,
+)
 
 __all__ = [
     "MovieLens",
@@ -29,4 +34,5 @@ __all__ = [
     "read_movielens_zip",
     "replay",
     "synthetic_events",
+    "write_event_file",
 ]

@@ -24,17 +24,22 @@ config give the same stream, event for event.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import heapq
 import math
-from collections.abc import Iterator
-from typing import Any
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from freshrec.errors import InvalidInput
 
-__all__ = ["SyntheticConfig", "SyntheticWorld", "synthetic_events"]
+__all__ = ["SyntheticConfig", "SyntheticWorld", "synthetic_events", "write_event_file"]
 
 _MASK64 = (1 << 64) - 1
 _DEVICES = ("mobile", "web", "tv")
@@ -321,3 +326,33 @@ def synthetic_events(
         Event dicts in the wire format of `POST /v1/events`, in event-time order.
     """
     return SyntheticWorld(config, seed).events(n)
+
+
+def write_event_file(
+    path: Path | str, events: Iterable[Mapping[str, Any]], *, stdout: IO[bytes] | None = None
+) -> int:
+    """Write events as JSON Lines, the format `read_event_file` reads back.
+
+    Args:
+        path: the file; a name ending in `.gz` is gzip-compressed, `-` writes to `stdout`.
+        events: event objects in the wire format of `POST /v1/events`.
+        stdout: where `-` writes (default: the process's standard output).
+
+    Returns:
+        How many events were written.
+    """
+    name = str(path)
+    count = 0
+    with contextlib.ExitStack() as stack:
+        sink: IO[bytes] | gzip.GzipFile
+        if name == "-":
+            sink = stdout if stdout is not None else sys.stdout.buffer
+        elif name.endswith(".gz"):
+            sink = stack.enter_context(gzip.open(name, "wb", compresslevel=5))
+        else:
+            sink = stack.enter_context(Path(name).open("wb"))
+        for event in events:
+            sink.write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+            count += 1
+        sink.flush()
+    return count

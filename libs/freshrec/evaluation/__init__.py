@@ -3,10 +3,10 @@
 `run_eval` replays a time-ordered stream (MovieLens-100K by default) through the product's
 `OnlineTrainer`, scores every example before the trainer sees it, and compares online
 training on collisionless tables with a hashing-trick table, stale serving copies, a frozen
-model and a popularity baseline, plus admission-filter and expiry sweeps. `eval_command` is
-the `freshrec eval` command. See `docs/evaluation.md`.
+model and a popularity baseline, plus admission-filter and expiry sweeps; the `freshrec eval`
+command (services/cli) calls `run_eval`. See `docs/evaluation.md`.
 
-Public names are imported on first use, so mounting `eval_command` in the `freshrec` CLI
+Public names are imported on first use, so importing this package from the command line
 does not make every command pay for importing torch and matplotlib.
 """
 
@@ -16,7 +16,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from freshrec.evaluation.cli import eval_command
     from freshrec.evaluation.config import DEFAULT_STALENESS, EvalConfig
     from freshrec.evaluation.harness import EventSource, run_eval
     from freshrec.evaluation.metrics import MethodScores, expected_rank_metrics, log_loss
@@ -34,7 +33,6 @@ __all__ = [
     "RunResult",
     "ServingPlan",
     "StoreKind",
-    "eval_command",
     "expected_rank_metrics",
     "log_loss",
     "plan_batches",
@@ -44,7 +42,6 @@ __all__ = [
 ]
 
 _HOME = {
-    "eval_command": "cli",
     "DEFAULT_STALENESS": "config",
     "EvalConfig": "config",
     "EventSource": "harness",

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
 from freshrec.data import read_event_file
-from freshrec.data.cli import data_app
+from services.cli.data import data_app
 from tests.waiting import wait_until
 
 runner = CliRunner()

@@ -11,7 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from freshrec.errors import ConfigError
-from freshrec.evaluation import EvalConfig, eval_command, run_eval
+from freshrec.evaluation import EvalConfig, run_eval
+from services.cli.evaluate import eval_command
 
 from .synthetic import synthetic_ratings
 

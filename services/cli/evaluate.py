@@ -1,8 +1,7 @@
-"""`freshrec eval`: the prequential evaluation as a command."""
+"""`freshrec eval`: the prequential evaluation of `freshrec.evaluation` as a command."""
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -13,8 +12,6 @@ from freshrec.errors import FreshrecError
 
 __all__ = ["StoreChoice", "eval_command"]
 
-logger = logging.getLogger(__name__)
-
 
 class StoreChoice(StrEnum):
     """Where the evaluated tables live."""
@@ -23,39 +20,41 @@ class StoreChoice(StrEnum):
     REDIS = "redis"
 
 
+Out = Annotated[Path, typer.Option(help="Output folder for summary.json, summary.md and plots.")]
+Limit = Annotated[int | None, typer.Option(min=1, help="Replay only the first N events.")]
+Seed = Annotated[int, typer.Option(min=0, help="Seed of the model, tables and sample.")]
+Store = Annotated[StoreChoice, typer.Option(help="Tables in process memory or in Redis.")]
+RedisUrl = Annotated[
+    str | None, typer.Option(help="Redis for --store redis (default: FRESHREC_REDIS_URL).")
+]
+BatchSize = Annotated[int, typer.Option(min=1, help="Events per micro-batch, at most.")]
+Events = Annotated[
+    Path | None,
+    typer.Option(
+        "--events",
+        help="JSON Lines file of time-ordered events instead of MovieLens-100K.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+Workers = Annotated[
+    int,
+    typer.Option(min=1, help="Processes: with 2 or more, the sweeps replay beside the main runs."),
+]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
 def eval_command(
     *,
-    out: Annotated[
-        Path, typer.Option(help="Output folder for summary.json, summary.md and plots.")
-    ] = Path("results/eval"),
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Replay only the first N events.")
-    ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the model, tables and sample.")] = 0,
-    store: Annotated[
-        StoreChoice, typer.Option(help="Tables in process memory or in Redis.")
-    ] = StoreChoice.MEMORY,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(help="Redis for --store redis (default: FRESHREC_REDIS_URL)."),
-    ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Events per micro-batch, at most.")] = 64,
-    events: Annotated[
-        Path | None,
-        typer.Option(
-            "--events",
-            help="JSON Lines file of time-ordered events instead of MovieLens-100K.",
-            exists=True,
-            dir_okay=False,
-        ),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Processes: with 2 or more, the sweeps replay beside the main runs."
-        ),
-    ] = 2,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    out: Out = Path("results/eval"),
+    limit: Limit = None,
+    seed: Seed = 0,
+    store: Store = StoreChoice.MEMORY,
+    redis_url: RedisUrl = None,
+    batch_size: BatchSize = 64,
+    events: Events = None,
+    workers: Workers = 2,
+    progress: Progress = True,
 ) -> None:
     """Prequential evaluation: online vs hashing, stale, frozen and popularity; sweeps."""
     from freshrec.data.event_file import read_event_file  # noqa: PLC0415 - heavy imports when used

@@ -61,6 +61,64 @@ def _recommend(ranker_url: str, user: str, k: int, seen: list[str]) -> dict[str,
     return body
 
 
+def _print_recommendations(
+    console: Console, ml: MovieLens, body: Mapping[str, Any], user: str
+) -> None:
+    table = Table(
+        title=f"user {user}: model v{body['model_version']}, index v{body['index_version']}"
+        + (" (fallback)" if body["fallback"] else ""),
+        title_justify="left",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("movie")
+    table.add_column("score", justify="right")
+    for rank, item in enumerate(body["items"], 1):
+        title = ml.titles.get(item["item_id"], f"item {item['item_id']}")
+        table.add_row(str(rank), title, f"{item['score']:.3f}")
+    console.print(table)
+
+
+def _print_endpoints(console: Console, urls: Mapping[str, str]) -> None:
+    console.print("\nfreshrec is running:")
+    for name in ("ingest", "ranker"):
+        console.print(f"  {name:8s} API docs  {urls[name]}/docs")
+    for name in ("ingest", "trainer", "ranker"):
+        console.print(f"  {name:8s} metrics   {urls[name]}/metrics")
+    console.print(f"  status page       {urls['ranker']}/status")
+    console.print("Stop everything with `make down`.")
+
+
+def _replay_movielens(
+    console: Console,
+    ml: MovieLens,
+    urls: Mapping[str, str],
+    *,
+    total: int,
+    api_key: str | None,
+    speedup: float | None,
+) -> ReplayReport:
+    console.print(
+        f"Replaying {total:,} MovieLens-100K ratings ({ml.n_users} users, {ml.n_items} movies) "
+        f"into {urls['ingest']}" + (f" at {speedup:g}x event time" if speedup else "")
+    )
+    events: Iterator[dict[str, Any]] = islice(movielens_events(ml), total)
+
+    def lag_column() -> Mapping[str, str]:
+        lag = trainer_lag(urls["trainer"])
+        return {"trainer lag": "?" if lag is None else f"{lag:,} msgs"}
+
+    report = replay(
+        events,
+        urls["ingest"],
+        api_key=api_key,
+        speedup=speedup,
+        total=total,
+        extra_columns=lag_column,
+    )
+    console.print(report.summary())
+    return report
+
+
 def run_showcase(
     urls: Mapping[str, str],
     *,
@@ -86,25 +144,7 @@ def run_showcase(
     start = time.monotonic()
     ml: MovieLens = load_movielens()
     total = len(ml) if limit is None else min(limit, len(ml))
-    console.print(
-        f"Replaying {total:,} MovieLens-100K ratings ({ml.n_users} users, {ml.n_items} movies) "
-        f"into {urls['ingest']}" + (f" at {speedup:g}x event time" if speedup else "")
-    )
-    events: Iterator[dict[str, Any]] = islice(movielens_events(ml), total)
-
-    def lag_column() -> Mapping[str, str]:
-        lag = trainer_lag(urls["trainer"])
-        return {"trainer lag": "?" if lag is None else f"{lag:,} msgs"}
-
-    report = replay(
-        events,
-        urls["ingest"],
-        api_key=api_key,
-        speedup=speedup,
-        total=total,
-        extra_columns=lag_column,
-    )
-    console.print(report.summary())
+    report = _replay_movielens(console, ml, urls, total=total, api_key=api_key, speedup=speedup)
     _wait_caught_up(urls["trainer"], timeout_s=120)
 
     recommendations: dict[str, list[dict[str, Any]]] = {}
@@ -113,24 +153,6 @@ def run_showcase(
         seen = sorted({str(i) for i in ml.items[:total][ml.users[:total] == int(user)]})
         body = _recommend(urls["ranker"], user, k, seen[:1000])
         recommendations[user] = body["items"]
-        table = Table(
-            title=f"user {user}: model v{body['model_version']}, index v{body['index_version']}"
-            + (" (fallback)" if body["fallback"] else ""),
-            title_justify="left",
-        )
-        table.add_column("#", justify="right")
-        table.add_column("movie")
-        table.add_column("score", justify="right")
-        for rank, item in enumerate(body["items"], 1):
-            title = ml.titles.get(item["item_id"], f"item {item['item_id']}")
-            table.add_row(str(rank), title, f"{item['score']:.3f}")
-        console.print(table)
-
-    console.print("\nfreshrec is running:")
-    for name in ("ingest", "ranker"):
-        console.print(f"  {name:8s} API docs  {urls[name]}/docs")
-    for name in ("ingest", "trainer", "ranker"):
-        console.print(f"  {name:8s} metrics   {urls[name]}/metrics")
-    console.print(f"  status page       {urls['ranker']}/status")
-    console.print("Stop everything with `make down`.")
+        _print_recommendations(console, ml, body, user)
+    _print_endpoints(console, urls)
     return ShowcaseResult(report, recommendations, time.monotonic() - start)

@@ -1,0 +1,73 @@
+"""`freshrec bench ...`: each benchmark of `freshrec.bench`, with its figures printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["bench_app"]
+
+bench_app = typer.Typer(help="Benchmarks: print figures and write JSON under --out.")
+
+BenchOut = Annotated[Path, typer.Option(help="Directory the JSON files go to.")]
+
+
+def _endpoints() -> tuple[str, str]:
+    from freshrec.settings import CommonSettings  # noqa: PLC0415
+
+    settings = CommonSettings()
+    return settings.redis_url, settings.kafka_bootstrap
+
+
+def _show(name: str, result: object) -> None:
+    typer.echo(f"== {name}\n{json.dumps(result, indent=2)}")
+
+
+@bench_app.command("table")
+def bench_table(out: BenchOut = Path("results/bench")) -> None:
+    """Table lookups/updates against raw MGET/SET at batch 4096 (table.json)."""
+    from freshrec.bench.table import run_table_bench  # noqa: PLC0415
+
+    _show("table", run_table_bench(_endpoints()[0], out))
+
+
+@bench_app.command("retrieval")
+def bench_retrieval(out: BenchOut = Path("results/bench")) -> None:
+    """Recall@100 and queries/s of the FAISS indexes at 100k items (retrieval.json)."""
+    from freshrec.bench.retrieval import run_retrieval_bench  # noqa: PLC0415
+
+    _show("retrieval", run_retrieval_bench(out))
+
+
+@bench_app.command("trainer")
+def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
+    """Sustained Kafka → Redis events/s and lag at 5,000 events/s (trainer.json)."""
+    from freshrec.bench.trainer import run_trainer_bench  # noqa: PLC0415
+
+    _show("trainer", run_trainer_bench(*_endpoints(), out))
+
+
+@bench_app.command("ranker")
+def bench_ranker(
+    out: BenchOut = Path("results/bench"),
+    index_kind: Annotated[
+        str, typer.Option(help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).")
+    ] = "flat",
+) -> None:
+    """Recommend latency/throughput and end-to-end freshness (ranker.json, freshness.json)."""
+    from services.cli.bench_ranker import ranker_bench  # noqa: PLC0415
+
+    _show("ranker", ranker_bench(*_endpoints(), out, index_kind=index_kind))
+
+
+@bench_app.command("all")
+def bench_all(out: BenchOut = Path("results/bench")) -> None:
+    """Every benchmark above, one after another."""
+    bench_table(out)
+    bench_retrieval(out)
+    bench_trainer(out)
+    bench_ranker(out)
+    bench_ranker(out, index_kind="ivf")

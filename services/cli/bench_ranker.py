@@ -1,0 +1,108 @@
+"""`freshrec bench ranker`'s processes: the stack and the baseline apps, on free ports.
+
+The services run in a scratch namespace of the given Redis and Kafka; the two baseline apps
+of `services.cli.bench_apps` are served by uvicorn as the ranker is (one process each). The
+library's `run_ranker_bench` gets their URLs; everything is stopped and the namespace
+removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from freshrec.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
+from services.cli import stack
+from services.cli.paths import checkout_dir
+
+__all__ = ["ranker_bench"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stack_env(
+    redis_url: str, bootstrap: str, namespace: str, key: str, index_kind: str
+) -> dict[str, str]:
+    ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
+    return {
+        **os.environ,
+        "FRESHREC_REDIS_URL": redis_url,
+        "FRESHREC_KAFKA_BOOTSTRAP": bootstrap,
+        "FRESHREC_NAMESPACE": namespace,
+        "FRESHREC_TRAINER_GROUP": f"{namespace}-group",
+        "FRESHREC_API_KEYS": key,
+        "FRESHREC_PUBLISH_INTERVAL_S": "1",
+        "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
+        "FRESHREC_CANDIDATES": "500",
+        "FRESHREC_INDEX_KIND": index_kind,
+        **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+
+
+def _baseline_servers(ports: Mapping[str, int]) -> list[subprocess.Popen[bytes]]:
+    """Serve each `services.cli.bench_apps:<app>` on its port with uvicorn."""
+    root = checkout_dir()
+    path = os.pathsep.join([str(root / "libs"), str(root), os.environ.get("PYTHONPATH", "")])
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", f"services.cli.bench_apps:{app}",
+             "--port", str(port), "--host", "127.0.0.1", "--log-level", "warning",
+             "--no-access-log"],
+            env={**os.environ, "PYTHONPATH": path},
+        )
+        for app, port in ports.items()
+    ]  # fmt: skip
+
+
+@contextmanager
+def _run_dir(path: Path) -> Iterator[None]:
+    """Point `FRESHREC_RUN_DIR` at `path` for the bench's services, then restore it."""
+    previous = os.environ.get("FRESHREC_RUN_DIR")
+    os.environ["FRESHREC_RUN_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FRESHREC_RUN_DIR", None)
+        else:
+            os.environ["FRESHREC_RUN_DIR"] = previous
+
+
+def ranker_bench(redis_url: str, bootstrap: str, out: Path, index_kind: str) -> dict[str, Any]:
+    """Start the stack and the baselines, run the ranker bench against them, stop them all."""
+    namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    env = _stack_env(redis_url, bootstrap, namespace, key, index_kind)
+    workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
+    noop_port, http_port = _free_port(), _free_port()
+    with _run_dir(workdir / "run"):
+        baselines = _baseline_servers({"noop": noop_port, "ranker_http": http_port})
+        try:
+            urls = stack.start_services(timeout_s=180, env=env)
+            targets = RankerBenchTargets(
+                ingest=urls["ingest"],
+                ranker=urls["ranker"],
+                noop=f"http://127.0.0.1:{noop_port}",
+                ranker_http=f"http://127.0.0.1:{http_port}",
+                api_key=key,
+                namespace=namespace,
+            )
+            return run_ranker_bench(targets, redis_url, out, index_kind=index_kind)
+        finally:
+            for server in baselines:
+                server.terminate()
+                server.wait(timeout=10)
+            stack.stop_services()
+            clear_namespace(redis_url, namespace)
