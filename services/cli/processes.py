@@ -66,8 +66,10 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status() -> None:
-    """Show whether each service is ready."""
-    from services.cli.stack import service_status  # noqa: PLC0415
+    """Show whether each service is ready, and how often the supervisor restarted it."""
+    from services.cli.stack import restart_counts, service_status  # noqa: PLC0415
 
+    restarts = restart_counts()
     for name, (ready, url) in service_status().items():
-        typer.echo(f"{name:8s} {'ready' if ready else 'down ':5s} {url}")
+        state = "ready" if ready else "down "
+        typer.echo(f"{name:8s} {state:5s} {url}  restarts: {restarts.get(name, 0)}")

@@ -1,14 +1,16 @@
 """Start, stop and check the three freshrec services as local background processes.
 
-Each service runs as `python -m services.<name>.main` in its own session, with its log and
-pid file in the run directory (`FRESHREC_RUN_DIR`, default `~/.cache/freshrec/run`). `up`
-waits until every service answers `/readyz` (with a deadline, naming the log to read when one
-does not); `down` ends exactly the processes whose pid files `up` wrote.
+`up` starts the supervisor (`services.cli.supervisor`) in its own session; it runs each service
+as `python -m services.<name>.main`, with its log and pid file in the run directory
+(`FRESHREC_RUN_DIR`, default `~/.cache/freshrec/run`), and restarts a service that crashes.
+`up` waits until every service answers `/readyz` (with a deadline, naming the log to read when
+one does not); `down` stops the supervisor, which stops the services first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +22,16 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["SERVICES", "Service", "run_dir", "service_status", "start_services", "stop_services"]
+__all__ = [
+    "SERVICES",
+    "Service",
+    "alive",
+    "restart_counts",
+    "run_dir",
+    "service_status",
+    "start_services",
+    "stop_services",
+]
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,8 @@ class Service:
         return f"http://127.0.0.1:{self.port(env)}"
 
 
-_children: dict[str, subprocess.Popen[bytes]] = {}
-"""Processes this interpreter started; kept so they are reaped, not left as zombies."""
+_supervisor: subprocess.Popen[bytes] | None = None
+"""The supervisor this interpreter started; kept so it is reaped, not left as a zombie."""
 
 SERVICES = (
     Service("ingest", "services.ingest.main", "FRESHREC_INGEST_PORT", 8001),
@@ -57,17 +68,34 @@ def run_dir() -> Path:
     return path
 
 
-def _pid(service: Service) -> int | None:
-    child = _children.get(service.name)
-    if child is not None and child.poll() is not None:
-        return None
-    pidfile = run_dir() / f"{service.name}.pid"
+def alive(pid: int) -> bool:
+    """Whether `pid` runs: exists and is not a zombie (exited, not yet reaped by its parent)."""
     try:
-        pid = int(pidfile.read_text())
         os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust the signal
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _pid(name: str) -> int | None:
+    try:
+        pid = int((run_dir() / f"{name}.pid").read_text())
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if alive(pid) else None
+
+
+def restart_counts() -> dict[str, int]:
+    """Service name → restarts the supervisor made (empty when it never ran)."""
+    try:
+        state = json.loads((run_dir() / "stack.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: int(entry.get("restarts", 0)) for name, entry in state.items()}
 
 
 def _ready(url: str) -> bool:
@@ -77,75 +105,90 @@ def _ready(url: str) -> bool:
         return False
 
 
+def _start_supervisor(environ: Mapping[str, str]) -> None:
+    global _supervisor  # noqa: PLW0603 - one supervisor per interpreter, reaped at stop
+    if _supervisor is not None:
+        _supervisor.wait(timeout=10)  # an earlier one that died: reap it
+    log = run_dir() / "supervisor.log"
+    (run_dir() / "stack.json").unlink(missing_ok=True)
+    with log.open("ab") as out:
+        _supervisor = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.supervisor"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # the supervisor and the services use this process's run directory
+            env={**environ, "FRESHREC_RUN_DIR": str(run_dir())},
+            start_new_session=True,
+        )
+    (run_dir() / "supervisor.pid").write_text(str(_supervisor.pid))
+
+
 def start_services(
     timeout_s: float = 120.0, env: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Start every service not already running and wait until all are ready.
+    """Start the supervised services unless they run already, and wait until all are ready.
 
     Returns:
         Service name → base URL.
 
     Raises:
-        RuntimeError: a service exited or was not ready in time (names its log).
+        RuntimeError: the supervisor exited, or a service was not ready in time (names its
+            log and how often it was restarted).
     """
     environ = dict(os.environ if env is None else env)
     urls = {s.name: s.url(environ) for s in SERVICES}
-    for service in SERVICES:
-        if _pid(service) is not None:
-            continue
-        log = run_dir() / f"{service.name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", service.module],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=environ,
-                start_new_session=True,
-            )
-        _children[service.name] = proc
-        (run_dir() / f"{service.name}.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + timeout_s
+    if _pid("supervisor") is None:
+        _start_supervisor(environ)
+        # its state file appears once it has stopped any orphans and started its services
+        while not (run_dir() / "stack.json").exists():
+            if _pid("supervisor") is None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack's supervisor did not start; see {run_dir()}")
+            time.sleep(0.1)
     for service in SERVICES:
         while not _ready(urls[service.name]):
             log = run_dir() / f"{service.name}.log"
-            if _pid(service) is None:
-                raise RuntimeError(f"{service.name} exited during start; see {log}")
+            if _pid("supervisor") is None:
+                raise RuntimeError(f"the stack's supervisor exited; see {run_dir()}/supervisor.log")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{service.name} not ready after {timeout_s:.0f}s; see {log}")
+                restarts = restart_counts().get(service.name, 0)
+                raise RuntimeError(
+                    f"{service.name} not ready after {timeout_s:.0f}s ({restarts} restarts); "
+                    f"see {log}"
+                )
             time.sleep(0.3)
     return urls
 
 
-def stop_services(timeout_s: float = 30.0) -> list[str]:
-    """SIGTERM every service `start_services` started (SIGKILL after `timeout_s`).
+def stop_services(timeout_s: float = 60.0) -> list[str]:
+    """Stop the supervisor and with it every service (SIGKILL after `timeout_s`).
 
     Returns:
-        Names of the services stopped.
+        Names of the services that were running.
     """
-    stopped = []
-    for service in reversed(SERVICES):
-        pid = _pid(service)
-        pidfile = run_dir() / f"{service.name}.pid"
-        if pid is None:
-            pidfile.unlink(missing_ok=True)
-            continue
+    global _supervisor  # noqa: PLW0603
+    running = [s.name for s in SERVICES if _pid(s.name) is not None]
+    pid = _pid("supervisor")
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _pid(service) is not None and time.monotonic() < deadline:
+        while _pid("supervisor") is not None and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid(service) is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        child = _children.pop(service.name, None)
-        if child is not None:
-            child.wait(timeout=5)
-        pidfile.unlink(missing_ok=True)
-        stopped.append(service.name)
-    return stopped
+        for name in ("supervisor", *running):
+            leftover = _pid(name)
+            if leftover is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(leftover, signal.SIGKILL)
+    if _supervisor is not None:
+        _supervisor.wait(timeout=10)
+        _supervisor = None
+    for name in ("supervisor", *(s.name for s in SERVICES)):
+        (run_dir() / f"{name}.pid").unlink(missing_ok=True)
+    return running
 
 
 def service_status(env: Mapping[str, str] | None = None) -> dict[str, tuple[bool, str]]:
-    """Service name → (ready, base URL)."""
+    """Service name → (ready, base URL); `restart_counts` says how often each restarted."""
     environ = dict(os.environ if env is None else env)
     return {s.name: (_ready(s.url(environ)), s.url(environ)) for s in SERVICES}

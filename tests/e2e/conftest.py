@@ -26,6 +26,7 @@ class Stack:
     ranker: str
     api_key: str
     run_dir: Path
+    env: dict[str, str]
 
 
 def post_events(stack: Stack, events: list[dict[str, Any]]) -> httpx.Response:
@@ -79,6 +80,8 @@ def running_stack(
         stack.stop_services()
         pytest.fail(f"services did not start: {exc}\n{logs}", pytrace=False)
     try:
-        yield Stack(namespace, urls["ingest"], urls["trainer"], urls["ranker"], api_key, run_dir)
+        yield Stack(
+            namespace, urls["ingest"], urls["trainer"], urls["ranker"], api_key, run_dir, env
+        )
     finally:
         stack.stop_services()
