@@ -49,11 +49,14 @@ from freshrec.table import (
     CollisionStats,
     EmbeddingStore,
     HashingTrickStore,
-    InMemoryBackend,
+    InMemoryTableBackend,
+    RedisTableBackend,
+    TableBackend,
     TableConfig,
+    Tables,
     TablesConfig,
     load_tables,
-    open_store,
+    open_tables,
 )
 from freshrec.table.config import (
     CountingAdmission,
@@ -144,21 +147,15 @@ class _Stores:
     @contextlib.contextmanager
     def open(
         self, run: str, tables: TablesConfig, buckets: Mapping[str, int] | None = None
-    ) -> Iterator[dict[str, EmbeddingStore]]:
+    ) -> Iterator[Tables]:
         namespace = f"{self.prefix}-{run}"
-        backend = InMemoryBackend() if self.client is None else None
-        stores = {
-            t.name: open_store(
-                t,
-                client=self.client,
-                namespace=namespace,
-                backend=backend,
-                hashing_buckets=(buckets or {}).get(t.name),
-            )
-            for t in tables.tables
-        }
+        backend: TableBackend = (
+            InMemoryTableBackend(namespace)
+            if self.client is None
+            else RedisTableBackend(self.client, namespace)
+        )
         try:
-            yield stores
+            yield open_tables(tables, backend, hashing_buckets=dict(buckets or {}))
         finally:
             if self.client is not None:
                 self._wipe(namespace)
@@ -616,8 +613,8 @@ def _collect(
             on_batch=bar.run("hashing"),
         )
         stats = {
-            name: store.collision_stats()
-            for name, store in tables.items()
+            store.config.name: store.collision_stats()
+            for store in tables
             if isinstance(store, HashingTrickStore)
         }
     timing["hashing"] = round(hashing.seconds, 3)

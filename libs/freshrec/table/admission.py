@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from freshrec.table.base import IdArray
+from freshrec.table.records import IdArray
 from freshrec.table.config import (
     AdmissionConfig,
     CountingAdmission,

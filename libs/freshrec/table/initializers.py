@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from freshrec.table.base import FloatArray, IdArray
+from freshrec.table.records import FloatArray, IdArray
 from freshrec.table.config import InitializerConfig, NormalInit, UniformInit, ZerosInit
 from freshrec.table.ids import mix64, uniform01
 

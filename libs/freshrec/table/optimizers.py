@@ -35,7 +35,7 @@ import abc
 
 import numpy as np
 
-from freshrec.table.base import FloatArray
+from freshrec.table.records import FloatArray
 from freshrec.table.config import (
     AdagradConfig,
     AdamConfig,
