@@ -78,7 +78,7 @@ def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> Tr
     tables = load_tables(default_table_config_path())
     trainer = OnlineTrainer(
         open_tables(tables, RedisTableBackend(client, namespace)),
-        TrainerConfig(group=f"{namespace}-group", batch_size=2048, publish_interval_s=2.0)
+        TrainerConfig(group=f"{namespace}-group", batch_size=2048, publish_interval_s=2.0),
     )
     loop = TrainingLoop(
         trainer, LoopConfig(bootstrap=bootstrap, topic=topic, batch_size=2048, max_wait_s=0.02)

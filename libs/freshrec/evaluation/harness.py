@@ -47,7 +47,6 @@ from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepar
 from freshrec.settings import default_table_config_path
 from freshrec.table import (
     CollisionStats,
-    EmbeddingStore,
     HashingTrickStore,
     InMemoryTableBackend,
     RedisTableBackend,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,7 +285,9 @@ def replay_run(
     """
     started = time.perf_counter()
     trainer = OnlineTrainer(tables, trainer_config, clock=_replay_clock)
-    snapshotter = Snapshotter(tables.by_name(), stream.universe) if plan.staleness or plan.frozen else None
+    snapshotter = (
+        Snapshotter(tables.by_name(), stream.universe) if plan.staleness or plan.frozen else None
+    )
     if plan.trainer_auc_window is not None:
         trainer.auc = StreamingAuc(window=plan.trainer_auc_window)
     live_rows = LiveRows(tables.by_name())

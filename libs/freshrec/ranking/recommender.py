@@ -26,8 +26,8 @@ from freshrec.ranking.models import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.retrieval.base import Retriever
 from freshrec.table.base import IdArray, Rows, TableBackend
-from freshrec.table.tables import Tables
 from freshrec.table.ids import context_ids, hash_features
+from freshrec.table.tables import Tables
 
 __all__ = ["Query", "Recommendation", "Recommender", "ScoredItem"]
 

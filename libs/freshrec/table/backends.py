@@ -1,7 +1,7 @@
 """Which table backend to open: a pydantic config per backend, picked by its `type`.
 
-    backend = open_backend(RedisBackendConfig(url="redis://127.0.0.1:6379/0"))
-    tables = open_tables(load_tables(path), backend)
+backend = open_backend(RedisBackendConfig(url="redis://127.0.0.1:6379/0"))
+tables = open_tables(load_tables(path), backend)
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Production tables are collisionless; this store exists only to measure what collisions cost
 (offline evaluation compares the two on the same stream). It wraps any `EmbeddingStore` and
 maps every id to its bucket before calling it, so colliding ids read, train and expire one
-shared row. It lives on the inner store's backend (`open_tables(..., hashing_buckets=...)`). Gradients of colliding ids in one batch are summed into their bucket's row, as
-PyTorch sums duplicate indices of a sparse gradient.
+shared row. Gradients of colliding ids in one batch are summed into their bucket's row, as
+PyTorch sums duplicate indices of a sparse gradient. It lives on the inner store's backend;
+`open_tables(..., hashing_buckets=...)` builds it.
 
 Everything the inner store reports (change feed, `expire`, `export`, `stats`) speaks of bucket
 ids, not of the original ids.

@@ -3,8 +3,9 @@
 Rows live in growable numpy arrays (vectors, optimizer slots, metadata) indexed by a dict from
 id to slot. Several tables, metadata hashes, blobs and change feeds share one
 `InMemoryTableBackend`, so one `InMemoryTransaction` can span several tables, as a Redis
-MULTI/EXEC spans several keys: the backend is one shard (`Atomicity.BACKEND`). Behaviour (admission, optimizers, expiry, feed) matches
-`RedisEmbeddingStore` bit for bit; the parity suite checks it.
+MULTI/EXEC spans several keys: the backend is one shard (`Atomicity.BACKEND`). Behaviour
+(admission, optimizers, expiry, feed) matches `RedisEmbeddingStore` bit for bit; the parity
+suite checks it.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from freshrec.models.published import (
 from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
-from freshrec.table.tables import Tables
 from freshrec.table.ids import context_ids, hash_features
+from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig

@@ -71,7 +71,6 @@ return {table.concat(gone), table.concat(waiting)}
 """
 
 
-
 class RedisExpiry:
     """Removes a table's idle rows (event clock) or reports the ones Redis let go (wall clock).
 

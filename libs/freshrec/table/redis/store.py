@@ -91,7 +91,6 @@ class RedisPulled(Pulled):
     generation: int
 
 
-
 class RedisEmbeddingStore(EmbeddingStore):
     """One table in Redis; open it with `RedisTableBackend.store`.
 
@@ -575,7 +574,6 @@ class RedisEmbeddingStore(EmbeddingStore):
 
         self._run("clear", wipe)
         self._generation = 0
-
 
 
 _NO_PULL = Pulled(
