@@ -38,7 +38,7 @@ def build_trainer(
     """The trainer over the Redis tables named in the table config."""
     tables = load_tables(settings.table_config)
     stores = open_tables(tables, RedisTableBackend(client, settings.namespace))
-    user, item, context = tables["user"], tables["item"], tables["context"]
+    user, item, context = (store.config for store in stores)
     config = TrainerConfig(
         group=settings.trainer_group,
         batch_size=settings.batch_size,

@@ -133,6 +133,11 @@ class RedisExpiry:
                     continue
 
     def event_clock(self, watermark: float) -> IdArray:
+        """Remove rows whose last update is older than `watermark` minus `expire_after`.
+
+        Returns:
+            `(E,)` uint64 ids removed (their tombstones are on the change feed).
+        """
         expiry = self.config.expiry
         assert expiry is not None
         cutoff = event_cutoff(watermark, expiry)
@@ -178,6 +183,11 @@ class RedisExpiry:
             pipe.execute()
 
     def wall_clock(self) -> IdArray:
+        """Report rows Redis dropped since the last call (their deadline passed).
+
+        Returns:
+            `(E,)` uint64 ids gone (their tombstones are on the change feed).
+        """
         expiry = self.config.expiry
         assert expiry is not None
         width = bucket_width(expiry)

@@ -25,15 +25,13 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import redis
-from prometheus_client import Histogram
 
 from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
-from freshrec.metrics import LATENCY_BUCKETS_S
 from freshrec.table.admission import keeps_counts
 from freshrec.table.base import (
     Change,
@@ -50,28 +48,17 @@ from freshrec.table.config import TableConfig
 from freshrec.table.encoding import decode_rows, encode_records, row_dtype
 from freshrec.table.expiry import bucket_of, pending_generation, wall_deadline
 from freshrec.table.optimizers import make_optimizer
+from freshrec.table.redis.connection import TABLE_OP_SECONDS, RedisConnection, RedisTransaction
 from freshrec.table.redis.expiry import RedisExpiry
 from freshrec.table.redis.keys import TableKeys, id_bytes, pack_ids, split_ids, unpack_ids
-from freshrec.table.redis.transaction import RedisTransaction
 from freshrec.table.resp import execute_packed, pack_command, rows_concat
 from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows
 
-if TYPE_CHECKING:
-    # Only for the annotation: the backend opens stores, so it imports this module.
-    from freshrec.table.redis.backend import RedisTableBackend
-
-__all__ = ["KEY_OVERHEAD_BYTES", "TABLE_OP_SECONDS", "RedisEmbeddingStore", "RedisPulled"]
+__all__ = ["KEY_OVERHEAD_BYTES", "RedisEmbeddingStore", "RedisPulled"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-TABLE_OP_SECONDS = Histogram(
-    "freshrec_table_op_duration_seconds",
-    "Time one batched table operation took against Redis, by table and operation.",
-    ["table", "op"],
-    buckets=LATENCY_BUCKETS_S,
-)
 
 # Redis's own cost per key on a 64-bit build (dict entry, key and value headers, allocator
 # rounding), used to estimate `TableStats.bytes`; the table benchmark measures the real figure.
@@ -103,7 +90,7 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     def __init__(
         self,
-        backend: RedisTableBackend,
+        backend: RedisConnection,
         config: TableConfig,
         *,
         feed_maxlen: int = 100_000,
