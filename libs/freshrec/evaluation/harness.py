@@ -154,7 +154,7 @@ class _Stores:
             else RedisTableBackend(self.client, namespace)
         )
         try:
-            yield open_tables(tables, backend, hashing_buckets=dict(buckets or {}))
+            yield open_tables(tables, backend, hashing_buckets=buckets)
         finally:
             if self.client is not None:
                 self._wipe(namespace)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from freshrec.errors import ConfigError
@@ -51,7 +51,7 @@ def open_tables(
     tables: TablesConfig,
     backend: TableBackend,
     *,
-    hashing_buckets: dict[str, int] | int | None = None,
+    hashing_buckets: Mapping[str, int] | int | None = None,
 ) -> Tables:
     """The `user`, `item` and `context` stores of `tables` on `backend`.
 
@@ -72,7 +72,7 @@ def open_tables(
     def one(name: str) -> EmbeddingStore:
         store = backend.store(configs[name])
         buckets = (
-            hashing_buckets.get(name) if isinstance(hashing_buckets, dict) else hashing_buckets
+            hashing_buckets.get(name) if isinstance(hashing_buckets, Mapping) else hashing_buckets
         )
         return store if buckets is None else HashingTrickStore(store, buckets)
 
