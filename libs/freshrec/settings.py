@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from freshrec.table.backends import RedisBackendConfig
+
 __all__ = ["CommonSettings", "default_table_config_path"]
 
 
@@ -81,6 +83,16 @@ class CommonSettings(BaseSettings):
         if not self.dead_letter_topic:
             self.dead_letter_topic = f"{self.namespace}.events.dlq"
         return self
+
+    def table_backend(self, socket_timeout_s: float | None = None) -> RedisBackendConfig:
+        """The table backend these settings name: Redis at `redis_url`, keys under `namespace`.
+
+        Args:
+            socket_timeout_s: per-command socket timeout (None: wait as long as it takes).
+        """
+        return RedisBackendConfig(
+            url=self.redis_url, namespace=self.namespace, socket_timeout_s=socket_timeout_s
+        )
 
 
 def _kind(annotation: object) -> str:

@@ -23,7 +23,7 @@ from freshrec.errors import NotFound, Overloaded, StoreUnavailable
 from freshrec.ranking import ModelHolder, PopularityTracker, Query, RecommendBatcher, Recommender
 from freshrec.retrieval import IndexFollower, RowMirror, build_retriever
 from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
-from freshrec.table import EmbeddingStore, RedisEmbeddingStore, load_tables
+from freshrec.table import EmbeddingStore, RedisTableBackend, load_tables, open_tables
 from freshrec.table.ids import hash_feature
 from freshrec.threads import limit_compute_threads
 from services.ranker.settings import RankerSettings
@@ -75,7 +75,7 @@ class RankerState:
 
     settings: RankerSettings
     client: redis.Redis
-    tables: dict[str, EmbeddingStore]
+    tables: Mapping[str, EmbeddingStore]
     recommender: Recommender
     follower: IndexFollower
     models: ModelHolder
@@ -126,20 +126,18 @@ def create_app(settings: RankerSettings) -> FastAPI:
         limit_compute_threads(settings.compute_threads)
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
         tables_config = load_tables(settings.table_config)
-        tables: dict[str, EmbeddingStore] = {
-            t.name: RedisEmbeddingStore(client, settings.namespace, t) for t in tables_config.tables
-        }
-        retriever = build_retriever(_retriever_config(settings), tables["item"].config.dim)
+        tables = open_tables(tables_config, RedisTableBackend(client, settings.namespace))
+        retriever = build_retriever(_retriever_config(settings), tables.item.config.dim)
         mirror = RowMirror(retriever.dim) if settings.item_rows == "mirror" else None
         follower = IndexFollower(
-            tables["item"],
+            tables.item,
             retriever,
             settings.index_snapshot,
             snapshot_interval_s=settings.index_snapshot_interval_s,
             mirror=mirror,
         )
-        models = ModelHolder(tables["item"])
-        popularity = PopularityTracker(tables["item"])
+        models = ModelHolder(tables.backend)
+        popularity = PopularityTracker(tables.item)
         stop = threading.Event()
         recommender = Recommender(
             tables,
@@ -152,7 +150,7 @@ def create_app(settings: RankerSettings) -> FastAPI:
         state = RankerState(
             settings=settings,
             client=client,
-            tables=tables,
+            tables=tables.by_name(),
             recommender=recommender,
             follower=follower,
             models=models,

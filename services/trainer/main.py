@@ -16,7 +16,7 @@ from freshrec.api import freeze_startup_heap, install_common
 from freshrec.models import ModelConfig
 from freshrec.stream.deadletter import DeadLetterWriter
 from freshrec.stream.topics import ensure_topics
-from freshrec.table import RedisEmbeddingStore, load_tables
+from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import (
     ExampleConfig,
     LoopConfig,
@@ -37,8 +37,8 @@ def build_trainer(
 ) -> OnlineTrainer:
     """The trainer over the Redis tables named in the table config."""
     tables = load_tables(settings.table_config)
-    stores = {t.name: RedisEmbeddingStore(client, settings.namespace, t) for t in tables.tables}
-    user, item, context = tables["user"], tables["item"], tables["context"]
+    stores = open_tables(tables, RedisTableBackend(client, settings.namespace))
+    user, item, context = (store.config for store in stores)
     config = TrainerConfig(
         group=settings.trainer_group,
         batch_size=settings.batch_size,

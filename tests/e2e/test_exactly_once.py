@@ -26,8 +26,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from freshrec.models import decode_tensors
 from freshrec.stream.events import Event, encode_event
-from freshrec.table import RedisEmbeddingStore, load_tables
-from freshrec.table.base import Rows
+from freshrec.table import RedisTableBackend, TableBackend, Tables, load_tables, open_tables
+from freshrec.table.base import EmbeddingStore, Rows
 from freshrec.training import checkpoint_key
 from tests.conftest import Servers
 from tests.waiting import wait_until
@@ -114,8 +114,8 @@ def _trainer(servers: Servers, namespace: str, topic: str, run: Path) -> subproc
         )
 
 
-def _committed(store: RedisEmbeddingStore, group: str, topic: str) -> int:
-    return int(store.get_hash(f"offsets:{group}").get(f"{topic}:0", b"0"))
+def _committed(backend: TableBackend, group: str, topic: str) -> int:
+    return int(backend.get_hash(f"offsets:{group}", group=group).get(f"{topic}:0", b"0"))
 
 
 def _wait_offset(
@@ -134,7 +134,7 @@ def _wait_offset(
     )
 
 
-def _all_rows(store: RedisEmbeddingStore) -> Rows:
+def _all_rows(store: EmbeddingStore) -> Rows:
     parts = list(store.export())
     ids = np.concatenate([p.ids for p in parts])
     order = np.argsort(ids)
@@ -159,13 +159,12 @@ def test_killed_trainer_ends_where_an_uninterrupted_one_does(
     total = _produce(servers, topic)
     tables = load_tables(ROOT / "libs" / "freshrec" / "tables.yaml")
     runs = {name: f"{namespace}-{name}" for name in ("a", "b")}
-    stores = {
-        run: {t.name: RedisEmbeddingStore(redis_client, ns, t) for t in tables.tables}
-        for run, ns in runs.items()
+    stores: dict[str, Tables] = {
+        run: open_tables(tables, RedisTableBackend(redis_client, ns)) for run, ns in runs.items()
     }
 
     def offset_of(run: str) -> Callable[[], int]:
-        return lambda: _committed(stores[run]["item"], f"{runs[run]}-group", topic)
+        return lambda: _committed(stores[run].backend, f"{runs[run]}-group", topic)
 
     started: list[subprocess.Popen[bytes]] = []
 
@@ -193,8 +192,9 @@ def test_killed_trainer_ends_where_an_uninterrupted_one_does(
             if proc.poll() is None:
                 proc.kill()
 
-    for name in ("user", "item", "context"):
-        a, b = _all_rows(stores["a"][name]), _all_rows(stores["b"][name])
+    for store_a, store_b in zip(stores["a"], stores["b"], strict=True):
+        name = store_a.config.name
+        a, b = _all_rows(store_a), _all_rows(store_b)
         assert len(a) > 0, f"run A wrote no {name} rows"
         np.testing.assert_array_equal(a.ids, b.ids, err_msg=f"{name}: different row sets")
         np.testing.assert_array_equal(a.count, b.count, err_msg=f"{name}: a batch applied twice")
@@ -203,7 +203,8 @@ def test_killed_trainer_ends_where_an_uninterrupted_one_does(
         np.testing.assert_array_equal(a.event_time, b.event_time, err_msg=name)
 
     blobs = {
-        run: stores[run]["item"].get_blob(checkpoint_key(f"{ns}-group")) for run, ns in runs.items()
+        run: stores[run].backend.get_blob(checkpoint_key(f"{ns}-group"), group=f"{ns}-group")
+        for run, ns in runs.items()
     }
     assert blobs["a"] is not None and blobs["b"] is not None
     (dense_a, meta_a), (dense_b, meta_b) = decode_tensors(blobs["a"]), decode_tensors(blobs["b"])

@@ -17,7 +17,7 @@ from freshrec.settings import default_table_config_path
 from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.reader import ReaderConfig, run_reader
 from freshrec.stream.topics import ensure_topics
-from freshrec.table import RedisEmbeddingStore, load_tables
+from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import LoopConfig, OnlineTrainer, TrainerConfig, TrainingLoop
 from tests.conftest import Servers
 
@@ -94,7 +94,7 @@ def test_a_killed_reader_is_replaced_and_no_event_is_lost_or_repeated(
     producer.close()
 
     tables = load_tables(default_table_config_path())
-    stores = {t.name: RedisEmbeddingStore(redis_client, namespace, t) for t in tables.tables}
+    stores = open_tables(tables, RedisTableBackend(redis_client, namespace))
     trainer = OnlineTrainer(stores, TrainerConfig(group=f"{namespace}-group", batch_size=200))
     loop = TrainingLoop(
         trainer, LoopConfig(bootstrap=servers.kafka_bootstrap, topic=topic, batch_size=200)

@@ -8,13 +8,13 @@ import pytest
 import redis
 
 from freshrec.retrieval import ExactRetriever, IndexFollower
-from freshrec.table.redis import RedisEmbeddingStore
+from freshrec.table.redis import RedisEmbeddingStore, RedisTableBackend
 from tests.scenarios import retrieval_follower as sc
 
 
 @pytest.fixture
 def store(redis_client: redis.Redis, namespace: str) -> RedisEmbeddingStore:
-    return RedisEmbeddingStore(redis_client, namespace, sc.item_table())
+    return RedisTableBackend(redis_client, namespace).store(sc.item_table())
 
 
 def test_new_item_is_searchable_after_poll_once(store: RedisEmbeddingStore) -> None:
@@ -38,7 +38,7 @@ def test_restart_from_snapshot_does_not_start_empty(
 def test_cursor_off_the_trimmed_stream_rebuilds_from_export(
     redis_client: redis.Redis, namespace: str, tmp_path: Path
 ) -> None:
-    store = RedisEmbeddingStore(redis_client, namespace, sc.item_table(), feed_maxlen=5)
+    store = RedisTableBackend(redis_client, namespace).store(sc.item_table(), feed_maxlen=5)
     sc.background(store, n=40)
     first = IndexFollower(store, ExactRetriever(sc.DIM), tmp_path)
     first.bootstrap()

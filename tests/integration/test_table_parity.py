@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from freshrec.bench.table import run_table_bench
 from freshrec.errors import ConfigError, StoreUnavailable
-from freshrec.table import EmbeddingStore, InMemoryEmbeddingStore, RedisEmbeddingStore
+from freshrec.table import EmbeddingStore, InMemoryEmbeddingStore, RedisTableBackend
 from freshrec.table.config import (
     AdamConfig,
     CountingAdmission,
@@ -68,7 +68,7 @@ def test_redis_store_matches_reference_bit_for_bit(
         return 1_700_000_000.0
 
     memory = InMemoryEmbeddingStore(CONFIG, clock=clock)
-    store = RedisEmbeddingStore(redis_client, namespace, CONFIG, clock=clock)
+    store = RedisTableBackend(redis_client, namespace).store(CONFIG, clock=clock)
     removed_memory, removed_redis = _replay(memory), _replay(store)
     assert sum(r.size for r in removed_memory) > 0
     for a, b in zip(removed_memory, removed_redis, strict=True):
@@ -100,7 +100,7 @@ def test_expiring_many_rows_in_one_bucket(redis_client: redis.Redis, namespace: 
     config = TableConfig(
         name="bulk", dim=2, expiry=ExpiryConfig(clock="event", expire_after_s=10.0)
     )
-    store = RedisEmbeddingStore(redis_client, namespace, config)
+    store = RedisTableBackend(redis_client, namespace).store(config)
     ids = np.arange(1, 10_001, dtype=np.uint64) * np.uint64(2**44 + 1)
     store.apply_gradients(ids, np.zeros((ids.shape[0], 2), np.float32), event_time=0.0)
     store.apply_gradients(ids[:10], np.zeros((10, 2), np.float32), event_time=20.0)
@@ -115,13 +115,13 @@ def test_unreachable_redis_raises_store_unavailable() -> None:
     client = redis.Redis(
         host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
     )
-    store = RedisEmbeddingStore(client, "nowhere", CONFIG)
+    store = RedisTableBackend(client, "nowhere").store(CONFIG)
     ids = np.array([1, 2], dtype=np.uint64)
     with pytest.raises(StoreUnavailable, match="Redis failed during lookup"):
         store.lookup(ids)
     with pytest.raises(StoreUnavailable):
         store.apply_gradients(ids, np.zeros((2, CONFIG.dim), np.float32), 0.0)
-    txn = store.transaction()
+    txn = store.backend.transaction()
     txn.put_hash("offsets", {"p0": 1})
     with pytest.raises(StoreUnavailable, match="transaction"):
         txn.commit()
@@ -137,9 +137,9 @@ def test_store_refuses_text_clients_and_foreign_transactions(
 ) -> None:
     text = redis.Redis.from_url(servers.redis_url, decode_responses=True)
     with pytest.raises(ConfigError, match="decode_responses"):
-        RedisEmbeddingStore(text, namespace, CONFIG)
+        RedisTableBackend(text, namespace)
     text.close()
-    store = RedisEmbeddingStore(redis_client, namespace, CONFIG)
+    store = RedisTableBackend(redis_client, namespace).store(CONFIG)
     memory = InMemoryEmbeddingStore(CONFIG)
     pulled = store.pull(np.array([1], dtype=np.uint64))
     with pytest.raises(TypeError, match="same Redis client"):
@@ -148,7 +148,7 @@ def test_store_refuses_text_clients_and_foreign_transactions(
             np.zeros((1, CONFIG.dim), np.float32),
             np.ones(1, np.int64),
             np.zeros(1),
-            txn=memory.transaction(),
+            txn=memory.backend.transaction(),
         )
 
 

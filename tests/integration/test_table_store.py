@@ -18,9 +18,9 @@ from freshrec.errors import SnapshotError
 from freshrec.table import (
     ChangeOp,
     EmbeddingStore,
-    InMemoryBackend,
     InMemoryEmbeddingStore,
-    RedisEmbeddingStore,
+    InMemoryTableBackend,
+    RedisTableBackend,
     initial_vectors,
     restore_snapshot,
     save_snapshot,
@@ -48,7 +48,7 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
     """Builds stores of one backend; all stores of a test share it (and its transactions)."""
     made: list[EmbeddingStore] = []
     if request.param == "memory":
-        backend = InMemoryBackend()
+        backend = InMemoryTableBackend()
 
         def make(config: TableConfig, **kwargs: Any) -> EmbeddingStore:
             store = InMemoryEmbeddingStore(config, backend, **kwargs)
@@ -58,9 +58,10 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[MakeStore]:
     else:
         client: redis.Redis = request.getfixturevalue("redis_client")
         namespace: str = request.getfixturevalue("namespace")
+        redis_backend = RedisTableBackend(client, namespace)
 
         def make(config: TableConfig, **kwargs: Any) -> EmbeddingStore:
-            store = RedisEmbeddingStore(client, namespace, config, **kwargs)
+            store = redis_backend.store(config, **kwargs)
             made.append(store)
             return store
 
@@ -449,43 +450,43 @@ def _config(name: str, dim: int = 2) -> TableConfig:
 
 def test_transaction_is_invisible_until_commit(make_store: MakeStore) -> None:
     users, items = make_store(_config("user")), make_store(_config("item"))
-    txn = users.transaction()
+    txn = users.backend.transaction()
     users.apply_gradients(_ids(1), np.ones((1, 2), np.float32), 1.0, txn=txn)
     items.apply_gradients(_ids(7), np.ones((1, 2), np.float32), 1.0, txn=txn)
     txn.put_hash("offsets", {"events:0": 41, "events:1": "9"})
     txn.put_blob("dense", b"\x00weights")
     assert not users.lookup(_ids(1)).exists[0]
     assert not items.lookup(_ids(7)).exists[0]
-    assert users.get_hash("offsets") == {}
-    assert users.get_blob("dense") is None
+    assert users.backend.get_hash("offsets") == {}
+    assert users.backend.get_blob("dense") is None
     assert users.changes("0") == [] and items.changes("0") == []
     assert users.stats().rows == 0
     txn.commit()
     assert users.lookup(_ids(1)).exists[0] and items.lookup(_ids(7)).exists[0]
     np.testing.assert_array_equal(items.lookup(_ids(7)).vectors, [[-1.0, -1.0]])
-    assert items.get_hash("offsets") == {"events:0": b"41", "events:1": b"9"}
-    assert items.get_blob("dense") == b"\x00weights"
+    assert items.backend.get_hash("offsets") == {"events:0": b"41", "events:1": b"9"}
+    assert items.backend.get_blob("dense") == b"\x00weights"
     assert [c.op for c in users.changes("0")] == [ChangeOp.UPSERT]
     assert users.stats().rows == 1 and items.stats().created_total == 1
 
 
 def test_transaction_discard_and_exception_drop_everything(make_store: MakeStore) -> None:
     store = make_store(_config("user"))
-    txn = store.transaction()
+    txn = store.backend.transaction()
     store.apply_gradients(_ids(1), np.ones((1, 2), np.float32), 1.0, txn=txn)
     txn.put_hash("offsets", {"events:0": 1})
     txn.discard()
     txn.commit()  # nothing left to commit
-    with pytest.raises(RuntimeError), store.transaction() as txn2:
+    with pytest.raises(RuntimeError), store.backend.transaction() as txn2:
         store.apply_gradients(_ids(2), np.ones((1, 2), np.float32), 1.0, txn=txn2)
         txn2.put_blob("dense", b"x")
         raise RuntimeError("trainer crashed mid-batch")
     assert not store.lookup(_ids(1, 2)).exists.any()
-    assert store.get_hash("offsets") == {} and store.get_blob("dense") is None
+    assert store.backend.get_hash("offsets") == {} and store.backend.get_blob("dense") is None
     assert store.changes("0") == []
     stats = store.stats()
     assert (stats.rows, stats.created_total) == (0, 0)
-    with store.transaction() as txn3:
+    with store.backend.transaction() as txn3:
         store.apply_gradients(_ids(3), np.ones((1, 2), np.float32), 1.0, txn=txn3)
     assert store.lookup(_ids(3)).exists[0]
 

@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits
 
 from freshrec.retrieval.scan import top_inner_products
 from freshrec.settings import default_table_config_path
-from freshrec.table import RedisEmbeddingStore, hash_features, load_tables
+from freshrec.table import RedisTableBackend, hash_features, load_tables
 from freshrec.table.base import Rows
 from freshrec.table.config import TableConfig
 
@@ -262,7 +262,7 @@ def _seed_catalog(
     ]
     for start in range(0, len(events), 1000):
         _post(urls["ingest"], key, events[start : start + 1000])
-    store = RedisEmbeddingStore(client, namespace, config)
+    store = RedisTableBackend(client, namespace).store(config)
     rng = np.random.default_rng(0)
     for start in range(0, items, 20_000):
         n = min(20_000, items - start)

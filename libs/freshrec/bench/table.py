@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from freshrec.table.config import AdagradConfig, ExpiryConfig, NormalInit, TableConfig
-from freshrec.table.redis import RedisEmbeddingStore
+from freshrec.table.redis import RedisTableBackend
 
 __all__ = ["run_table_bench"]
 
@@ -88,7 +88,7 @@ def _bench_dim(
         optimizer=AdagradConfig(lr=0.05, initial_accumulator=0.1),
         expiry=ExpiryConfig(clock="event", expire_after_s=30 * 86400.0),
     )
-    store = RedisEmbeddingStore(client, namespace, config)
+    store = RedisTableBackend(client, namespace).store(config)
     rng = np.random.default_rng(dim)
     ids = np.unique(rng.integers(0, 2**64 - 1, size=rows + rows // 10, dtype=np.uint64))
     ids = rng.permutation(ids)[:rows]

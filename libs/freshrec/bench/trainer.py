@@ -29,7 +29,7 @@ from kafka.admin import KafkaAdminClient
 from freshrec.settings import default_table_config_path
 from freshrec.stream.events import Event, encode_event
 from freshrec.stream.topics import ensure_topics
-from freshrec.table import RedisEmbeddingStore, load_tables
+from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import LoopConfig, OnlineTrainer, TrainerConfig, TrainingLoop
 
 __all__ = ["run_trainer_bench"]
@@ -76,9 +76,9 @@ def _produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, seed
 
 def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> TrainingLoop:
     tables = load_tables(default_table_config_path())
-    stores = {t.name: RedisEmbeddingStore(client, namespace, t) for t in tables.tables}
     trainer = OnlineTrainer(
-        stores, TrainerConfig(group=f"{namespace}-group", batch_size=2048, publish_interval_s=2.0)
+        open_tables(tables, RedisTableBackend(client, namespace)),
+        TrainerConfig(group=f"{namespace}-group", batch_size=2048, publish_interval_s=2.0),
     )
     loop = TrainingLoop(
         trainer, LoopConfig(bootstrap=bootstrap, topic=topic, batch_size=2048, max_wait_s=0.02)

@@ -387,8 +387,8 @@ def _collect(
             on_batch=bar.run("hashing"),
         )
         stats = {
-            name: store.collision_stats()
-            for name, store in tables.items()
+            store.config.name: store.collision_stats()
+            for store in tables
             if isinstance(store, HashingTrickStore)
         }
     timing["hashing"] = round(hashing.seconds, 3)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +43,7 @@ from freshrec.evaluation.scoring import (
 )
 from freshrec.evaluation.stream import EvalStream
 from freshrec.table.base import EmbeddingStore
+from freshrec.table.tables import Tables
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.trainer import OnlineTrainer, TrainerConfig
 
@@ -259,7 +260,7 @@ class _Popularity:
 
 def replay_run(
     stream: EvalStream,
-    tables: Mapping[str, EmbeddingStore],
+    tables: Tables,
     *,
     trainer_config: TrainerConfig,
     batches: list[tuple[int, int]],
@@ -284,10 +285,12 @@ def replay_run(
     """
     started = time.perf_counter()
     trainer = OnlineTrainer(tables, trainer_config, clock=_replay_clock)
-    snapshotter = Snapshotter(tables, stream.universe) if plan.staleness or plan.frozen else None
+    snapshotter = (
+        Snapshotter(tables.by_name(), stream.universe) if plan.staleness or plan.frozen else None
+    )
     if plan.trainer_auc_window is not None:
         trainer.auc = StreamingAuc(window=plan.trainer_auc_window)
-    live_rows = LiveRows(tables)
+    live_rows = LiveRows(tables.by_name())
     n_queries = len(stream.queries) if plan.ranking else 0
     scores = {m: MethodScores.empty(stream.n_examples, n_queries) for m in plan.methods()}
     intervals = [interval for _, interval in plan.staleness]
@@ -373,16 +376,16 @@ def replay_run(
                     snapshotter.release(gone)
             del snap_ends[:keep], snap_states[:keep]
         while next_window <= windows and end >= int(stream.window_edges[next_window]):
-            rows_per_window.append(_rows(tables, ("user", "item")))
+            rows_per_window.append(_rows((tables.user, tables.item)))
             next_window += 1
         if on_batch is not None:
             on_batch(end - start)
 
     watermark = trainer.builder.watermark
-    for store in tables.values():
+    for store in tables:
         if store.config.expiry is not None and store.config.expiry.clock == "event":
             store.expire(watermark)
-    rows = {name: store.stats().rows for name, store in tables.items()}
+    rows = {store.config.name: store.stats().rows for store in tables}
     seconds = time.perf_counter() - started
     logger.info(
         "replay %s: %d batches, %d examples, %.1f s",
@@ -401,5 +404,5 @@ def replay_run(
     )
 
 
-def _rows(tables: Mapping[str, EmbeddingStore], names: tuple[str, ...]) -> int:
-    return sum(tables[name].stats().rows for name in names)
+def _rows(stores: tuple[EmbeddingStore, ...]) -> int:
+    return sum(store.stats().rows for store in stores)

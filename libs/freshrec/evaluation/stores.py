@@ -11,7 +11,14 @@ from typing import Literal
 import redis
 
 from freshrec.errors import ConfigError, StoreUnavailable
-from freshrec.table import EmbeddingStore, InMemoryBackend, TablesConfig, open_store
+from freshrec.table import (
+    InMemoryTableBackend,
+    RedisTableBackend,
+    TableBackend,
+    Tables,
+    TablesConfig,
+    open_tables,
+)
 
 __all__ = ["RunStores", "StoreKind"]
 
@@ -52,7 +59,7 @@ class RunStores:
     @contextlib.contextmanager
     def open(
         self, run: str, tables: TablesConfig, buckets: Mapping[str, int] | None = None
-    ) -> Iterator[dict[str, EmbeddingStore]]:
+    ) -> Iterator[Tables]:
         """The tables of run `run`, empty, for the `with` block; removed after it.
 
         Args:
@@ -61,22 +68,16 @@ class RunStores:
             buckets: tables to wrap in a hashing-trick store, with their bucket counts.
 
         Yields:
-            Each table's store by name.
+            The run's tables, on one backend.
         """
         namespace = f"{self.prefix}-{run}"
-        backend = InMemoryBackend() if self.client is None else None
-        stores = {
-            t.name: open_store(
-                t,
-                client=self.client,
-                namespace=namespace,
-                backend=backend,
-                hashing_buckets=(buckets or {}).get(t.name),
-            )
-            for t in tables.tables
-        }
+        backend: TableBackend = (
+            InMemoryTableBackend(namespace)
+            if self.client is None
+            else RedisTableBackend(self.client, namespace)
+        )
         try:
-            yield stores
+            yield open_tables(tables, backend, hashing_buckets=buckets)
         finally:
             if self.client is not None:
                 self._wipe(namespace)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from freshrec.models.serialization import decode_tensors
-from freshrec.table.base import EmbeddingStore
+from freshrec.table.base import TableBackend
 
 __all__ = [
     "ITEM_NAMES_KEY",
@@ -30,14 +30,17 @@ ITEM_NAMES_KEY = "names:item"
 
 
 def load_published_dense(
-    store: EmbeddingStore,
+    backend: TableBackend,
 ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]] | None:
     """The latest published dense parameters, or None before the first publish.
+
+    Args:
+        backend: the table backend the trainer publishes through.
 
     Returns:
         (version, parameters by name, manifest meta incl. `model` config and `logit_offset`).
     """
-    blob = store.get_blob(PUBLISHED_MODEL_KEY)
+    blob = backend.get_blob(PUBLISHED_MODEL_KEY)
     if blob is None:
         return None
     tensors, meta = decode_tensors(blob)

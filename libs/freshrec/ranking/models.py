@@ -11,7 +11,7 @@ from prometheus_client import Counter, Gauge
 from freshrec.errors import FreshrecError
 from freshrec.models import ModelConfig, RankingModel
 from freshrec.models.published import PUBLISHED_VERSION_KEY, load_published_dense
-from freshrec.table.base import EmbeddingStore
+from freshrec.table.base import TableBackend
 
 __all__ = ["LoadedModel", "ModelHolder"]
 
@@ -38,8 +38,9 @@ class LoadedModel:
 class ModelHolder:
     """Holds the current dense model; `refresh` swaps in a newer published version."""
 
-    def __init__(self, store: EmbeddingStore) -> None:
-        self._store = store
+    def __init__(self, backend: TableBackend) -> None:
+        """Hold the model published through `backend` (none until `refresh` finds one)."""
+        self._backend = backend
         self._current: LoadedModel | None = None
 
     @property
@@ -53,14 +54,14 @@ class ModelHolder:
         Returns:
             True when a new version was swapped in.
         """
-        raw = self._store.get_hash(PUBLISHED_VERSION_KEY).get("version")
+        raw = self._backend.get_hash(PUBLISHED_VERSION_KEY).get("version")
         if raw is None:
             return False
         version = int(raw)
         if self._current is not None and self._current.version == version:
             return False
         try:
-            published = load_published_dense(self._store)
+            published = load_published_dense(self._backend)
         except FreshrecError as exc:
             logger.warning(
                 "published model unreadable, keeping version %s: %s", self._version(), exc

@@ -26,7 +26,8 @@ from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking.models import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.retrieval.base import Retriever
-from freshrec.table.base import EmbeddingStore, IdArray, Rows
+from freshrec.table.base import IdArray, Rows, TableBackend
+from freshrec.table.tables import Tables
 
 __all__ = ["Query", "Recommendation", "Recommender", "ScoredItem"]
 
@@ -119,12 +120,12 @@ NameResolver = Callable[[IdArray], list[str | None]]
 
 
 def store_name_resolver(
-    store: EmbeddingStore,
+    backend: TableBackend,
     cache_size: int = 1_000_000,
     retry_missing_s: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> NameResolver:
-    """Resolve names through the store's metadata hash, remembering them in process.
+    """Resolve names through the backend's metadata hash, remembering them in process.
 
     An item row's name never changes, so after warm-up a request needs no round trip for it.
     A row without a name (imported rather than trained) is asked for again only after
@@ -142,7 +143,7 @@ def store_name_resolver(
             if key not in cache and now - missing_since.get(key, -math.inf) >= retry_missing_s
         ]
         if ask:
-            raw = store.get_hash_fields(ITEM_NAMES_KEY, [str(k) for k in ask])
+            raw = backend.get_hash_fields(ITEM_NAMES_KEY, [str(k) for k in ask])
             if len(cache) + len(ask) > cache_size:
                 cache.clear()
             if len(missing_since) + len(ask) > cache_size:
@@ -163,7 +164,7 @@ class Recommender:
 
     def __init__(
         self,
-        tables: Mapping[str, EmbeddingStore],
+        tables: Tables,
         retriever: Retriever,
         models: ModelHolder,
         popularity: PopularityTracker,
@@ -175,7 +176,7 @@ class Recommender:
         """Create a recommender.
 
         Args:
-            tables: the `user`, `item` and `context` stores.
+            tables: the `user`, `item` and `context` stores and their backend.
             retriever: the item index that follows the item table.
             models: the hot-reloaded dense model.
             popularity: fallback candidates.
@@ -184,14 +185,14 @@ class Recommender:
                 follower); the item store when None.
             clock: wall clock, for row ages.
         """
-        self.users, self.items, self.contexts = tables["user"], tables["item"], tables["context"]
+        self.users, self.items, self.contexts = tables.user, tables.item, tables.context
         self.retriever = retriever
         self.models = models
         self.popularity = popularity
         self.candidates = candidates
         self.item_rows: RowReader = item_rows if item_rows is not None else self.items
         self._clock = clock
-        self._names = store_name_resolver(self.items)
+        self._names = store_name_resolver(tables.backend)
 
     def recommend(
         self,

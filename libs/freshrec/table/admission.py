@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from freshrec.table.base import IdArray
 from freshrec.table.config import (
     AdmissionConfig,
     CountingAdmission,
@@ -33,6 +32,7 @@ from freshrec.table.config import (
     ProbabilisticAdmission,
 )
 from freshrec.table.ids import mix64, uniform01
+from freshrec.table.records import IdArray
 
 __all__ = ["AdmissionDecision", "admission_draws", "decide_admission", "keeps_counts"]
 

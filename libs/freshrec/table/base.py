@@ -1,4 +1,9 @@
-"""The embedding-table seam: one interface, batched operations only.
+"""The embedding-table seam: a backend, the per-table stores on it, batched operations only.
+
+A `TableBackend` is one connection and namespace (a Redis server, an in-process registry). It
+owns what is global to a deployment: transactions, metadata hashes and blobs (consumer offsets,
+checkpoints, the published model), readiness. `backend.store(config)` opens an `EmbeddingStore`
+for one table on it.
 
 A table maps full 64-bit ids to rows (vector, optimizer state, metadata). Every operation
 takes a whole batch of ids; implementations never do one round trip per id.
@@ -11,20 +16,38 @@ Training goes through `pull` and `push`:
 3. `push(pulled, grads, occurrences, event_time, txn=...)` applies the table's admission
    filter and optimizer and stages the new rows into a `Transaction`, together with the
    change-feed entry for the touched ids. Whatever else the caller staged in the same
-   transaction (consumer offsets, a trainer checkpoint) becomes visible atomically with them.
+   transaction (consumer offsets, a trainer checkpoint) commits with them, within the limits
+   the backend's `atomicity` states.
 
 Serving goes through `lookup` (vectors only) and `read_rows` (full rows, for operators).
 
 The change feed: every committed write that creates, updates or removes rows appends one
 entry (op, ids) to the table's feed, in the same transaction; the retrieval index follows it
 with `changes(cursor)`.
+
+Commit groups. A transaction is opened for a *commit group*: the name of what must commit
+together. For the trainer that is its consumer group — the group's partition offsets, its
+checkpoint and the batch's rows. A backend states what it can make atomic (`Atomicity`):
+
+- `Atomicity.BACKEND` (single-node Redis, in memory): the whole backend is one shard, so every
+  write staged in one transaction — rows of any table, any metadata key, whatever the group —
+  becomes visible at once or not at all. The group is only a label.
+- `Atomicity.GROUP` (a sharded backend, e.g. Redis Cluster, where MULTI/EXEC cannot span hash
+  slots): a transaction is atomic within its group's shard only. The backend places metadata
+  staged under group `g` (and read back with ``group=g``) in `g`'s shard, so a group's commit
+  record — offsets plus checkpoint — commits atomically; row writes that land on other shards
+  are applied idempotently from that record and replayed after a crash, never committed
+  half-way without a record to replay them from.
+
+The exactly-once argument of `docs/specs/trainer-state.md` (a crash never loses or
+double-applies a batch) relies on this contract: with `BACKEND` atomicity directly, with
+`GROUP` atomicity through the group's commit record and idempotent row application.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from types import TracebackType
 from typing import Self
@@ -33,8 +56,22 @@ import numpy as np
 import numpy.typing as npt
 
 from freshrec.table.config import TableConfig
+from freshrec.table.optimizers import Optimizer
+from freshrec.table.records import (
+    Change,
+    ChangeOp,
+    FloatArray,
+    IdArray,
+    LookupResult,
+    Pulled,
+    Rows,
+    TableStats,
+    UpdateResult,
+)
+from freshrec.table.update import UpdatePlan, plan_update
 
 __all__ = [
+    "Atomicity",
     "Change",
     "ChangeOp",
     "EmbeddingStore",
@@ -43,154 +80,34 @@ __all__ = [
     "LookupResult",
     "Pulled",
     "Rows",
+    "TableBackend",
     "TableStats",
     "Transaction",
     "UpdateResult",
 ]
 
-IdArray = npt.NDArray[np.uint64]
-FloatArray = npt.NDArray[np.float32]
 
+class Atomicity(StrEnum):
+    """What one transaction of a backend can make visible at once (see the module docstring)."""
 
-@dataclass(frozen=True)
-class LookupResult:
-    """Vectors for a batch of ids, in the order asked.
-
-    Attributes:
-        vectors: `(B, D)` float32; the table's default vector where `exists` is False.
-        exists: `(B,)` bool; True where a row exists (admitted and not expired).
-    """
-
-    vectors: FloatArray
-    exists: npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Full rows: what a snapshot, an export or an operator sees.
-
-    Attributes:
-        ids: `(N,)` uint64.
-        vectors: `(N, D)` float32.
-        state: `(N, S)` float32 optimizer slots (`S = optimizer.state_width(D)`; 0 for SGD).
-        event_time: `(N,)` float64, event time (unix seconds) of the last update.
-        wall_time: `(N,)` float64, wall-clock time (unix seconds) of the last write.
-        count: `(N,)` int64, occurrences seen (including those before admission).
-    """
-
-    ids: IdArray
-    vectors: FloatArray
-    state: FloatArray
-    event_time: npt.NDArray[np.float64]
-    wall_time: npt.NDArray[np.float64]
-    count: npt.NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def take(self, keep: npt.NDArray[np.bool_]) -> Rows:
-        """The rows where `keep` is true, in order."""
-        return Rows(
-            ids=self.ids[keep],
-            vectors=self.vectors[keep],
-            state=self.state[keep],
-            event_time=self.event_time[keep],
-            wall_time=self.wall_time[keep],
-            count=self.count[keep],
-        )
-
-    @classmethod
-    def concat(cls, parts: Sequence[Rows], dim: int, state_width: int = 0) -> Rows:
-        """`parts` one after the other (no rows of width `dim` / `state_width` when empty)."""
-        if not parts:
-            return cls(
-                ids=np.zeros(0, dtype=np.uint64),
-                vectors=np.zeros((0, dim), dtype=np.float32),
-                state=np.zeros((0, state_width), dtype=np.float32),
-                event_time=np.zeros(0, dtype=np.float64),
-                wall_time=np.zeros(0, dtype=np.float64),
-                count=np.zeros(0, dtype=np.int64),
-            )
-        return cls(
-            ids=np.concatenate([p.ids for p in parts]),
-            vectors=np.concatenate([p.vectors for p in parts]),
-            state=np.concatenate([p.state for p in parts]),
-            event_time=np.concatenate([p.event_time for p in parts]),
-            wall_time=np.concatenate([p.wall_time for p in parts]),
-            count=np.concatenate([p.count for p in parts]),
-        )
-
-
-@dataclass(frozen=True)
-class Pulled:
-    """Rows read for one training step, for `U` unique ids.
-
-    Attributes:
-        ids: `(U,)` uint64, unique.
-        vectors: `(U, D)` float32; the deterministic initial vector where no row exists.
-        state: `(U, S)` float32 optimizer slots (zeros / initial values where no row exists).
-        exists: `(U,)` bool; a row exists now.
-        count: `(U,)` int64 occurrences counted so far (counting filter), 0 when unknown.
-        event_time: `(U,)` float64 event time of the last update (0 where no row).
-    """
-
-    ids: IdArray
-    vectors: FloatArray
-    state: FloatArray
-    exists: npt.NDArray[np.bool_]
-    count: npt.NDArray[np.int64]
-    event_time: npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    """What a `push` staged.
-
-    Attributes:
-        written: `(W,)` uint64 ids whose rows were written (created or updated).
-        created: how many of `written` are new rows.
-        filtered: ids whose update was dropped because the admission filter refused them.
-    """
-
-    written: IdArray
-    created: int
-    filtered: int
-
-
-@dataclass(frozen=True)
-class TableStats:
-    """Counters and sizes of one table (counters since the table was created)."""
-
-    rows: int
-    bytes: int
-    created_total: int
-    filtered_total: int
-    expired_total: int
-
-
-class ChangeOp(StrEnum):
-    """What a change-feed entry says about its ids."""
-
-    UPSERT = "upsert"
-    DELETE = "delete"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One change-feed entry: `ids` were upserted or deleted; `cursor` resumes after it."""
-
-    cursor: str
-    op: ChangeOp
-    ids: IdArray
+    BACKEND = "backend"
+    GROUP = "group"
 
 
 class Transaction(abc.ABC):
-    """Writes staged here become visible together, or not at all.
+    """Writes staged here become visible together, or not at all, within the backend's limits.
 
     Use as a context manager: leaving the block normally commits; an exception discards.
-    A transaction from one store can carry writes of any store of the same backend (same
-    Redis server, same in-memory registry), so one commit can span several tables.
+    Stores of the transaction's backend can stage into it, so one commit spans several tables
+    and the caller's metadata. On a backend with `Atomicity.GROUP`, only the writes living in
+    the shard of `group` are atomic with each other.
+
+    Attributes:
+        group: the commit group this transaction was opened for; None is the deployment-wide
+            group (the published model, item names).
     """
+
+    group: str | None = None
 
     @abc.abstractmethod
     def put_hash(self, key: str, mapping: Mapping[str, bytes | str | int | float]) -> None:
@@ -202,7 +119,7 @@ class Transaction(abc.ABC):
 
     @abc.abstractmethod
     def commit(self) -> None:
-        """Make every staged write visible atomically."""
+        """Make every staged write visible, atomically as far as the backend's atomicity goes."""
 
     @abc.abstractmethod
     def discard(self) -> None:
@@ -223,10 +140,83 @@ class Transaction(abc.ABC):
             self.discard()
 
 
+class TableBackend(abc.ABC):
+    """One connection and namespace: transactions, metadata, readiness, and the tables on it.
+
+    Attributes:
+        namespace: prefix of everything this deployment owns on the backend.
+        atomicity: what one transaction can commit at once (see the module docstring).
+    """
+
+    namespace: str
+    atomicity: Atomicity = Atomicity.BACKEND
+
+    @abc.abstractmethod
+    def transaction(self, group: str | None = None) -> Transaction:
+        """A new transaction for commit group `group`.
+
+        Args:
+            group: what must commit together (the trainer passes its consumer group); None
+                for the deployment-wide group. A single-node backend commits every staged
+                write atomically whatever the group; a sharded one only the writes in the
+                group's shard.
+        """
+
+    @abc.abstractmethod
+    def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:
+        """Read a metadata hash staged with `Transaction.put_hash`.
+
+        Args:
+            key: namespace-relative key.
+            group: the commit group it was written in (locates the shard on a sharded backend;
+                a single-node backend ignores it).
+        """
+
+    def get_hash_fields(
+        self, key: str, fields: Sequence[str], *, group: str | None = None
+    ) -> list[bytes | None]:
+        """Selected fields of a metadata hash, in the order asked (None where absent).
+
+        Backends override this with a single batched read; the default reads the whole hash.
+        """
+        whole = self.get_hash(key, group=group)
+        return [whole.get(field) for field in fields]
+
+    @abc.abstractmethod
+    def get_blob(self, key: str, *, group: str | None = None) -> bytes | None:
+        """Read a metadata blob staged with `Transaction.put_blob`, None when absent."""
+
+    @abc.abstractmethod
+    def ping(self) -> bool:
+        """True when the backend answers (readiness probes); never raises for an outage."""
+
+    @abc.abstractmethod
+    def store(self, config: TableConfig) -> EmbeddingStore:
+        """The store of table `config.name` on this backend.
+
+        Raises:
+            ConfigError: the table exists here with another dimension or optimizer width.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection; stores opened on this backend stop working."""
+
+
 class EmbeddingStore(abc.ABC):
-    """One embedding table. Every method is batched."""
+    """One embedding table on a `TableBackend`. Every method is batched.
+
+    Attributes:
+        config: the table.
+        backend: where its rows live; its transactions carry this store's writes.
+        optimizer: the table's per-row optimizer.
+        clock: wall clock (unix seconds) for wall time and TTL deadlines.
+    """
 
     config: TableConfig
+    backend: TableBackend
+    optimizer: Optimizer
+    clock: Callable[[], float]
 
     @abc.abstractmethod
     def lookup(self, ids: IdArray) -> LookupResult:
@@ -247,7 +237,6 @@ class EmbeddingStore(abc.ABC):
     def pull(self, ids: IdArray) -> Pulled:
         """Read what a training step needs for unique `ids` (`(U,)`)."""
 
-    @abc.abstractmethod
     def push(
         self,
         pulled: Pulled,
@@ -258,16 +247,56 @@ class EmbeddingStore(abc.ABC):
     ) -> UpdateResult:
         """Apply the admission filter and optimizer, and stage the new rows.
 
+        The plan (filter, optimizer step, metadata) is computed here, once for every backend;
+        `_stage_push` writes it in the backend's terms.
+
         Args:
             pulled: what `pull` returned for these ids.
             grads: `(U, D)` float32 gradients, already summed over duplicates of each id.
             occurrences: `(U,)` how many times each id occurred in the batch (filter input).
             event_time: `(U,)` latest event time (unix seconds) of each id in the batch.
-            txn: stage into this transaction; None commits right away.
+            txn: stage into this transaction (from this store's backend); None commits
+                right away.
 
         Returns:
             What was written, created and filtered.
         """
+        now = self.clock()
+        plan = plan_update(
+            self.config,
+            self.optimizer,
+            pulled,
+            grads=grads,
+            occurrences=occurrences,
+            event_time=event_time,
+            now=now,
+        )
+        own = txn if txn is not None else self.backend.transaction()
+        batch_time = float(np.max(event_time)) if len(event_time) else 0.0
+        self._stage_push(own, plan, pulled, batch_time, now)
+        if txn is None:
+            self._commit("push", own)
+        return UpdateResult(
+            written=plan.ids, created=int(plan.created.sum()), filtered=plan.filtered
+        )
+
+    @abc.abstractmethod
+    def _stage_push(
+        self, txn: Transaction, plan: UpdatePlan, pulled: Pulled, batch_time: float, now: float
+    ) -> None:
+        """Stage `plan` (rows, expiry index, pending counts, feed entry, counters) into `txn`.
+
+        Args:
+            txn: a transaction of this store's backend (`TypeError` otherwise).
+            plan: the rows and counters `push` computed.
+            pulled: what `pull` returned for these ids (backends may carry read-time extras).
+            batch_time: latest event time of the batch (0 for an empty batch).
+            now: wall-clock time of the push.
+        """
+
+    def _commit(self, op: str, txn: Transaction) -> None:
+        """Commit a transaction this store opened itself for `op`."""
+        txn.commit()
 
     def apply_gradients(
         self,
@@ -323,26 +352,6 @@ class EmbeddingStore(abc.ABC):
             count: at most this many entries.
             block_ms: wait up to this long for a first entry; None returns at once.
         """
-
-    @abc.abstractmethod
-    def transaction(self) -> Transaction:
-        """A new transaction on this store's backend."""
-
-    @abc.abstractmethod
-    def get_hash(self, key: str) -> dict[str, bytes]:
-        """Read a metadata hash staged with `Transaction.put_hash`."""
-
-    def get_hash_fields(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
-        """Selected fields of a metadata hash, in the order asked (None where absent).
-
-        Backends override this with a single batched read; the default reads the whole hash.
-        """
-        whole = self.get_hash(key)
-        return [whole.get(field) for field in fields]
-
-    @abc.abstractmethod
-    def get_blob(self, key: str) -> bytes | None:
-        """Read a metadata blob staged with `Transaction.put_blob`, None when absent."""
 
     @abc.abstractmethod
     def clear(self) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from freshrec.errors import ConfigError
-from freshrec.table.base import FloatArray
+from freshrec.table.records import FloatArray
 
 __all__ = [
     "FORMAT_VERSION",

@@ -4,7 +4,8 @@ Production tables are collisionless; this store exists only to measure what coll
 (offline evaluation compares the two on the same stream). It wraps any `EmbeddingStore` and
 maps every id to its bucket before calling it, so colliding ids read, train and expire one
 shared row. Gradients of colliding ids in one batch are summed into their bucket's row, as
-PyTorch sums duplicate indices of a sparse gradient.
+PyTorch sums duplicate indices of a sparse gradient. It lives on the inner store's backend;
+`open_tables(..., hashing_buckets=...)` builds it.
 
 Everything the inner store reports (change feed, `expire`, `export`, `stats`) speaks of bucket
 ids, not of the original ids.
@@ -31,7 +32,7 @@ from freshrec.table.base import (
     Transaction,
     UpdateResult,
 )
-from freshrec.table.update import check_ids
+from freshrec.table.update import UpdatePlan, check_ids
 
 __all__ = ["CollisionStats", "HashingTrickStore"]
 
@@ -72,6 +73,9 @@ class HashingTrickStore(EmbeddingStore):
         self.inner = inner
         self.buckets = buckets
         self.config = inner.config
+        self.backend = inner.backend
+        self.optimizer = inner.optimizer
+        self.clock = inner.clock
         self._modulus = np.uint64(buckets)
         self._seen: set[int] = set()
 
@@ -156,6 +160,15 @@ class HashingTrickStore(EmbeddingStore):
             filtered=result.filtered,
         )
 
+    def _stage_push(
+        self, txn: Transaction, plan: UpdatePlan, pulled: Pulled, batch_time: float, now: float
+    ) -> None:
+        # `push` maps ids to buckets and hands the whole update to the inner store's `push`,
+        # which plans and stages it; a plan over unmapped ids has no place to go.
+        raise NotImplementedError(
+            "HashingTrickStore stages through its inner store's push, not a plan of its own"
+        )
+
     def expire(self, watermark: float) -> IdArray:
         return self.inner.expire(watermark)
 
@@ -170,15 +183,6 @@ class HashingTrickStore(EmbeddingStore):
 
     def changes(self, cursor: str, count: int = 100, block_ms: int | None = None) -> list[Change]:
         return self.inner.changes(cursor, count, block_ms)
-
-    def transaction(self) -> Transaction:
-        return self.inner.transaction()
-
-    def get_hash(self, key: str) -> dict[str, bytes]:
-        return self.inner.get_hash(key)
-
-    def get_blob(self, key: str) -> bytes | None:
-        return self.inner.get_blob(key)
 
     def clear(self) -> None:
         self.inner.clear()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from freshrec.table.base import FloatArray, IdArray
 from freshrec.table.config import InitializerConfig, NormalInit, UniformInit, ZerosInit
 from freshrec.table.ids import mix64, uniform01
+from freshrec.table.records import FloatArray, IdArray
 
 __all__ = ["initial_vectors"]
 

@@ -2,9 +2,10 @@
 
 Rows live in growable numpy arrays (vectors, optimizer slots, metadata) indexed by a dict from
 id to slot. Several tables, metadata hashes, blobs and change feeds share one
-`InMemoryBackend`, so one `InMemoryTransaction` can span several tables, as a Redis MULTI/EXEC
-spans several keys. Behaviour (admission, optimizers, expiry, feed) matches
-`RedisEmbeddingStore` bit for bit; the parity suite checks it.
+`InMemoryTableBackend`, so one `InMemoryTransaction` can span several tables, as a Redis
+MULTI/EXEC spans several keys: the backend is one shard (`Atomicity.BACKEND`). Behaviour
+(admission, optimizers, expiry, feed) matches `RedisEmbeddingStore` bit for bit; the parity
+suite checks it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy.typing as npt
 from freshrec.errors import ConfigError, InvalidInput
 from freshrec.table.admission import keeps_counts
 from freshrec.table.base import (
+    Atomicity,
     Change,
     ChangeOp,
     EmbeddingStore,
@@ -31,16 +33,16 @@ from freshrec.table.base import (
     LookupResult,
     Pulled,
     Rows,
+    TableBackend,
     TableStats,
     Transaction,
-    UpdateResult,
 )
 from freshrec.table.config import TableConfig
 from freshrec.table.expiry import event_cutoff, pending_generation, wall_deadline
 from freshrec.table.optimizers import make_optimizer
-from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows, plan_update
+from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows
 
-__all__ = ["InMemoryBackend", "InMemoryEmbeddingStore", "InMemoryTransaction"]
+__all__ = ["InMemoryEmbeddingStore", "InMemoryTableBackend", "InMemoryTransaction"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,19 +130,64 @@ class _TableData:
         return ids, slots
 
 
-class InMemoryBackend:
+class InMemoryTableBackend(TableBackend):
     """Tables, metadata and change feeds of one process, behind one lock.
 
-    Stores opened on the same backend see each other's metadata and can share transactions.
+    Stores opened on the same backend see each other's metadata and can share transactions;
+    every commit is atomic across all of them (`Atomicity.BACKEND`), whatever its group.
+
+    Args:
+        namespace: a label only (nothing else shares this process's registry).
+        clock: wall clock (unix seconds) handed to the stores `store` opens.
+        feed_maxlen: change-feed entries each table keeps (oldest dropped first).
     """
 
-    def __init__(self) -> None:
+    atomicity = Atomicity.BACKEND
+
+    def __init__(
+        self,
+        namespace: str = "freshrec",
+        *,
+        clock: Callable[[], float] = time.time,
+        feed_maxlen: int = 100_000,
+    ) -> None:
+        self.namespace = namespace
+        self.clock = clock
+        self.feed_maxlen = feed_maxlen
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.hashes: dict[str, dict[str, bytes]] = {}
         self.blobs: dict[str, bytes] = {}
         self.tables: dict[str, _TableData] = {}
         self.feeds: dict[str, _Feed] = {}
+
+    def transaction(self, group: str | None = None) -> InMemoryTransaction:
+        return InMemoryTransaction(self, group)
+
+    def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:
+        with self.lock:
+            return dict(self.hashes.get(key, {}))
+
+    def get_hash_fields(
+        self, key: str, fields: Sequence[str], *, group: str | None = None
+    ) -> list[bytes | None]:
+        with self.lock:
+            whole = self.hashes.get(key, {})
+            return [whole.get(field) for field in fields]
+
+    def get_blob(self, key: str, *, group: str | None = None) -> bytes | None:
+        with self.lock:
+            return self.blobs.get(key)
+
+    def ping(self) -> bool:
+        return True
+
+    def store(self, config: TableConfig) -> InMemoryEmbeddingStore:
+        return InMemoryEmbeddingStore(config, self, clock=self.clock, feed_maxlen=self.feed_maxlen)
+
+    def close(self) -> None:
+        # Nothing to release: the registry lives as long as something references it.
+        return None
 
     def table(self, config: TableConfig, width: int, feed_maxlen: int) -> _TableData:
         """The data of table `config.name`, created empty on first use.
@@ -182,10 +229,11 @@ def _to_bytes(value: bytes | str | int | float) -> bytes:
 
 
 class InMemoryTransaction(Transaction):
-    """Staged writes on an `InMemoryBackend`, applied under its lock at commit."""
+    """Staged writes on an `InMemoryTableBackend`, applied under its lock at commit."""
 
-    def __init__(self, backend: InMemoryBackend) -> None:
+    def __init__(self, backend: InMemoryTableBackend, group: str | None = None) -> None:
         self.backend = backend
+        self.group = group
         self._ops: list[Callable[[], None]] = []
 
     def stage(self, op: Callable[[], None]) -> None:
@@ -232,13 +280,15 @@ class InMemoryEmbeddingStore(EmbeddingStore):
     def __init__(
         self,
         config: TableConfig,
-        backend: InMemoryBackend | None = None,
+        backend: InMemoryTableBackend | None = None,
         *,
         clock: Callable[[], float] = time.time,
         feed_maxlen: int = 100_000,
     ) -> None:
         self.config = config
-        self.backend = backend if backend is not None else InMemoryBackend()
+        self.backend: InMemoryTableBackend = (
+            backend if backend is not None else InMemoryTableBackend()
+        )
         self.clock = clock
         self.optimizer = make_optimizer(config.optimizer)
         self.width = self.optimizer.state_width(config.dim)
@@ -336,41 +386,14 @@ class InMemoryEmbeddingStore(EmbeddingStore):
 
     # ---- writes ------------------------------------------------------------------------
 
-    def _own(self, txn: Transaction | None) -> tuple[InMemoryTransaction, bool]:
-        if txn is None:
-            return InMemoryTransaction(self.backend), True
+    def _stage_push(
+        self, txn: Transaction, plan: UpdatePlan, pulled: Pulled, batch_time: float, now: float
+    ) -> None:
         if not isinstance(txn, InMemoryTransaction) or txn.backend is not self.backend:
             raise TypeError(
                 "InMemoryEmbeddingStore needs a transaction from a store on the same backend"
             )
-        return txn, False
-
-    def push(
-        self,
-        pulled: Pulled,
-        grads: FloatArray,
-        occurrences: npt.NDArray[np.int64],
-        event_time: npt.NDArray[np.float64],
-        txn: Transaction | None = None,
-    ) -> UpdateResult:
-        now = self.clock()
-        plan = plan_update(
-            self.config,
-            self.optimizer,
-            pulled,
-            grads=grads,
-            occurrences=occurrences,
-            event_time=event_time,
-            now=now,
-        )
-        batch_time = float(np.max(event_time)) if len(event_time) else 0.0
-        own, auto = self._own(txn)
-        own.stage(lambda: self._apply(plan, batch_time, now))
-        if auto:
-            own.commit()
-        return UpdateResult(
-            written=plan.ids, created=int(plan.created.sum()), filtered=plan.filtered
-        )
+        txn.stage(lambda: self._apply(plan, batch_time, now))
 
     def _apply(self, plan: UpdatePlan, batch_time: float, now: float) -> None:
         data = self._table
@@ -506,17 +529,6 @@ class InMemoryEmbeddingStore(EmbeddingStore):
                 if out or block_ms is None or remaining <= 0:
                     return out
                 self.backend.changed.wait(remaining)
-
-    def transaction(self) -> Transaction:
-        return InMemoryTransaction(self.backend)
-
-    def get_hash(self, key: str) -> dict[str, bytes]:
-        with self.backend.lock:
-            return dict(self.backend.hashes.get(key, {}))
-
-    def get_blob(self, key: str) -> bytes | None:
-        with self.backend.lock:
-            return self.backend.blobs.get(key)
 
     def clear(self) -> None:
         with self.backend.changed:

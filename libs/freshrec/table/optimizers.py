@@ -35,7 +35,6 @@ import abc
 
 import numpy as np
 
-from freshrec.table.base import FloatArray
 from freshrec.table.config import (
     AdagradConfig,
     AdamConfig,
@@ -43,6 +42,7 @@ from freshrec.table.config import (
     OptimizerConfig,
     SgdConfig,
 )
+from freshrec.table.records import FloatArray
 
 __all__ = ["Adagrad", "Adam", "Ftrl", "Optimizer", "Sgd", "make_optimizer"]
 

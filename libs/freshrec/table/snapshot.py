@@ -27,7 +27,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -54,7 +54,8 @@ _FIELDS: dict[str, str] = {
 }
 _CHUNK_ROWS = 65536
 
-Stores = Sequence[EmbeddingStore] | Mapping[str, EmbeddingStore]
+Stores = Iterable[EmbeddingStore] | Mapping[str, EmbeddingStore]
+"""Stores named by their config (a sequence, a `Tables`) or a name → store mapping."""
 
 
 def _by_name(stores: Stores) -> dict[str, EmbeddingStore]:
@@ -76,7 +77,8 @@ def save_snapshot(stores: Stores, path: Path) -> dict[str, Any]:
     """Write every row of `stores` to a snapshot directory at `path` (replaced if present).
 
     Args:
-        stores: the tables, as a sequence (named by their config) or a name → store mapping.
+        stores: the tables, as stores named by their config (a sequence, a `Tables`) or a
+            name → store mapping.
         path: the snapshot directory to create.
 
     Returns:
@@ -228,7 +230,8 @@ def restore_snapshot(stores: Stores, path: Path) -> dict[str, int]:
     changed. Tables in the snapshot but not in `stores` are ignored.
 
     Args:
-        stores: the tables to restore, as a sequence or a name → store mapping.
+        stores: the tables to restore, as stores (a sequence, a `Tables`) or a name → store
+            mapping.
         path: the snapshot directory.
 
     Returns:

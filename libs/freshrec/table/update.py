@@ -14,10 +14,10 @@ import numpy.typing as npt
 
 from freshrec.errors import InvalidInput
 from freshrec.table.admission import decide_admission, keeps_counts
-from freshrec.table.base import FloatArray, IdArray, Pulled
 from freshrec.table.config import TableConfig
 from freshrec.table.initializers import initial_vectors
 from freshrec.table.optimizers import Optimizer
+from freshrec.table.records import FloatArray, IdArray, Pulled
 
 __all__ = ["COUNT_MAX", "UpdatePlan", "check_ids", "fresh_rows", "plan_update"]
 

@@ -42,6 +42,7 @@ from freshrec.models.published import (
 from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
+from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
@@ -163,7 +164,7 @@ class OnlineTrainer:
 
     def __init__(
         self,
-        tables: Mapping[str, EmbeddingStore],
+        tables: Tables,
         config: TrainerConfig,
         dead_letters: DeadLetterSink | None = None,
         clock: Callable[[], float] = time.time,
@@ -171,18 +172,16 @@ class OnlineTrainer:
         """Create a trainer.
 
         Args:
-            tables: the `user`, `item` and `context` stores (one backend).
+            tables: the `user`, `item` and `context` stores; rows, offsets and checkpoint
+                commit through their backend, in the consumer group's commit group.
             config: loop knobs.
             dead_letters: where poison messages go (None: logged and counted only).
             clock: wall clock, for publishing cadence and freshness.
         """
-        missing = {"user", "item", "context"} - set(tables)
-        if missing:
-            raise ValueError(f"trainer needs tables {sorted(missing)}")
-        self.tables = dict(tables)
+        self.tables = tables
         self.config = config
         limit_compute_threads(config.compute_threads)
-        for name in self.tables:  # every series exists (at 0) from the start
+        for name in self.tables.names():  # every series exists (at 0) from the start
             for counter in (ROWS_WRITTEN, ROWS_CREATED, ROWS_FILTERED, ROWS_EXPIRED):
                 counter.labels(name)
         self._dead_letters = dead_letters
@@ -197,7 +196,7 @@ class OnlineTrainer:
         self._last_publish = -math.inf
         self._last_stats = -math.inf
         self._unpublished = False
-        self._meta = self.tables["item"]
+        self._meta = tables.backend
         self._offsets_key = f"offsets:{config.group}"
 
     # ----------------------------------------------------------------- checkpoint
@@ -208,14 +207,15 @@ class OnlineTrainer:
         Returns:
             The next offset to consume per (topic, partition).
         """
-        raw = self._meta.get_hash(self._offsets_key)
+        config_group = self.config.group
+        raw = self._meta.get_hash(self._offsets_key, group=config_group)
         self.offsets = {}
         for name, value in raw.items():
             topic, _, partition = (name.decode() if isinstance(name, bytes) else name).rpartition(
                 ":"
             )
             self.offsets[(topic, int(partition))] = int(value)
-        blob = self._meta.get_blob(checkpoint_key(self.config.group))
+        blob = self._meta.get_blob(checkpoint_key(config_group), group=config_group)
         if blob is not None:
             tensors, meta = decode_tensors(blob)
             self._load_dense(tensors)
@@ -294,7 +294,7 @@ class OnlineTrainer:
         for message in messages:
             self.offsets[(message.topic, message.partition)] = message.offset + 1
         self.batches += 1
-        with self._meta.transaction() as txn:
+        with self._meta.transaction(group=self.config.group) as txn:
             loss, written = self._step(examples, txn) if examples else (float("nan"), 0)
             txn.put_hash(
                 self._offsets_key, {f"{t}:{p}": off for (t, p), off in self.offsets.items()}
@@ -321,9 +321,9 @@ class OnlineTrainer:
         items = entity_row_ids("item", [e.item_id for e in examples])
         ctx_ids, ctx_rows = context_row_ids([e.context for e in examples])
 
-        u = _Leaf.pull(self.tables["user"], users)
-        i = _Leaf.pull(self.tables["item"], items)
-        c = _Leaf.pull(self.tables["context"], ctx_ids)
+        u = _Leaf.pull(self.tables.user, users)
+        i = _Leaf.pull(self.tables.item, items)
+        c = _Leaf.pull(self.tables.context, ctx_ids)
 
         context = mean_pool(c.gathered(), ctx_rows, len(examples), self.config.model.context_dim)
 
@@ -346,14 +346,15 @@ class OnlineTrainer:
         self._stage_item_names(i, examples, txn)
         times = np.array([e.event_time for e in examples], dtype=np.float64)
         written = 0
-        for name, leaf, rows_times in (
-            ("user", u, times),
-            ("item", i, times),
-            ("context", c, times[ctx_rows]),
+        for store, leaf, rows_times in (
+            (self.tables.user, u, times),
+            (self.tables.item, i, times),
+            (self.tables.context, c, times[ctx_rows]),
         ):
             if leaf.pulled.ids.shape[0] == 0:
                 continue
-            result = self.tables[name].push(
+            name = store.config.name
+            result = store.push(
                 leaf.pulled, leaf.grad(), leaf.occurrences, leaf.latest(rows_times), txn
             )
             written += int(result.written.shape[0])
@@ -394,7 +395,7 @@ class OnlineTrainer:
         """
         if not self._unpublished:
             return False
-        with self._meta.transaction() as txn:
+        with self._meta.transaction(group=self.config.group) as txn:
             published = self._publish_if_due(txn)
             if published:  # the checkpoint carries the published version counter
                 self._stage_checkpoint(txn)
@@ -425,13 +426,15 @@ class OnlineTrainer:
     def refresh_table_stats(self) -> None:
         """Set the table size gauges from each store's stats, and the AUC gauge."""
         AUC.set(self.auc.value())  # sorts the whole window: on this cadence, not per batch
-        for name, store in self.tables.items():
+        for store in self.tables:
+            name = store.config.name
             stats = store.stats()
             TABLE_ROWS.labels(name).set(stats.rows)
             TABLE_BYTES.labels(name).set(stats.bytes)
 
     def _expire(self, watermark: float) -> None:
-        for name, store in self.tables.items():
+        for store in self.tables:
+            name = store.config.name
             # event clock: removes idle rows; wall clock: reports rows Redis let go, so their
             # tombstones reach the change feed and the retrieval index
             if store.config.expiry is not None:

@@ -12,7 +12,7 @@ from freshrec.evaluation import ServingPlan, plan_batches, prepare_stream, repla
 from freshrec.evaluation.scoring import ScoringState, context_means, predict
 from freshrec.evaluation.stream import EvalStream
 from freshrec.settings import default_table_config_path
-from freshrec.table import load_tables, open_stores
+from freshrec.table import InMemoryTableBackend, Tables, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, auc
 
 CONFIG = TrainerConfig(batch_size=4)
@@ -25,6 +25,10 @@ def _stream(ratings: Any, n: int = 240) -> EvalStream:
     )
 
 
+def _tables() -> Tables:
+    return open_tables(TABLES, InMemoryTableBackend())
+
+
 def _reference(
     stream: EvalStream, batches: list[tuple[int, int]], pick: Any
 ) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -33,13 +37,15 @@ def _reference(
     `pick(t, ends)` gets an example's event time and the data end of every state so far
     (state j has trained on events up to ends[j]) and returns the state to score with.
     """
-    tables = open_stores(TABLES)
+    tables = _tables()
     trainer = OnlineTrainer(tables, CONFIG, clock=lambda: 0.0)
     states: list[ScoringState] = []
     ends: list[float] = []
     out = np.full(stream.n_examples, np.nan)
     for number, (start, end) in enumerate(batches):
-        states.append(ScoringState.snapshot(number, tables, trainer.model, stream.universe))
+        states.append(
+            ScoringState.snapshot(number, tables.by_name(), trainer.model, stream.universe)
+        )
         ends.append(float(stream.event_time[start - 1]) if start else -math.inf)
         lo, hi = stream.example_range(start, end)
         ctx_ids, ctx_rows = stream.context_slice(lo, hi)
@@ -61,7 +67,7 @@ def test_online_scores_match_the_trainers_own_pre_update_auc(ratings: Any) -> No
     batches = plan_batches(stream.event_time, CONFIG.batch_size, None)
     run = replay_run(
         stream,
-        open_stores(TABLES),
+        _tables(),
         trainer_config=CONFIG,
         batches=batches,
         plan=ServingPlan(live="online", ranking=False),
@@ -84,7 +90,7 @@ def test_stale_copies_serve_the_newest_state_trained_before_their_last_sync(
         live="online", staleness=(("stale_10min", 600.0), ("stale_1d", 86400.0)), ranking=True
     )
     torch.manual_seed(0)
-    run = replay_run(stream, open_stores(TABLES), trainer_config=CONFIG, batches=batches, plan=plan)
+    run = replay_run(stream, _tables(), trainer_config=CONFIG, batches=batches, plan=plan)
     online = run.scores["online"].probs
     for name, interval in plan.staleness:
 
@@ -109,7 +115,7 @@ def test_frozen_copy_serves_the_state_trained_before_the_cut(ratings: Any) -> No
     cut = float(stream.event_time[0] + 0.5 * (stream.event_time[-1] - stream.event_time[0]))
     batches = plan_batches(stream.event_time, CONFIG.batch_size, None, cuts=[cut])
     plan = ServingPlan(live="online", frozen="frozen", frozen_at=cut, ranking=False)
-    run = replay_run(stream, open_stores(TABLES), trainer_config=CONFIG, batches=batches, plan=plan)
+    run = replay_run(stream, _tables(), trainer_config=CONFIG, batches=batches, plan=plan)
 
     def pick(t: float, ends: list[float]) -> int:
         if t < cut:

@@ -24,7 +24,7 @@ from freshrec.ranking import (
 )
 from freshrec.retrieval.exact import ExactRetriever
 from freshrec.settings import default_table_config_path
-from freshrec.table import InMemoryEmbeddingStore, hash_features, load_tables
+from freshrec.table import InMemoryTableBackend, hash_features, load_tables, open_tables
 from freshrec.table.base import Rows
 
 T0 = 1_750_000_000.0
@@ -44,19 +44,17 @@ def _rows(ids: np.ndarray, dim: int, rng: np.random.Generator) -> Rows:
 
 def _recommender(with_model: bool) -> Recommender:
     rng = np.random.default_rng(11)
-    tables = {
-        t.name: InMemoryEmbeddingStore(t) for t in load_tables(default_table_config_path()).tables
-    }
-    dim = tables["item"].config.dim
+    tables = open_tables(load_tables(default_table_config_path()), InMemoryTableBackend())
+    dim = tables.item.config.dim
     items = hash_features("item", [f"i{j}" for j in range(400)])
-    tables["item"].import_rows(_rows(items, dim, rng))
-    with tables["item"].transaction() as txn:
+    tables.item.import_rows(_rows(items, dim, rng))
+    with tables.backend.transaction() as txn:
         txn.put_hash(ITEM_NAMES_KEY, {str(int(i)): f"i{j}" for j, i in enumerate(items)})
     users = hash_features("user", [f"u{j}" for j in range(20)])
-    tables["user"].import_rows(_rows(users, dim, rng))
+    tables.user.import_rows(_rows(users, dim, rng))
     retriever = ExactRetriever(dim)
-    retriever.upsert(items, tables["item"].read_rows(items).vectors)
-    popularity = PopularityTracker(tables["item"])
+    retriever.upsert(items, tables.item.read_rows(items).vectors)
+    popularity = PopularityTracker(tables.item)
     model = None
     if with_model:
         model = LoadedModel(

@@ -11,11 +11,10 @@ from freshrec.errors import ConfigError, InvalidInput
 from freshrec.settings import default_table_config_path
 from freshrec.table import (
     ChangeOp,
-    InMemoryBackend,
     InMemoryEmbeddingStore,
+    InMemoryTableBackend,
     load_tables,
-    open_store,
-    open_stores,
+    open_tables,
     restore_snapshot,
     save_snapshot,
 )
@@ -94,9 +93,9 @@ def test_inputs_are_validated() -> None:
             np.zeros((2, 2), np.float32),
             np.ones(2, np.int64),
             np.zeros(2),
-            txn=other.transaction(),
+            txn=other.backend.transaction(),
         )
-    backend = InMemoryBackend()
+    backend = InMemoryTableBackend()
     InMemoryEmbeddingStore(TableConfig(name="v", dim=2), backend)
     with pytest.raises(ConfigError, match="dim 2"):
         InMemoryEmbeddingStore(TableConfig(name="v", dim=3), backend)
@@ -117,19 +116,18 @@ def test_feed_is_bounded_and_clear_keeps_cursors_monotonic() -> None:
     assert after.op is ChangeOp.UPSERT and after.ids.tolist() == [9]
 
 
-def test_open_stores_share_one_backend(tmp_path: Path) -> None:
+def test_open_tables_share_one_backend(tmp_path: Path) -> None:
     tables = load_tables(default_table_config_path())
-    stores = open_stores(tables)
-    assert set(stores) == {t.name for t in tables.tables}
-    user, item = stores["user"], stores["item"]
-    with user.transaction() as txn:
+    stores = open_tables(tables, InMemoryTableBackend())
+    assert set(stores.names()) == {t.name for t in tables.tables}
+    user, item = stores.user, stores.item
+    assert user.backend is item.backend is stores.backend
+    with stores.backend.transaction() as txn:
         user.apply_gradients(_ids(1), np.ones((1, 32), np.float32), 1.0, txn=txn)
         item.apply_gradients(_ids(2), np.ones((1, 32), np.float32), 1.0, txn=txn)
     assert user.lookup(_ids(1)).exists[0] and item.lookup(_ids(2)).exists[0]
     save_snapshot(stores, tmp_path / "snap")
-    fresh = open_stores(tables)
+    fresh = open_tables(tables, InMemoryTableBackend())
     assert restore_snapshot(fresh, tmp_path / "snap") == {"user": 1, "item": 1, "context": 0}
-    np.testing.assert_array_equal(
-        fresh["user"].lookup(_ids(1)).vectors, user.lookup(_ids(1)).vectors
-    )
-    assert isinstance(open_store(tables["user"]), InMemoryEmbeddingStore)
+    np.testing.assert_array_equal(fresh.user.lookup(_ids(1)).vectors, user.lookup(_ids(1)).vectors)
+    assert isinstance(InMemoryTableBackend().store(tables["user"]), InMemoryEmbeddingStore)

@@ -9,7 +9,7 @@ import torch
 
 from freshrec.models import load_published_dense
 from freshrec.stream.events import Event, encode_event
-from freshrec.table import InMemoryBackend, InMemoryEmbeddingStore, hash_feature, load_tables
+from freshrec.table import InMemoryTableBackend, Tables, hash_feature, load_tables, open_tables
 from freshrec.training import (
     ExampleBuilder,
     ExampleConfig,
@@ -23,8 +23,8 @@ TABLES = Path(__file__).resolve().parents[3] / "libs" / "freshrec" / "tables.yam
 T0 = 1_700_000_000.0
 
 
-def _stores(backend: InMemoryBackend) -> dict[str, InMemoryEmbeddingStore]:
-    return {t.name: InMemoryEmbeddingStore(t, backend) for t in load_tables(TABLES).tables}
+def _stores(backend: InMemoryTableBackend) -> Tables:
+    return open_tables(load_tables(TABLES), backend)
 
 
 def _messages(events: list[Event], start: int = 0) -> list[Message]:
@@ -55,7 +55,7 @@ def _ratings(n: int, seed: int = 0) -> list[Event]:
 
 
 def test_trainer_learns_and_commits_rows_offsets_and_model() -> None:
-    backend = InMemoryBackend()
+    backend = InMemoryTableBackend()
     stores = _stores(backend)
     trainer = OnlineTrainer(stores, TrainerConfig(publish_interval_s=0.0, dense_lr=0.01))
     trainer.auc = StreamingAuc(window=2000)  # judge only the latest predictions
@@ -64,10 +64,10 @@ def test_trainer_learns_and_commits_rows_offsets_and_model() -> None:
         trainer.train_batch(_messages(events[start : start + 200], start))
     # predictions are made before each update, so this is out-of-sample AUC
     assert trainer.auc.value() > 0.9
-    assert stores["item"].get_hash("offsets:freshrec-trainer") == {"events:0": b"6000"}
-    user_rows = stores["user"].read_rows(np.array([hash_feature("user", "u1")], dtype=np.uint64))
+    assert backend.get_hash("offsets:freshrec-trainer") == {"events:0": b"6000"}
+    user_rows = stores.user.read_rows(np.array([hash_feature("user", "u1")], dtype=np.uint64))
     assert len(user_rows) == 1 and user_rows.count[0] > 0
-    published = load_published_dense(stores["item"])
+    published = load_published_dense(backend)
     assert published is not None and published[0] == trainer.published_version >= 1
 
 
@@ -75,11 +75,11 @@ def test_restore_resumes_exactly_where_the_commit_left_off() -> None:
     events = _ratings(1200, seed=3)
     batches = [_messages(events[s : s + 100], s) for s in range(0, 1200, 100)]
 
-    straight = OnlineTrainer(_stores(InMemoryBackend()), TrainerConfig())
+    straight = OnlineTrainer(_stores(InMemoryTableBackend()), TrainerConfig())
     for batch in batches:
         straight.train_batch(batch)
 
-    backend = InMemoryBackend()
+    backend = InMemoryTableBackend()
     first = OnlineTrainer(_stores(backend), TrainerConfig())
     for batch in batches[:5]:
         first.train_batch(batch)
@@ -88,9 +88,10 @@ def test_restore_resumes_exactly_where_the_commit_left_off() -> None:
     for batch in batches[5:]:
         resumed.train_batch(batch)
 
-    for name in ("user", "item"):
-        a = straight.tables[name]
-        b = resumed.tables[name]
+    for a, b in (
+        (straight.tables.user, resumed.tables.user),
+        (straight.tables.item, resumed.tables.item),
+    ):
         ids = np.concatenate([r.ids for r in a.export()])
         ra, rb = a.read_rows(ids), b.read_rows(ids)
         np.testing.assert_allclose(ra.vectors, rb.vectors, atol=1e-6)
@@ -102,7 +103,7 @@ def test_restore_resumes_exactly_where_the_commit_left_off() -> None:
 def test_poison_messages_are_dead_lettered_and_training_continues() -> None:
     letters: list[tuple[int, str]] = []
     trainer = OnlineTrainer(
-        _stores(InMemoryBackend()),
+        _stores(InMemoryTableBackend()),
         TrainerConfig(max_message_bytes=2048),
         dead_letters=lambda m, reason, detail: letters.append((m.offset, reason)),
     )

@@ -23,126 +23,46 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import redis
-from prometheus_client import Histogram
-from redis.client import Pipeline
 
 from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
-from freshrec.metrics import LATENCY_BUCKETS_S
 from freshrec.table.admission import keeps_counts
 from freshrec.table.base import (
     Change,
     ChangeOp,
     EmbeddingStore,
-    FloatArray,
     IdArray,
     LookupResult,
     Pulled,
     Rows,
     TableStats,
     Transaction,
-    UpdateResult,
 )
 from freshrec.table.config import TableConfig
 from freshrec.table.encoding import decode_rows, encode_records, row_dtype
-from freshrec.table.expiry import (
-    bucket_of,
-    bucket_width,
-    event_cutoff,
-    pending_generation,
-    wall_deadline,
-)
+from freshrec.table.expiry import bucket_of, pending_generation, wall_deadline
 from freshrec.table.optimizers import make_optimizer
-from freshrec.table.resp import EXEC, MULTI, execute_packed, pack_command, rows_concat
-from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows, plan_update
+from freshrec.table.redis.connection import TABLE_OP_SECONDS, RedisConnection, RedisTransaction
+from freshrec.table.redis.expiry import RedisExpiry
+from freshrec.table.redis.keys import TableKeys, id_bytes, pack_ids, split_ids, unpack_ids
+from freshrec.table.resp import execute_packed, pack_command, rows_concat
+from freshrec.table.update import COUNT_MAX, UpdatePlan, check_ids, fresh_rows
 
-__all__ = ["KEY_OVERHEAD_BYTES", "RedisEmbeddingStore", "RedisPulled", "RedisTransaction"]
+__all__ = ["KEY_OVERHEAD_BYTES", "RedisEmbeddingStore", "RedisPulled"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TABLE_OP_SECONDS = Histogram(
-    "freshrec_table_op_duration_seconds",
-    "Time one batched table operation took against Redis, by table and operation.",
-    ["table", "op"],
-    buckets=LATENCY_BUCKETS_S,
-)
-
 # Redis's own cost per key on a 64-bit build (dict entry, key and value headers, allocator
 # rounding), used to estimate `TableStats.bytes`; the table benchmark measures the real figure.
 KEY_OVERHEAD_BYTES = 64
-
-# Ids per Lua call when expiring, so one call blocks Redis for milliseconds, not seconds.
-_EXPIRE_CHUNK = 4096
-
-_EXPIRE_EVENT_LUA = """
-local cutoff = tonumber(ARGV[1])
-local out = {}
-for i = 3, #KEYS do
-  local h = redis.call('GETRANGE', KEYS[i], 8, 15)
-  if #h == 8 then
-    local t = struct.unpack('<d', h)
-    if t < cutoff then
-      redis.call('DEL', KEYS[i])
-      out[#out + 1] = string.sub(KEYS[i], -8)
-    end
-  end
-end
-if #out > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
-             table.concat(out))
-  redis.call('HINCRBY', KEYS[2], 'expired_total', #out)
-  redis.call('HINCRBY', KEYS[2], 'rows', -#out)
-end
-return table.concat(out)
-"""
-
-_EXPIRE_WALL_LUA = """
-local deadline = tonumber(ARGV[1])
-local gone = {}
-local waiting = {}
-for i = 3, #KEYS do
-  local t = redis.call('PEXPIRETIME', KEYS[i])
-  if t == -2 then
-    gone[#gone + 1] = string.sub(KEYS[i], -8)
-  elseif t >= 0 and t <= deadline then
-    waiting[#waiting + 1] = string.sub(KEYS[i], -8)
-  end
-end
-if #gone > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
-             table.concat(gone))
-  redis.call('HINCRBY', KEYS[2], 'expired_total', #gone)
-  redis.call('HINCRBY', KEYS[2], 'rows', -#gone)
-end
-return {table.concat(gone), table.concat(waiting)}
-"""
-
-
-def _pack(ids: IdArray) -> bytes:
-    return ids.astype("<u8", copy=False).tobytes()
-
-
-def _split_ids(ids: IdArray) -> list[bytes]:
-    """Each id's 8 little-endian bytes (hash fields, key suffixes)."""
-    raw = _pack(ids)
-    return [raw[i : i + 8] for i in range(0, len(raw), 8)]
-
-
-def _id_bytes(ids: IdArray) -> npt.NDArray[np.uint8]:
-    """`(N, 8)` uint8: each id's little-endian bytes."""
-    return np.ascontiguousarray(ids, dtype="<u8").view(np.uint8).reshape(-1, 8)
-
-
-def _unpack(raw: bytes) -> IdArray:
-    return np.frombuffer(raw, dtype="<u8").astype(np.uint64)
 
 
 @dataclass(frozen=True)
@@ -158,69 +78,11 @@ class RedisPulled(Pulled):
     generation: int
 
 
-class RedisTransaction(Transaction):
-    """A MULTI/EXEC pipeline: staged commands are sent and applied together at commit.
-
-    Any `RedisEmbeddingStore` sharing this transaction's client (or its connection pool) can
-    stage into it, so one commit spans several tables and the caller's metadata.
-    """
-
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
-        self.client = client
-        self.namespace = namespace
-        self._chunks: list[bytes] = []
-        self._commands = 0
-
-    def stage_packed(self, chunk: bytes, commands: int) -> None:
-        """Stage `commands` RESP-encoded commands (see `freshrec.table.resp`)."""
-        self._chunks.append(chunk)
-        self._commands += commands
-
-    def stage(self, *args: bytes | str | int | float) -> None:
-        """Stage one command, e.g. ``stage("HINCRBY", key, "rows", 3)``."""
-        self.stage_packed(pack_command(args), 1)
-
-    def _meta(self, key: str) -> str:
-        return f"{self.namespace}:meta:{key}"
-
-    def put_hash(self, key: str, mapping: Mapping[str, bytes | str | int | float]) -> None:
-        if any(isinstance(v, bool) for v in mapping.values()):
-            raise InvalidInput("booleans are not valid hash values; use 0/1")
-        if mapping:
-            self.stage("HSET", self._meta(key), *(x for kv in mapping.items() for x in kv))
-
-    def put_blob(self, key: str, value: bytes) -> None:
-        self.stage("SET", self._meta(key), bytes(value))
-
-    def commit(self) -> None:
-        chunks, commands = self._chunks, self._commands
-        self.discard()
-        if not commands:
-            return
-        try:
-            replies = execute_packed(self.client, [MULTI, *chunks, EXEC], commands + 2)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"Redis transaction failed: {exc}") from exc
-        results = replies[-1]
-        if results is None:
-            raise StoreUnavailable("Redis transaction was aborted")
-        failed = [r for r in results if isinstance(r, Exception)]
-        if failed:
-            raise StoreUnavailable(
-                f"Redis transaction had {len(failed)} failing commands: {failed[0]}"
-            )
-
-    def discard(self) -> None:
-        self._chunks = []
-        self._commands = 0
-
-
 class RedisEmbeddingStore(EmbeddingStore):
-    """One table in Redis.
+    """One table in Redis; open it with `RedisTableBackend.store`.
 
     Args:
-        client: a `redis.Redis` with ``decode_responses=False`` (rows are binary).
-        namespace: prefix of every key this deployment owns.
+        backend: the Redis server and namespace.
         config: the table.
         feed_maxlen: approximate number of change-feed entries kept (MAXLEN ~).
         clock: wall clock (unix seconds) for wall time and TTL deadlines.
@@ -228,50 +90,45 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     def __init__(
         self,
-        client: redis.Redis,
-        namespace: str,
+        backend: RedisConnection,
         config: TableConfig,
         *,
         feed_maxlen: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if client.get_connection_kwargs().get("decode_responses"):
-            raise ConfigError("RedisEmbeddingStore needs a client with decode_responses=False")
         if feed_maxlen < 1:
             raise ConfigError("feed_maxlen must be >= 1")
-        self.client = client
-        self.namespace = namespace
+        self.backend = backend
+        self.client = backend.client
+        self.namespace = backend.namespace
         self.config = config
         self.clock = clock
         self.feed_maxlen = feed_maxlen
         self.optimizer = make_optimizer(config.optimizer)
         self.width = self.optimizer.state_width(config.dim)
         self.dtype = row_dtype(config.dim, self.width)
-        base = f"{namespace}:t:{config.name}:"
-        self._base = base
-        self._row_prefix = (base + "r:").encode()
+        self.keys = TableKeys.of(self.namespace, config.name)
+        self._base = self.keys.base
+        self._row_prefix = self.keys.row_prefix
         self._key_head = b"$%d\r\n" % (len(self._row_prefix) + 8) + self._row_prefix
-        self.stats_key = base + "stats"
-        self.index_set_key = base + "xb"
-        self.pending_set_key = base + "pb"
-        self.feed_key = f"{namespace}:feed:{config.name}"
+        self.stats_key = self.keys.stats
+        self.index_set_key = self.keys.index_set
+        self.pending_set_key = self.keys.pending_set
+        self.feed_key = self.keys.feed
         self._generation = 0
-        self._expire_event = client.register_script(_EXPIRE_EVENT_LUA)
-        self._expire_wall = client.register_script(_EXPIRE_WALL_LUA)
+        self._expiry = RedisExpiry(self.client, self.keys, config, clock, feed_maxlen)
 
     # ---- keys and plumbing -------------------------------------------------------------
 
     def row_keys(self, ids: IdArray) -> list[bytes]:
         """The row key of each id, `B` byte strings."""
-        raw = _pack(ids)
-        prefix = self._row_prefix
-        return [prefix + raw[i : i + 8] for i in range(0, len(raw), 8)]
+        return self.keys.rows(ids)
 
     def _mget_command(self, ids: IdArray) -> bytes:
         """``MGET`` of the row keys of `ids` (non-empty), built in one numpy pass."""
         n = int(ids.shape[0])
         return b"*%d\r\n$4\r\nMGET\r\n" % (n + 1) + rows_concat(
-            n, [self._key_head, _id_bytes(ids), b"\r\n"]
+            n, [self._key_head, id_bytes(ids), b"\r\n"]
         )
 
     def _mget(self, op: str, ids: IdArray, *extra: bytes) -> list[Any]:
@@ -285,10 +142,10 @@ class RedisEmbeddingStore(EmbeddingStore):
         return replies if ids.shape[0] else [[], *replies]
 
     def _bucket_key(self, bucket: int) -> str:
-        return f"{self._base}x:{bucket}"
+        return self.keys.bucket(bucket)
 
     def _pending_key(self, generation: int) -> str:
-        return f"{self._base}p:{generation}"
+        return self.keys.pending(generation)
 
     def _run(self, op: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
@@ -301,9 +158,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         finally:
             TABLE_OP_SECONDS.labels(self.config.name, op).observe(time.perf_counter() - started)
 
-    def _own(self, txn: Transaction | None) -> tuple[RedisTransaction, bool]:
-        if txn is None:
-            return RedisTransaction(self.client, self.namespace), True
+    def _own(self, txn: Transaction) -> RedisTransaction:
         if not isinstance(txn, RedisTransaction) or (
             txn.client is not self.client
             and txn.client.connection_pool is not self.client.connection_pool
@@ -311,7 +166,10 @@ class RedisEmbeddingStore(EmbeddingStore):
             raise TypeError(
                 "RedisEmbeddingStore needs a transaction from a store on the same Redis client"
             )
-        return txn, False
+        return txn
+
+    def _commit(self, op: str, txn: Transaction) -> None:
+        self._run(op, txn.commit)
 
     def _decode(self, values: list[bytes | None]) -> tuple[npt.NDArray[np.bool_], np.ndarray]:
         return decode_rows(self.dtype, values)
@@ -396,7 +254,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         )
 
     def _pending_counts(self, ids: IdArray, generation: int) -> npt.NDArray[np.int64]:
-        fields = _split_ids(ids)
+        fields = split_ids(ids)
 
         def read() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -415,41 +273,22 @@ class RedisEmbeddingStore(EmbeddingStore):
 
     # ---- writes ------------------------------------------------------------------------
 
-    def push(
-        self,
-        pulled: Pulled,
-        grads: FloatArray,
-        occurrences: npt.NDArray[np.int64],
-        event_time: npt.NDArray[np.float64],
-        txn: Transaction | None = None,
-    ) -> UpdateResult:
-        now = self.clock()
-        plan = plan_update(
-            self.config,
-            self.optimizer,
-            pulled,
-            grads=grads,
-            occurrences=occurrences,
-            event_time=event_time,
-            now=now,
-        )
-        own, auto = self._own(txn)
+    def _stage_push(
+        self, txn: Transaction, plan: UpdatePlan, pulled: Pulled, batch_time: float, now: float
+    ) -> None:
+        own = self._own(txn)
         created = int(plan.created.sum())
         if plan.ids.size:
             self._stage_rows(own, plan, now)
             self._stage_index(own, plan, pulled, now)
             self._stage_feed(own, ChangeOp.UPSERT, plan.ids)
         if keeps_counts(self.config.admission):
-            batch_time = float(np.max(event_time)) if len(event_time) else 0.0
             self._stage_pending(own, plan, pulled, batch_time, now)
         if created:
             own.stage("HINCRBY", self.stats_key, "rows", created)
             own.stage("HINCRBY", self.stats_key, "created_total", created)
         if plan.filtered:
             own.stage("HINCRBY", self.stats_key, "filtered_total", plan.filtered)
-        if auto:
-            self._run("push", own.commit)
-        return UpdateResult(written=plan.ids, created=created, filtered=plan.filtered)
 
     def _stage_rows(self, txn: RedisTransaction, plan: UpdatePlan, now: float) -> None:
         """Stage the rows: one MSET, or one SET PXAT per row on wall-clock tables."""
@@ -471,18 +310,18 @@ class RedisEmbeddingStore(EmbeddingStore):
             tail = b"\r\n$4\r\nPXAT\r\n$%d\r\n%s\r\n" % (len(pxat), pxat)
             head = b"*5\r\n$3\r\nSET\r\n" + self._key_head
             txn.stage_packed(
-                rows_concat(n, [head, _id_bytes(plan.ids), value_head, values, tail]), n
+                rows_concat(n, [head, id_bytes(plan.ids), value_head, values, tail]), n
             )
             return
         command = b"*%d\r\n$4\r\nMSET\r\n" % (2 * n + 1) + rows_concat(
-            n, [self._key_head, _id_bytes(plan.ids), value_head, values, b"\r\n"]
+            n, [self._key_head, id_bytes(plan.ids), value_head, values, b"\r\n"]
         )
         txn.stage_packed(command, 1)
 
     def _stage_feed(self, txn: RedisTransaction, op: ChangeOp, ids: IdArray) -> None:
         txn.stage(
             "XADD", self.feed_key, "MAXLEN", "~", self.feed_maxlen, "*",
-            "op", op.value, "ids", _pack(ids),
+            "op", op.value, "ids", pack_ids(ids),
         )  # fmt: skip
 
     def _stage_index(
@@ -509,7 +348,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         buckets = new[fresh]
         members: list[int | str] = []
         for bucket in np.unique(buckets).tolist():
-            txn.stage("APPEND", self._bucket_key(bucket), _pack(ids[buckets == bucket]))
+            txn.stage("APPEND", self._bucket_key(bucket), pack_ids(ids[buckets == bucket]))
             members += [bucket, str(bucket)]
         txn.stage("ZADD", self.index_set_key, *members)
 
@@ -535,12 +374,12 @@ class RedisEmbeddingStore(EmbeddingStore):
             gen = pending_generation(now, expiry)
         admitted = plan.ids[plan.created]
         if admitted.size:
-            fields = _split_ids(admitted)
+            fields = split_ids(admitted)
             txn.stage("HDEL", self._pending_key(gen), *fields)
             txn.stage("HDEL", self._pending_key(gen - 1), *fields)
         if plan.pending_ids.size:
             key = self._pending_key(gen)
-            pairs = zip(_split_ids(plan.pending_ids), plan.pending_counts.tolist(), strict=True)
+            pairs = zip(split_ids(plan.pending_ids), plan.pending_counts.tolist(), strict=True)
             txn.stage("HSET", key, *(x for pair in pairs for x in pair))
             if expiry is None or expiry.clock == "event":
                 txn.stage("ZADD", self.pending_set_key, gen, str(gen))
@@ -605,136 +444,12 @@ class RedisEmbeddingStore(EmbeddingStore):
         if expiry is None:
             return np.zeros(0, dtype=np.uint64)
         if expiry.clock == "event":
-            removed = self._run("expire", lambda: self._expire_event_clock(watermark))
+            removed = self._run("expire", lambda: self._expiry.event_clock(watermark))
         else:
-            removed = self._run("expire", self._expire_wall_clock)
+            removed = self._run("expire", self._expiry.wall_clock)
         if removed.size:
             logger.info("table %s: expired %d rows", self.config.name, removed.size)
         return removed
-
-    def _buckets_until(self, last: int) -> list[int]:
-        members = cast(list[bytes], self.client.zrangebyscore(self.index_set_key, "-inf", last))
-        return sorted(int(m) for m in members)
-
-    def _scan_bucket(
-        self,
-        bucket: int,
-        process: Callable[[IdArray], None],
-        finish: Callable[[Pipeline], None],
-    ) -> None:
-        """Feed a bucket's ids to `process` in chunks, then run `finish` in a MULTI.
-
-        WATCH makes `finish` (which deletes or rewrites the bucket) fail when a writer
-        appended meanwhile; the appended tail is then processed too and `finish` retried.
-        """
-        key = self._bucket_key(bucket)
-        step = 8 * _EXPIRE_CHUNK
-        offset = 0
-        with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                pipe.watch(key)  # type: ignore[no-untyped-call]
-                length = pipe.strlen(key)
-                for start in range(offset, length, step):
-                    raw = cast(bytes, pipe.getrange(key, start, min(start + step, length) - 1))
-                    process(_unpack(raw[: len(raw) - len(raw) % 8]))
-                offset = length
-                pipe.multi()
-                finish(pipe)
-                try:
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
-
-    def _expire_event_clock(self, watermark: float) -> IdArray:
-        expiry = self.config.expiry
-        assert expiry is not None
-        cutoff = event_cutoff(watermark, expiry)
-        width = bucket_width(expiry)
-        removed: list[IdArray] = []
-        done: set[int] = set()
-
-        def process(ids: IdArray) -> None:
-            ids = np.unique(ids)
-            ids = ids[[i not in done for i in ids.tolist()]] if done else ids
-            if not ids.size:
-                return
-            keys = [self.feed_key.encode(), self.stats_key.encode(), *self.row_keys(ids)]
-            out = self._expire_event(keys=keys, args=[repr(cutoff), self.feed_maxlen])
-            gone = _unpack(cast(bytes, out))
-            done.update(gone.tolist())
-            removed.append(gone)
-
-        for bucket in self._buckets_until(math.floor(cutoff / width)):
-            full = (bucket + 1) * width <= cutoff
-
-            def finish(pipe: Pipeline, bucket: int = bucket, full: bool = full) -> None:
-                if full:
-                    pipe.delete(self._bucket_key(bucket))
-                    pipe.zrem(self.index_set_key, str(bucket))
-
-            self._scan_bucket(bucket, process, finish)
-        self._drop_pending_generations(watermark)
-        return np.concatenate(removed) if removed else np.zeros(0, dtype=np.uint64)
-
-    def _drop_pending_generations(self, watermark: float) -> None:
-        expiry = self.config.expiry
-        if expiry is None or not keeps_counts(self.config.admission):
-            return
-        current = self.client.hget(self.stats_key, "pgen")
-        gen = int(cast(bytes, current)) if current is not None else 0
-        horizon = min(pending_generation(watermark, expiry), gen) - 2
-        old = cast(list[bytes], self.client.zrangebyscore(self.pending_set_key, "-inf", horizon))
-        if old:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(*[self._pending_key(int(g)) for g in old])
-            pipe.zrem(self.pending_set_key, *old)
-            pipe.execute()
-
-    def _expire_wall_clock(self) -> IdArray:
-        expiry = self.config.expiry
-        assert expiry is not None
-        width = bucket_width(expiry)
-        now_ms = self.clock() * 1000.0
-        # A bucket's rows all share one deadline; visit buckets whose deadline has passed.
-        last = math.floor((now_ms / 1000.0 - expiry.expire_after_s) / width) - 1
-        removed: list[IdArray] = []
-        done: set[int] = set()
-        for bucket in self._buckets_until(last):
-            # The same arithmetic as `wall_deadline`, from the bucket number itself.
-            deadline_ms = math.ceil(((bucket + 1) * width + expiry.expire_after_s) * 1000.0)
-            if deadline_ms > now_ms:
-                continue
-            waiting: list[bytes] = []
-
-            def process(
-                ids: IdArray, deadline_ms: int = deadline_ms, waiting: list[bytes] = waiting
-            ) -> None:
-                ids = np.unique(ids)
-                ids = ids[[i not in done for i in ids.tolist()]] if done else ids
-                if not ids.size:
-                    return
-                keys = [self.feed_key.encode(), self.stats_key.encode(), *self.row_keys(ids)]
-                out = self._expire_wall(keys=keys, args=[deadline_ms, self.feed_maxlen])
-                gone_raw, waiting_raw = cast(list[bytes], out)
-                gone = _unpack(gone_raw)
-                done.update(gone.tolist())
-                removed.append(gone)
-                waiting.append(waiting_raw)
-
-            def finish(
-                pipe: Pipeline, bucket: int = bucket, waiting: list[bytes] = waiting
-            ) -> None:
-                rest = b"".join(waiting)
-                if rest:
-                    # Rows Redis has not dropped yet (clock skew): look again next time.
-                    pipe.set(self._bucket_key(bucket), rest)
-                else:
-                    pipe.delete(self._bucket_key(bucket))
-                    pipe.zrem(self.index_set_key, str(bucket))
-
-            self._scan_bucket(bucket, process, finish)
-        return np.concatenate(removed) if removed else np.zeros(0, dtype=np.uint64)
 
     # ---- metadata, feed, bookkeeping ---------------------------------------------------
 
@@ -826,30 +541,10 @@ class RedisEmbeddingStore(EmbeddingStore):
                     Change(
                         cursor=entry_id.decode(),
                         op=ChangeOp(fields[b"op"].decode()),
-                        ids=_unpack(fields[b"ids"]),
+                        ids=unpack_ids(fields[b"ids"]),
                     )
                 )
         return out
-
-    def transaction(self) -> Transaction:
-        return RedisTransaction(self.client, self.namespace)
-
-    def get_hash(self, key: str) -> dict[str, bytes]:
-        raw = self._run("get_hash", lambda: self.client.hgetall(f"{self.namespace}:meta:{key}"))
-        return {k.decode(): v for k, v in cast(dict[bytes, bytes], raw).items()}
-
-    def get_hash_fields(self, key: str, fields: Sequence[str]) -> list[bytes | None]:
-        if not fields:
-            return []
-        raw = self._run(
-            "get_hash_fields",
-            lambda: self.client.hmget(f"{self.namespace}:meta:{key}", list(fields)),
-        )
-        return cast(list[bytes | None], raw)
-
-    def get_blob(self, key: str) -> bytes | None:
-        raw = self._run("get_blob", lambda: self.client.get(f"{self.namespace}:meta:{key}"))
-        return cast(bytes | None, raw)
 
     def clear(self) -> None:
         def wipe() -> None:
