@@ -389,7 +389,7 @@ def run_ranker_bench(
         rates: offered request rates of the open-loop phases.
         seconds: length of each load phase.
         probes: end-to-end freshness probes.
-        index_kind: the ranker's `FRESHREC_INDEX_KIND` (flat = exact, ivf/hnsw = approximate).
+        index_kind: the ranker's `FRESHREC_INDEX__TYPE` (flat = exact, ivf/hnsw = approximate).
     """
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
@@ -404,7 +404,7 @@ def run_ranker_bench(
         "FRESHREC_PUBLISH_INTERVAL_S": "1",
         "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
         "FRESHREC_CANDIDATES": "500",
-        "FRESHREC_INDEX_KIND": index_kind,
+        "FRESHREC_INDEX__TYPE": index_kind,
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
     }
     client = redis.Redis.from_url(redis_url)

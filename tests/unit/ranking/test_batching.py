@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from freshrec.errors import StoreUnavailable
+from freshrec.errors import Overloaded, StoreUnavailable
 from freshrec.models.model import ModelConfig, RankingModel
 from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking import (
@@ -145,3 +145,35 @@ def test_a_closed_batcher_refuses_new_requests() -> None:
     assert isinstance(answer, RuntimeError)
     with pytest.raises(ValueError, match="max_batch"):
         RecommendBatcher(lambda qs: [], max_batch=0)
+
+
+def test_requests_beyond_the_batch_and_the_queue_are_refused_at_once() -> None:
+    computed: list[int] = []
+
+    def compute(queries: Sequence[Query]) -> list[Recommendation]:
+        computed.extend(q.k for q in queries)
+        return [Recommendation([], [], None, q.k, False) for q in queries]
+
+    batcher = RecommendBatcher(compute, max_batch=2, max_queue=3)
+
+    async def main() -> tuple[list[Recommendation], int, Recommendation]:
+        waiting = [asyncio.ensure_future(batcher.recommend(Query("u", k))) for k in range(1, 6)]
+        await asyncio.sleep(0)  # each reached the batcher: 2 computing + 3 queued, the bound
+        admitted = batcher.admitted
+        with pytest.raises(Overloaded, match=r"5 requests in flight or queued \(bound 2 \+ 3\)"):
+            await batcher.recommend(Query("u", 99))
+        answers = await asyncio.gather(*waiting)
+        # the bound frees as answers go out: the next request is served
+        return answers, admitted, await batcher.recommend(Query("u", 7))
+
+    answers, admitted_while_full, late = asyncio.run(main())
+    assert [a.index_version for a in answers] == [1, 2, 3, 4, 5]
+    assert late.index_version == 7
+    assert admitted_while_full == 5
+    assert batcher.admitted == 0
+    assert sorted(computed) == [1, 2, 3, 4, 5, 7]  # the refused request never reached compute
+
+
+def test_a_negative_queue_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_queue"):
+        RecommendBatcher(lambda qs: [], max_batch=1, max_queue=-1)
