@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
@@ -94,7 +95,8 @@ freshrec_freshness_event_to_row_seconds_bucket{{le="+Inf"}} {fresh}
 
 
 def test_trainer_figures_join_its_status_and_the_window_of_its_metrics() -> None:
-    status = {"batches": 12, "published_version": 3, "watermark": 1e9, "auc": True}
+    status: dict[str, Any] = {"batches": 12, "published_version": 3, "watermark": 1e9}
+    status["auc"] = True
     status["offsets"] = {"events:0": 40, "events:1": "not a number"}
     reply = TrainerReply(status, _trainer_scrape(consumed=100, fresh=8), None)
     figures = trainer_figures("http://t", reply, _trainer_scrape(consumed=60, fresh=4), 4.0)

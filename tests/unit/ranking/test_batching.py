@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 
 from freshrec.errors import Overloaded, StoreUnavailable
 from freshrec.models.model import ModelConfig, RankingModel
-from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking import (
     LoadedModel,
     PopularityTracker,
@@ -23,40 +20,18 @@ from freshrec.ranking import (
     Recommender,
 )
 from freshrec.retrieval.exact import ExactRetriever
-from freshrec.settings import default_table_config_path
-from freshrec.table import InMemoryEmbeddingStore, hash_features, load_tables
-from freshrec.table.base import Rows
-
-T0 = 1_750_000_000.0
-
-
-def _rows(ids: np.ndarray, dim: int, rng: np.random.Generator) -> Rows:
-    n = ids.shape[0]
-    return Rows(
-        ids=ids,
-        vectors=rng.standard_normal((n, dim)).astype(np.float32),
-        state=np.zeros((n, dim), dtype=np.float32),
-        event_time=np.full(n, T0),
-        wall_time=np.full(n, time.time() - 5.0),
-        count=np.ones(n, dtype=np.int64),
-    )
+from freshrec.table import hash_features
+from tests.unit.ranking.catalog import T0, seeded_tables
 
 
 def _recommender(with_model: bool) -> Recommender:
-    rng = np.random.default_rng(11)
-    tables = {
-        t.name: InMemoryEmbeddingStore(t) for t in load_tables(default_table_config_path()).tables
-    }
-    dim = tables["item"].config.dim
-    items = hash_features("item", [f"i{j}" for j in range(400)])
-    tables["item"].import_rows(_rows(items, dim, rng))
-    with tables["item"].transaction() as txn:
-        txn.put_hash(ITEM_NAMES_KEY, {str(int(i)): f"i{j}" for j, i in enumerate(items)})
-    users = hash_features("user", [f"u{j}" for j in range(20)])
-    tables["user"].import_rows(_rows(users, dim, rng))
-    retriever = ExactRetriever(dim)
-    retriever.upsert(items, tables["item"].read_rows(items).vectors)
-    popularity = PopularityTracker(tables["item"])
+    names = [f"i{j}" for j in range(400)]
+    tables = seeded_tables(names, [f"u{j}" for j in range(20)], seed=11)
+    item = tables["item"]
+    items = hash_features("item", names)
+    retriever = ExactRetriever(item.config.dim)
+    retriever.upsert(items, item.read_rows(items).vectors)
+    popularity = PopularityTracker(item)
     model = None
     if with_model:
         model = LoadedModel(
