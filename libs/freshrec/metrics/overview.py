@@ -53,6 +53,7 @@ __all__ = [
     "RankerFigures",
     "RankerView",
     "TableFigures",
+    "TableStatsLike",
     "TrainerFigures",
     "TrainerReply",
     "fetch_trainer",
