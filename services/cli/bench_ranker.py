@@ -46,7 +46,7 @@ def _stack_env(
         "FRESHREC_PUBLISH_INTERVAL_S": "1",
         "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
         "FRESHREC_CANDIDATES": "500",
-        "FRESHREC_INDEX_KIND": index_kind,
+        "FRESHREC_INDEX__TYPE": index_kind,
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
     }
 

@@ -1,10 +1,8 @@
-"""Ranker process entry point."""
+"""Ranker process entry point (`freshrec ranker`, or `python -m services.ranker.main`)."""
 
 from __future__ import annotations
 
-import logging
-
-from freshrec.api import serve
+from freshrec.api import run_service
 from services.ranker.app import create_app
 from services.ranker.settings import RankerSettings
 
@@ -14,16 +12,7 @@ __all__ = ["main"]
 def main(settings: RankerSettings | None = None) -> None:
     """Serve the ranker until interrupted."""
     settings = settings or RankerSettings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    serve(
-        create_app(settings),
-        host=settings.ranker_host,
-        port=settings.ranker_port,
-        log_level="warning",
-        access_log=False,
-    )
+    run_service(create_app, settings, host=settings.ranker_host, port=settings.ranker_port)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from freshrec.retrieval.config import FaissIndexConfig, FlatConfig
 from freshrec.settings import CommonSettings
 
 __all__ = ["RankerSettings"]
@@ -32,18 +33,13 @@ class RankerSettings(CommonSettings):
         64, ge=0, description="Requests waiting for the next batch; more are answered 429."
     )
     max_exclude: int = Field(1000, ge=0, description="Most exclude_item_ids a request may send.")
-    index_kind: Literal["flat", "ivf", "hnsw"] = Field(
-        "flat", description="FAISS index: flat (exact) or an approximate kind for large catalogs."
-    )
-    index_nprobe: int = Field(
-        64,
-        ge=1,
-        description="ivf only: lists scanned per query (recall against speed; 64 suits trained, "
-        "clustered embeddings; structureless vectors need about 40% of the lists, see "
-        "docs/retrieval.md).",
-    )
-    index_ef_search: int = Field(
-        256, ge=1, description="hnsw only: beam width per query (recall against speed)."
+    index: FaissIndexConfig = Field(
+        FlatConfig(),
+        description="FAISS index: flat (exact) or an approximate kind for large catalogs. "
+        "ivf's `nprobe` is the lists scanned per query (recall against speed; 64 suits "
+        "trained, clustered embeddings; structureless vectors need about 40% of the lists, "
+        "see docs/retrieval.md); hnsw's `ef_search` is the beam width per query (recall "
+        "against speed).",
     )
     item_rows: Literal["mirror", "redis"] = Field(
         "mirror",

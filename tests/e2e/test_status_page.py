@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from services.ranker.status import MetricsSnapshot, histogram_quantile
 from tests.e2e.conftest import Stack, post_events
 from tests.waiting import wait_until
 
@@ -187,34 +186,6 @@ def _wait(
 ) -> None:
     detail = None if seen is None else (lambda: f"last seen: {seen()}")
     wait_until(condition, timeout_s, what, interval_s=0.1, detail=detail)
-
-
-def test_histogram_quantile_interpolates_within_buckets_like_prometheus() -> None:
-    inf = float("inf")
-    # 10 observations: 2 at or below 0.1, 8 in (0.1, 0.5], none above
-    buckets = {0.1: 2.0, 0.5: 10.0, 1.0: 10.0, inf: 10.0}
-    assert histogram_quantile(0.2, buckets) == pytest.approx(0.1)
-    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1 + 0.4 * 3 / 8)
-    assert histogram_quantile(0.1, buckets) == pytest.approx(0.05)
-    assert histogram_quantile(0.99, {0.1: 1.0, 0.5: 1.0, inf: 4.0}) == 0.5  # above the top
-    assert histogram_quantile(0.5, {0.1: 0.0, inf: 0.0}) is None
-    assert histogram_quantile(0.5, {}) is None
-    text = (
-        "# TYPE h_seconds histogram\n"
-        'h_seconds_bucket{route="/a",le="0.1"} 1\n'
-        'h_seconds_bucket{route="/a",le="+Inf"} 3\n'
-        'h_seconds_bucket{route="/b",le="0.1"} 5\n'
-        'h_seconds_bucket{route="/b",le="+Inf"} 5\n'
-        "h_seconds_count 8\n"
-    )
-    snapshot = MetricsSnapshot.parse(text)
-    assert snapshot.buckets("h_seconds") == {0.1: 6.0, inf: 8.0}
-    assert snapshot.buckets("h_seconds", lambda labels: labels["route"] == "/a") == {
-        0.1: 1.0,
-        inf: 3.0,
-    }
-    assert snapshot.total("h_seconds_bucket", lambda labels: labels["le"] == "+Inf") == 8.0
-    assert snapshot.total("missing_total") is None
 
 
 def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(

@@ -6,26 +6,34 @@ import gc
 import logging
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from freshrec.errors import FreshrecError
-from freshrec.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
+from freshrec.metrics import RequestMetrics
+from freshrec.settings import CommonSettings
 
-__all__ = ["ReadinessCheck", "error_body", "freeze_startup_heap", "install_common", "serve"]
+__all__ = [
+    "ReadinessCheck",
+    "error_body",
+    "freeze_startup_heap",
+    "install_common",
+    "run_service",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
 """Returns each dependency's name and whether it answers."""
+
+SettingsT = TypeVar("SettingsT", bound=CommonSettings)
 
 
 def freeze_startup_heap() -> None:
@@ -60,55 +68,43 @@ def serve(app: FastAPI, **config: Any) -> None:
         sys.exit(3)
 
 
+def run_service(
+    create_app: Callable[[SettingsT], FastAPI],
+    settings: SettingsT,
+    *,
+    host: str,
+    port: int,
+    **config: Any,
+) -> None:
+    """A service process's main: log at `settings.log_level`, then `serve` its app until
+    interrupted, without uvicorn's access log (the request metrics count every request).
+
+    Args:
+        create_app: the service's app factory.
+        settings: the process settings, passed to `create_app`.
+        host: bind address.
+        port: HTTP port.
+        **config: further `uvicorn.Config` options (e.g. `timeout_graceful_shutdown`).
+    """
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    serve(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        **config,
+    )
+
+
 def error_body(error: str, message: str, details: object = None) -> dict[str, object]:
     """The JSON shape of every error freshrec answers with."""
     body: dict[str, object] = {"error": error, "message": message}
     if details is not None:
         body["details"] = details
     return body
-
-
-def _route_template(scope: Scope) -> str:
-    """The matched route's path template (never the raw path: ids stay out of labels)."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
-
-
-class _RequestMetrics:
-    """Pure ASGI middleware: request count, latency and in-flight gauge per route template.
-
-    (Starlette's `BaseHTTPMiddleware` runs each request in an extra task with memory streams,
-    which costs more than a small route itself.)
-    """
-
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-        self.in_flight = HTTP_IN_FLIGHT.labels(service)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the client gets when the app fails before answering
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        self.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            self.in_flight.dec()
-            route = _route_template(scope)  # set by routing, so read after the handler
-            method = str(scope.get("method", ""))
-            HTTP_LATENCY.labels(self.service, route, method).observe(time.perf_counter() - start)
-            HTTP_REQUESTS.labels(self.service, route, method, str(status)).inc()
 
 
 def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> None:
@@ -120,7 +116,7 @@ def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> Non
         readiness: checks run by `/readyz`; the service is ready when all return True.
     """
 
-    app.add_middleware(_RequestMetrics, service=service)
+    app.add_middleware(RequestMetrics, service=service)
 
     @app.exception_handler(FreshrecError)
     async def _freshrec_error(_: Request, exc: FreshrecError) -> JSONResponse:

@@ -381,7 +381,7 @@ def run_ranker_bench(
         rates: offered request rates of the open-loop phases.
         seconds: length of each load phase.
         probes: end-to-end freshness probes.
-        index_kind: the index the ranker was started with (flat = exact, ivf/hnsw =
+        index_kind: the ranker's `FRESHREC_INDEX__TYPE` (flat = exact, ivf/hnsw =
             approximate); names the output file and is recorded in it.
 
     Returns:

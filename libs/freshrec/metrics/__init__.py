@@ -3,147 +3,43 @@
 Names follow Prometheus conventions: the `freshrec_` prefix, base units (seconds, bytes) and
 `_total` on counters. Labels never carry user or item ids. Process-specific metrics are
 defined next to the code that updates them, on the same default registry.
+
+One module per job:
+
+- `buckets`: bucket bounds shared by the latency histograms;
+- `http`: the request metrics every HTTP service exports, and the ASGI middleware that
+  records them;
+- `batch`: `BatchHistogram`, a histogram that records a whole array per call;
+- `queries`: reading scrapes back (`MetricsSnapshot`), and the maths on them
+  (`histogram_quantile`, `bucket_delta`, `rate`);
+- `overview`: the figures of the ranker's status page, computed from those queries.
 """
 
-from __future__ import annotations
-
-import math
-import threading
-from collections.abc import Iterator, Sequence
-
-import numpy as np
-import numpy.typing as npt
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from freshrec.metrics.batch import BatchHistogram
+from freshrec.metrics.buckets import LATENCY_BUCKETS_S
+from freshrec.metrics.http import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, RequestMetrics
+from freshrec.metrics.queries import (
+    LabelFilter,
+    Labels,
+    MetricsSnapshot,
+    bucket_delta,
+    finite,
+    histogram_quantile,
+    rate,
+)
 
 __all__ = [
-    "BatchHistogram",
     "HTTP_IN_FLIGHT",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "LATENCY_BUCKETS_S",
+    "BatchHistogram",
+    "LabelFilter",
+    "Labels",
+    "MetricsSnapshot",
+    "RequestMetrics",
+    "bucket_delta",
+    "finite",
+    "histogram_quantile",
+    "rate",
 ]
-
-# 0.5 ms … 10 s: covers a cached row read and a slow Kafka acknowledgement alike.
-LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-
-HTTP_REQUESTS = Counter(
-    "freshrec_http_requests_total",
-    "HTTP requests answered, by service, route template, method and status code.",
-    ["service", "route", "method", "status"],
-)
-HTTP_LATENCY = Histogram(
-    "freshrec_http_request_duration_seconds",
-    "Time from request received to response sent, by service and route template.",
-    ["service", "route", "method"],
-    buckets=LATENCY_BUCKETS_S,
-)
-HTTP_IN_FLIGHT = Gauge(
-    "freshrec_http_requests_in_flight",
-    "Requests being handled right now, by service.",
-    ["service"],
-)
-
-
-class _Series:
-    """One label set's buckets (per-bucket counts, not cumulative) and sum."""
-
-    def __init__(self, bounds: npt.NDArray[np.float64]) -> None:
-        self._bounds = bounds
-        self._counts = np.zeros(bounds.shape[0], dtype=np.int64)
-        self._sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe_many(self, values: npt.ArrayLike) -> None:
-        """Record every value of `values` (any shape)."""
-        array = np.asarray(values, dtype=np.float64).ravel()
-        if array.shape[0] == 0:
-            return
-        # bucket i counts values <= bound i, as Prometheus's `le` says
-        counts = np.bincount(np.searchsorted(self._bounds, array), minlength=len(self._bounds))
-        with self._lock:
-            self._counts += counts[: len(self._bounds)]
-            self._sum += float(array.sum())
-
-    def observe(self, value: float, times: int = 1) -> None:
-        """Record `value`, `times` times (one observation per request of a batch)."""
-        if times <= 0:
-            return
-        bucket = int(np.searchsorted(self._bounds, value))
-        with self._lock:
-            self._counts[bucket] += times
-            self._sum += value * times
-
-    def buckets(self) -> tuple[list[tuple[str, float]], float]:
-        with self._lock:
-            cumulative = np.cumsum(self._counts).tolist()
-            total = self._sum
-        return [(_le(b), c) for b, c in zip(self._bounds.tolist(), cumulative, strict=True)], total
-
-
-class BatchHistogram(Collector):
-    """A Prometheus histogram that records a whole array of observations at once.
-
-    Exposed exactly like `prometheus_client.Histogram` (`_bucket`, `_count`, `_sum`), for
-    hot loops that would otherwise call `observe` once per value. With `labelnames`, each
-    label set's series comes from `labels(...)`, as with `Histogram`.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        buckets: Sequence[float],
-        registry: CollectorRegistry | None = REGISTRY,
-        labelnames: Sequence[str] = (),
-    ) -> None:
-        bounds = sorted(float(b) for b in buckets)
-        if not bounds or bounds[-1] != math.inf:
-            bounds.append(math.inf)
-        self._name, self._documentation = name, documentation
-        self._bounds = np.array(bounds, dtype=np.float64)
-        self._labelnames = tuple(labelnames)
-        self._series: dict[tuple[str, ...], _Series] = {}
-        self._lock = threading.Lock()
-        if not self._labelnames:
-            self._series[()] = _Series(self._bounds)
-        if registry is not None:
-            registry.register(self)
-
-    def labels(self, *values: str) -> _Series:
-        """The series of one label set (created at its first use)."""
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}, got {values}")
-        with self._lock:
-            series = self._series.get(values)
-            if series is None:
-                series = self._series[values] = _Series(self._bounds)
-        return series
-
-    def observe_many(self, values: npt.ArrayLike) -> None:
-        """Record every value of `values` (any shape); label-less histograms only."""
-        self.labels().observe_many(values)
-
-    def observe(self, value: float) -> None:
-        """Record one value; label-less histograms only."""
-        self.labels().observe(value)
-
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        with self._lock:
-            series = sorted(self._series.items())
-        for values, one in series:
-            buckets, total = one.buckets()
-            family.add_metric(list(values), buckets, total)
-        yield family
-
-
-def _le(bound: float) -> str:
-    """A bucket bound as Prometheus clients write it: `+Inf`, `0.25`, `10.0`."""
-    return "+Inf" if bound == math.inf else repr(float(bound))

@@ -11,6 +11,10 @@ GIL back from a busy event loop after every Redis read, FAISS call or tensor ope
 released it (up to the interpreter's 5 ms switch interval each time), which costs more than
 the computation; while a batch computes, new requests wait in the socket buffers and are
 read as soon as it ends.
+
+The batcher bounds its own work: at most `max_batch` requests computing and `max_queue`
+waiting for the next batch. A request beyond that is refused at once with `Overloaded`
+(429) rather than joining an ever longer queue.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client import Histogram
 
+from freshrec.errors import Overloaded
 from freshrec.ranking.recommender import Query, Recommendation
 
 __all__ = ["RecommendBatcher"]
@@ -43,6 +48,7 @@ class RecommendBatcher:
         compute: Callable[[Sequence[Query]], list[Recommendation]],
         *,
         max_batch: int = 32,
+        max_queue: int = 64,
     ) -> None:
         """Create a batcher; its batch task starts with the first request.
 
@@ -50,25 +56,49 @@ class RecommendBatcher:
             compute: answers a batch of queries, one recommendation per query, in order
                 (`Recommender.recommend_batch`).
             max_batch: most queries computed together.
+            max_queue: most queries waiting for the next batch besides those computing;
+                more are refused with `Overloaded`.
         """
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {max_queue}")
         self._compute = compute
         self._max_batch = max_batch
+        self._max_queue = max_queue
+        self._admitted = 0
         self._waiting: deque[tuple[Query, asyncio.Future[Recommendation]]] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def admitted(self) -> int:
+        """Requests computing or waiting right now."""
+        return self._admitted
 
     async def recommend(self, query: Query) -> Recommendation:
         """The answer to `query`, computed in the next batch.
 
         Raises:
             RuntimeError: the batcher is closed.
+            Overloaded: `max_batch + max_queue` requests are already computing or waiting.
             Exception: whatever computing the batch raised (e.g. `StoreUnavailable`).
         """
         if self._closed:
             raise RuntimeError("the recommendation batcher is closed")
+        if self._admitted >= self._max_batch + self._max_queue:
+            raise Overloaded(
+                f"{self._admitted} requests in flight or queued (bound "
+                f"{self._max_batch} + {self._max_queue})"
+            )
+        self._admitted += 1
+        try:
+            return await self._enqueue(query)
+        finally:
+            self._admitted -= 1
+
+    async def _enqueue(self, query: Query) -> Recommendation:
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())

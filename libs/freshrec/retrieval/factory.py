@@ -1,7 +1,8 @@
 """`build_retriever`: the retriever a `RetrieverConfig` describes.
 
-Apart from `config.py` so that the configs import no implementation (reading a config does
-not load FAISS) while this module may import every implementation at its top.
+Apart from `config.py` so that the configs import no implementation. FAISS itself is loaded
+only when a FAISS retriever is built, so a process (or a test) that serves the exact retriever,
+or only imports the serving code, never pays for loading it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 from freshrec.retrieval.base import Retriever
 from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig
 from freshrec.retrieval.exact import ExactRetriever
-from freshrec.retrieval.faiss import FaissRetriever
 
 __all__ = ["build_retriever"]
 
@@ -30,4 +30,6 @@ def build_retriever(
     """
     if isinstance(config, ExactConfig):
         return ExactRetriever(dim)
+    from freshrec.retrieval.faiss import FaissRetriever  # noqa: PLC0415 - loads FAISS
+
     return FaissRetriever(dim, config, name=name)

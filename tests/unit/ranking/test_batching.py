@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 
-from freshrec.errors import StoreUnavailable
+from freshrec.errors import Overloaded, StoreUnavailable
 from freshrec.models.model import ModelConfig, RankingModel
-from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking import (
     LoadedModel,
     PopularityTracker,
@@ -23,38 +20,18 @@ from freshrec.ranking import (
     Recommender,
 )
 from freshrec.retrieval.exact import ExactRetriever
-from freshrec.settings import default_table_config_path
-from freshrec.table import InMemoryTableBackend, hash_features, load_tables, open_tables
-from freshrec.table.base import Rows
-
-T0 = 1_750_000_000.0
-
-
-def _rows(ids: np.ndarray, dim: int, rng: np.random.Generator) -> Rows:
-    n = ids.shape[0]
-    return Rows(
-        ids=ids,
-        vectors=rng.standard_normal((n, dim)).astype(np.float32),
-        state=np.zeros((n, dim), dtype=np.float32),
-        event_time=np.full(n, T0),
-        wall_time=np.full(n, time.time() - 5.0),
-        count=np.ones(n, dtype=np.int64),
-    )
+from freshrec.table import hash_features
+from tests.unit.ranking.catalog import T0, seeded_tables
 
 
 def _recommender(with_model: bool) -> Recommender:
-    rng = np.random.default_rng(11)
-    tables = open_tables(load_tables(default_table_config_path()), InMemoryTableBackend())
-    dim = tables.item.config.dim
-    items = hash_features("item", [f"i{j}" for j in range(400)])
-    tables.item.import_rows(_rows(items, dim, rng))
-    with tables.backend.transaction() as txn:
-        txn.put_hash(ITEM_NAMES_KEY, {str(int(i)): f"i{j}" for j, i in enumerate(items)})
-    users = hash_features("user", [f"u{j}" for j in range(20)])
-    tables.user.import_rows(_rows(users, dim, rng))
-    retriever = ExactRetriever(dim)
-    retriever.upsert(items, tables.item.read_rows(items).vectors)
-    popularity = PopularityTracker(tables.item)
+    names = [f"i{j}" for j in range(400)]
+    tables = seeded_tables(names, [f"u{j}" for j in range(20)], seed=11)
+    item = tables.item
+    items = hash_features("item", names)
+    retriever = ExactRetriever(item.config.dim)
+    retriever.upsert(items, item.read_rows(items).vectors)
+    popularity = PopularityTracker(item)
     model = None
     if with_model:
         model = LoadedModel(
@@ -143,3 +120,35 @@ def test_a_closed_batcher_refuses_new_requests() -> None:
     assert isinstance(answer, RuntimeError)
     with pytest.raises(ValueError, match="max_batch"):
         RecommendBatcher(lambda qs: [], max_batch=0)
+
+
+def test_requests_beyond_the_batch_and_the_queue_are_refused_at_once() -> None:
+    computed: list[int] = []
+
+    def compute(queries: Sequence[Query]) -> list[Recommendation]:
+        computed.extend(q.k for q in queries)
+        return [Recommendation([], [], None, q.k, False) for q in queries]
+
+    batcher = RecommendBatcher(compute, max_batch=2, max_queue=3)
+
+    async def main() -> tuple[list[Recommendation], int, Recommendation]:
+        waiting = [asyncio.ensure_future(batcher.recommend(Query("u", k))) for k in range(1, 6)]
+        await asyncio.sleep(0)  # each reached the batcher: 2 computing + 3 queued, the bound
+        admitted = batcher.admitted
+        with pytest.raises(Overloaded, match=r"5 requests in flight or queued \(bound 2 \+ 3\)"):
+            await batcher.recommend(Query("u", 99))
+        answers = await asyncio.gather(*waiting)
+        # the bound frees as answers go out: the next request is served
+        return answers, admitted, await batcher.recommend(Query("u", 7))
+
+    answers, admitted_while_full, late = asyncio.run(main())
+    assert [a.index_version for a in answers] == [1, 2, 3, 4, 5]
+    assert late.index_version == 7
+    assert admitted_while_full == 5
+    assert batcher.admitted == 0
+    assert sorted(computed) == [1, 2, 3, 4, 5, 7]  # the refused request never reached compute
+
+
+def test_a_negative_queue_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_queue"):
+        RecommendBatcher(lambda qs: [], max_batch=1, max_queue=-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -19,6 +19,7 @@ from freshrec.settings import CommonSettings
 from freshrec.stream import Event, InMemoryEventSink, decode_event
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
+from tests.unit.services.asgi import asgi_client
 
 pytestmark = [
     pytest.mark.anyio,
@@ -38,14 +39,8 @@ def _event(i: int, user: str = "u-1", **overrides: Any) -> dict[str, Any]:
     return event
 
 
-@asynccontextmanager
-async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://ingest") as client,
-    ):
-        yield client
+def _client(app: FastAPI) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return asgi_client(app, "http://ingest")
 
 
 def _settings(**overrides: Any) -> IngestSettings:
