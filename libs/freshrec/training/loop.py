@@ -37,7 +37,7 @@ LAG_SECONDS = Gauge(
 ASSIGNED = Gauge("freshrec_trainer_assigned_partitions", "Partitions assigned to this member.")
 
 _IDLE_POLL_S = 0.2
-"""How long one poll waits while nothing is collected (bounds how late a stop is seen)."""
+"""Longest wait of one poll (bounds how late a stop is seen)."""
 
 _MIN_POLL_S = 0.05
 """Shortest wait of a poll that tops up a partial batch."""
@@ -88,7 +88,10 @@ class TrainingLoop:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and self._batch:
                 return
-            timeout = max(remaining, _MIN_POLL_S) if self._batch else _IDLE_POLL_S
+            # never longer than an idle poll, however long max_wait_s: a stop is seen promptly
+            timeout = (
+                min(max(remaining, _MIN_POLL_S), _IDLE_POLL_S) if self._batch else _IDLE_POLL_S
+            )
             polled = self.source.poll(self.batch_size - len(self._batch), timeout)
             self._batch.extend(polled)
             if not polled and not self._batch:
