@@ -5,27 +5,20 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Mapping
 from types import FrameType
 
 import redis
 import uvicorn
-from fastapi import FastAPI
 
-from freshrec.api import freeze_startup_heap, install_common
+from freshrec.api import freeze_startup_heap
 from freshrec.models import ModelConfig
+from freshrec.stream.consumer import KafkaEventSource
 from freshrec.stream.deadletter import DeadLetterWriter
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
-from freshrec.training import (
-    ExampleConfig,
-    LoopConfig,
-    Message,
-    OnlineTrainer,
-    TrainerConfig,
-    TrainingLoop,
-)
+from freshrec.training import Message, OnlineTrainer, TrainerConfig, TrainingLoop
 from services.trainer.settings import TrainerSettings
+from services.trainer.status import status_app
 
 __all__ = ["build_trainer", "main"]
 
@@ -38,22 +31,14 @@ def build_trainer(
     """The trainer over the Redis tables named in the table config."""
     tables = load_tables(settings.table_config)
     stores = open_tables(tables, RedisTableBackend(client, settings.namespace))
-    user, item, context = (store.config for store in stores)
+    dims = {store.config.name: store.config.dim for store in stores}
     config = TrainerConfig(
-        group=settings.trainer_group,
-        batch_size=settings.batch_size,
-        dense_lr=settings.dense_lr,
-        publish_interval_s=settings.publish_interval_s,
-        expire_every_batches=settings.expire_every_batches,
-        max_message_bytes=settings.max_message_bytes,
+        **settings.trainer.model_dump(),
         compute_threads=settings.compute_threads,
-        model=ModelConfig(user_dim=user.dim, item_dim=item.dim, context_dim=context.dim),
-        examples=ExampleConfig(
-            positive_rating=settings.positive_rating,
-            join_window_s=settings.join_window_s,
-            negative_keep_rate=settings.negative_keep_rate,
-            sampled_negatives=settings.sampled_negatives,
+        model=ModelConfig(
+            user_dim=dims["user"], item_dim=dims["item"], context_dim=dims["context"]
         ),
+        examples=settings.examples,
     )
 
     def sink(message: Message, reason: str, detail: str) -> None:
@@ -71,24 +56,16 @@ def build_trainer(
     return OnlineTrainer(stores, config, dead_letters=sink)
 
 
-def _status_app(loop: TrainingLoop, client: redis.Redis) -> FastAPI:
-    app = FastAPI(title="freshrec trainer", docs_url=None, redoc_url=None)
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
 
-    async def readiness() -> Mapping[str, bool]:
-        try:
-            redis_ok = bool(client.ping())
-        except redis.RedisError:
-            redis_ok = False
-        return {"redis": redis_ok, "kafka_assigned": loop.ready.is_set()}
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        logger.info("signal %d: finishing the current batch", signum)
+        stop.set()
 
-    install_common(app, "trainer", readiness)
-
-    @app.get("/v1/status")
-    def status() -> dict[str, object]:
-        """Trainer progress: batches, offsets, watermark, published model version."""
-        return loop.trainer.state_summary()
-
-    return app
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
 
 
 def main(settings: TrainerSettings | None = None) -> None:
@@ -103,30 +80,21 @@ def main(settings: TrainerSettings | None = None) -> None:
     )
     client = redis.Redis.from_url(settings.redis_url)
     dead_letters = DeadLetterWriter(settings.kafka_bootstrap, settings.dead_letter_topic)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _: FrameType | None) -> None:
-        logger.info("signal %d: finishing the current batch", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     trainer = build_trainer(settings, client, dead_letters)
+    source = KafkaEventSource(
+        settings.kafka_bootstrap,
+        settings.events_topic,
+        trainer.config.group,
+        max_records=settings.batch_size,
+        config=settings.consumer,
+    )
     loop = TrainingLoop(
-        trainer,
-        LoopConfig(
-            bootstrap=settings.kafka_bootstrap,
-            topic=settings.events_topic,
-            batch_size=settings.batch_size,
-            max_wait_s=settings.max_batch_wait_s,
-            start_from_beginning=settings.start_from_beginning,
-            session_timeout_ms=settings.session_timeout_ms,
-            reader_process=settings.reader_process,
-        ),
+        trainer, source, batch_size=settings.batch_size, max_wait_s=settings.max_batch_wait_s
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            _status_app(loop, client),
+            status_app(loop, client),
             host=settings.trainer_host,
             port=settings.trainer_port,
             log_level="warning",
@@ -138,7 +106,7 @@ def main(settings: TrainerSettings | None = None) -> None:
     try:
         loop.run(stop)
     finally:
-        loop.close()
+        source.close()
         dead_letters.close()
         server.should_exit = True
         http.join(timeout=5)

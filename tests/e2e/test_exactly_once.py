@@ -95,13 +95,13 @@ def _trainer(servers: Servers, namespace: str, topic: str, run: Path) -> subproc
         "FRESHREC_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
         "FRESHREC_NAMESPACE": namespace,
         "FRESHREC_EVENTS_TOPIC": topic,
-        "FRESHREC_TRAINER_GROUP": f"{namespace}-group",
+        "FRESHREC_TRAINER__GROUP": f"{namespace}-group",
         "FRESHREC_TRAINER_PORT": "0",
         "FRESHREC_BATCH_SIZE": "500",
         "FRESHREC_MAX_BATCH_WAIT_S": "3",
-        "FRESHREC_PUBLISH_INTERVAL_S": "0.3",
-        "FRESHREC_EXPIRE_EVERY_BATCHES": "20",
-        "FRESHREC_SESSION_TIMEOUT_MS": "6000",
+        "FRESHREC_TRAINER__PUBLISH_INTERVAL_S": "0.3",
+        "FRESHREC_TRAINER__EXPIRE_EVERY_BATCHES": "20",
+        "FRESHREC_CONSUMER__SESSION_TIMEOUT_MS": "6000",
         "PYTHONPATH": f"{ROOT / 'libs'}:{ROOT}",
     }
     with (run / f"{namespace}.log").open("ab") as log:

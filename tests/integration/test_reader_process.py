@@ -14,11 +14,12 @@ import redis
 from kafka import KafkaProducer
 
 from freshrec.settings import default_table_config_path
+from freshrec.stream.consumer import KafkaEventSource
 from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.reader import ReaderConfig, run_reader
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
-from freshrec.training import LoopConfig, OnlineTrainer, TrainerConfig, TrainingLoop
+from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 from tests.conftest import Servers
 
 T0 = 1_700_000_000.0
@@ -95,10 +96,9 @@ def test_a_killed_reader_is_replaced_and_no_event_is_lost_or_repeated(
 
     tables = load_tables(default_table_config_path())
     stores = open_tables(tables, RedisTableBackend(redis_client, namespace))
-    trainer = OnlineTrainer(stores, TrainerConfig(group=f"{namespace}-group", batch_size=200))
-    loop = TrainingLoop(
-        trainer, LoopConfig(bootstrap=servers.kafka_bootstrap, topic=topic, batch_size=200)
-    )
+    trainer = OnlineTrainer(stores, TrainerConfig(group=f"{namespace}-group"))
+    source = KafkaEventSource(servers.kafka_bootstrap, topic, trainer.config.group, max_records=200)
+    loop = TrainingLoop(trainer, source, batch_size=200, max_wait_s=0.1)
     stop = threading.Event()
     examples = 0
     killed = False
@@ -109,11 +109,11 @@ def test_a_killed_reader_is_replaced_and_no_event_is_lost_or_repeated(
             report = loop.step(stop)
             examples += 0 if report is None else report.examples
             if not killed and trainer.offsets.get((topic, 0), 0) >= 1000:
-                os.kill(loop._reader.pid, signal.SIGKILL)
-                loop._reader.join(timeout=10)
+                os.kill(source._reader.pid, signal.SIGKILL)
+                source._reader.join(timeout=10)
                 killed = True
     finally:
-        loop.close()
+        source.close()
     assert killed
     assert examples == total  # every rating trained exactly once across the reader's death
     assert trainer.batches * 200 >= total

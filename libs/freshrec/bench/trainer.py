@@ -27,10 +27,11 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
 from freshrec.settings import default_table_config_path
+from freshrec.stream.consumer import KafkaEventSource
 from freshrec.stream.events import Event, encode_event
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
-from freshrec.training import LoopConfig, OnlineTrainer, TrainerConfig, TrainingLoop
+from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 
 __all__ = ["run_trainer_bench"]
 
@@ -78,18 +79,17 @@ def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> Tr
     tables = load_tables(default_table_config_path())
     trainer = OnlineTrainer(
         open_tables(tables, RedisTableBackend(client, namespace)),
-        TrainerConfig(group=f"{namespace}-group", batch_size=2048, publish_interval_s=2.0),
+        TrainerConfig(group=f"{namespace}-group", publish_interval_s=2.0),
     )
-    loop = TrainingLoop(
-        trainer, LoopConfig(bootstrap=bootstrap, topic=topic, batch_size=2048, max_wait_s=0.02)
-    )
+    source = KafkaEventSource(bootstrap, topic, trainer.config.group, max_records=2048)
+    loop = TrainingLoop(trainer, source, batch_size=2048, max_wait_s=0.02)
     # join the group and get the partition before any clock starts
     deadline = time.monotonic() + 60
-    while not loop.consumer.assignment():
+    while not source.consumer.assignment():
         if time.monotonic() > deadline:
             raise RuntimeError(f"no partition of {topic} assigned within 60 s")
         # the loop's own assignment callback seeks to the stored offsets (none: the beginning)
-        loop.consumer.poll(timeout_ms=200, max_records=1)
+        source.consumer.poll(timeout_ms=200, max_records=1)
     return loop
 
 
@@ -156,7 +156,7 @@ def run_trainer_bench(
 
         loop = _loop(client, f"{namespace}-a", bootstrap, topics[0])
         seconds, _ = _drain(loop, topics[0], events, timeout_s=600)
-        loop.close()
+        loop.source.close()
         events_per_s = events / seconds
 
         loop = _loop(client, f"{namespace}-b", bootstrap, topics[1])
@@ -166,7 +166,7 @@ def run_trainer_bench(
         child.start()
         _, lags = _drain(loop, topics[1], int(rate * rate_seconds), timeout_s=rate_seconds + 120)
         child.join(timeout=30)
-        loop.close()
+        loop.source.close()
         lag = np.array(lags)
         result = {
             "events_per_s": round(events_per_s, 1),

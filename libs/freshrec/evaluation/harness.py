@@ -169,11 +169,8 @@ def run_eval(
         data, source = "events given by the caller", events
     if limit is not None:
         source = itertools.islice(source, limit)
-    trainer_config = replace(
-        config.trainer,
-        group="freshrec-eval",
-        batch_size=config.batch_size,
-        model=replace(config.trainer.model, seed=seed),
+    trainer_config = config.trainer.model_copy(
+        update={"group": "freshrec-eval", "model": replace(config.trainer.model, seed=seed)}
     )
     threads = torch.get_num_threads()
     # One thread: identical float reductions on every run, and no oversubscribed cores.

@@ -1,17 +1,53 @@
-"""The event-sink seam: where accepted events go.
+"""The stream seams: where accepted events go, and where the trainer reads them from.
 
-`EventProducer` (Kafka, `producer.py`) is the real implementation; `InMemoryEventSink`
-(`memory.py`) is the reference one, used to test ingest without a broker.
+- `EventSink` (producing side): `EventProducer` (Kafka, `producer.py`) is the real
+  implementation; `InMemoryEventSink` (`memory.py`) the reference one, used to test ingest
+  without a broker.
+- `EventSource` (consuming side): what one consumer-group member hands its owner (the
+  training loop). `KafkaEventSource` (`consumer.py`) is the real implementation;
+  `InMemoryEventSource` (`memory.py`) the reference one, whose rebalances a test triggers.
+
+Positions belong to the owner, never to the source: on every assignment the source asks its
+`PartitionOwner` where each partition resumes (the offsets committed with the rows) and
+reads from exactly there. A member of a many-trainer deployment (partitions moving between
+trainers, a commit record per partition) sits behind the same two hooks.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
 
 from freshrec.stream.events import Event
 
-__all__ = ["EventSink"]
+__all__ = ["EventSink", "EventSource", "Message", "Partition", "PartitionOwner", "SourceLag"]
+
+Partition = tuple[str, int]
+"""A `(topic, partition)` pair."""
+
+
+class Message(NamedTuple):
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+
+
+class SourceLag(NamedTuple):
+    """How far a source's owner is behind the stream it owns.
+
+    Attributes:
+        messages: records of owned partitions not yet handed to the owner (fetched ones
+            waiting in a buffer count too).
+        seconds: age of the last record handed out while more are waiting; 0 when caught up.
+    """
+
+    messages: int
+    seconds: float
 
 
 class EventSink(abc.ABC):
@@ -42,3 +78,79 @@ class EventSink(abc.ABC):
     @abc.abstractmethod
     def close(self, timeout_s: float = 5.0) -> None:
         """Deliver what is pending (waiting at most `timeout_s`) and release connections."""
+
+
+class PartitionOwner(Protocol):
+    """What a source calls back, always from inside `EventSource.poll`."""
+
+    def partitions_assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
+        """The member now owns `partitions` (all of them, not only the new ones).
+
+        The owner restores its checkpoint and drops whatever it had collected but not yet
+        committed: the source reads every partition again from the returned position.
+
+        Args:
+            partitions: every partition the member owns from now on.
+
+        Returns:
+            The next offset to read per partition, as committed with the owner's results. A
+            partition missing from the map starts where the source's configuration says
+            (the beginning, or the end).
+        """
+
+    def partitions_revoked(self, partitions: Sequence[Partition]) -> None:
+        """The member no longer owns `partitions`; drop their uncommitted messages."""
+
+
+class EventSource(abc.ABC):
+    """One consumer-group member's view of the events topic.
+
+    Not thread-safe except `ready` and `lag`: one thread polls, and the owner's callbacks run
+    inside its `poll`.
+    """
+
+    @abc.abstractmethod
+    def attach(self, owner: PartitionOwner) -> None:
+        """Name the owner whose callbacks decide positions; call it before the first poll."""
+
+    @abc.abstractmethod
+    def poll(self, max_records: int, timeout_s: float) -> list[Message]:
+        """Up to `max_records` messages of owned partitions, each partition in offset order.
+
+        Rebalance callbacks run inside this call, before any message of the new assignment
+        is returned.
+
+        Args:
+            max_records: most messages returned (>= 1).
+            timeout_s: how long to wait when nothing is ready.
+
+        Returns:
+            The messages; empty when none arrived within `timeout_s`.
+
+        Raises:
+            BrokerUnavailable: the backend does not answer.
+        """
+
+    @abc.abstractmethod
+    def assignment(self) -> list[Partition]:
+        """The partitions owned right now."""
+
+    @abc.abstractmethod
+    def commit_async(self, offsets: Mapping[Partition, int]) -> None:
+        """Report committed positions to the backend, for lag tools only (best effort).
+
+        Args:
+            offsets: next offset per partition; partitions not owned are ignored.
+        """
+
+    @abc.abstractmethod
+    def lag(self) -> SourceLag:
+        """How far behind the owned partitions the owner is."""
+
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Whether the member owns at least one partition."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Leave the group (the revocation still calls the owner) and release resources."""

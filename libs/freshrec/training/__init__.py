@@ -1,14 +1,14 @@
 """Online training: events to examples, micro-batches to atomically committed rows."""
 
 from freshrec.training.auc import StreamingAuc, auc
+from freshrec.training.config import TrainerConfig, TrainerOptions
 from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
-from freshrec.training.loop import LoopConfig, TrainingLoop
+from freshrec.training.loop import TrainingLoop
 from freshrec.training.trainer import (
     BatchReport,
     DeadLetterSink,
     Message,
     OnlineTrainer,
-    TrainerConfig,
     checkpoint_key,
 )
 
@@ -18,11 +18,11 @@ __all__ = [
     "Example",
     "ExampleBuilder",
     "ExampleConfig",
-    "LoopConfig",
     "Message",
     "OnlineTrainer",
     "StreamingAuc",
     "TrainerConfig",
+    "TrainerOptions",
     "TrainingLoop",
     "auc",
     "checkpoint_key",

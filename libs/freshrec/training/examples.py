@@ -25,31 +25,34 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Example", "ExampleBuilder", "ExampleConfig"]
 
 _ACTIONS = frozenset({"click", "like", "purchase"})
 
 
-@dataclass(frozen=True)
-class ExampleConfig:
-    """How events become examples.
+class ExampleConfig(BaseModel):
+    """How events become examples (the trainer process reads `FRESHREC_EXAMPLES__<FIELD>`)."""
 
-    Attributes:
-        positive_rating: a rating at or above this is a positive.
-        join_window_s: event-time window an impression waits for its action.
-        negative_keep_rate: probability an unanswered impression is kept as a negative.
-        sampled_negatives: negatives drawn per positive-only action.
-        item_pool: how many recent distinct items sampled negatives are drawn from.
-        max_pending: impressions held at most; the oldest closes early beyond it.
-    """
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    positive_rating: float = 4.0
-    join_window_s: float = 600.0
-    negative_keep_rate: float = 1.0
-    sampled_negatives: int = 2
-    item_pool: int = 2000
-    max_pending: int = 200_000
+    positive_rating: float = Field(4.0, description="Ratings at or above are positives.")
+    join_window_s: float = Field(
+        600.0, gt=0, description="Event-time window an impression waits for its action."
+    )
+    negative_keep_rate: float = Field(
+        1.0, gt=0, le=1, description="Share of unanswered impressions kept as negatives."
+    )
+    sampled_negatives: int = Field(
+        2, ge=0, le=100, description="Negatives sampled per positive-only action."
+    )
+    item_pool: int = Field(
+        2000, ge=1, description="Recent distinct items sampled negatives are drawn from."
+    )
+    max_pending: int = Field(
+        200_000, ge=1, description="Impressions held at most; the oldest closes early beyond it."
+    )
 
     @property
     def logit_offset(self) -> float:

@@ -23,8 +23,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,19 +33,21 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from freshrec.metrics import BatchHistogram
 from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
-from freshrec.models.model import ModelConfig, RankingModel
+from freshrec.models.model import RankingModel
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
     PUBLISHED_MODEL_KEY,
     PUBLISHED_VERSION_KEY,
 )
 from freshrec.models.serialization import decode_tensors, encode_tensors
+from freshrec.stream.base import Message
 from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
 from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
 from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
-from freshrec.training.examples import Example, ExampleBuilder, ExampleConfig
+from freshrec.training.config import TrainerConfig
+from freshrec.training.examples import Example, ExampleBuilder
 
 __all__ = [
     "BatchReport",
@@ -94,51 +96,8 @@ COMMIT_SECONDS = Histogram(
 )
 
 
-class Message(NamedTuple):
-    """One consumed Kafka record."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-
-
 DeadLetterSink = Callable[[Message, str, str], None]
 """Receives a message the trainer cannot use, a reason code and a longer explanation."""
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Knobs of the training loop.
-
-    Attributes:
-        group: consumer group id; names the offsets and checkpoint keys.
-        batch_size: messages per micro-batch.
-        dense_lr: Adam learning rate of the dense parameters.
-        retrieval_weight: weight of the retrieval head's loss.
-        publish_interval_s: how often the serving copy of the dense model is published.
-        expire_every_batches: event-time expiry runs before every n-th batch.
-        max_message_bytes: larger messages are dead-lettered.
-        stats_interval_s: how often table sizes are refreshed for the metrics.
-        compute_threads: PyTorch, BLAS and OpenMP threads of this process
-            (`limit_compute_threads`; the model is small: one thread is fastest and avoids
-            spinning thread pools fighting over cores).
-        model: dense model shape.
-        examples: how events become examples.
-    """
-
-    group: str = "freshrec-trainer"
-    batch_size: int = 1024
-    dense_lr: float = 0.003
-    retrieval_weight: float = 0.5
-    publish_interval_s: float = 2.0
-    expire_every_batches: int = 100
-    max_message_bytes: int = 65536
-    stats_interval_s: float = 5.0
-    compute_threads: int = 1
-    model: ModelConfig = field(default_factory=ModelConfig)
-    examples: ExampleConfig = field(default_factory=ExampleConfig)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from freshrec.settings import default_table_config_path
 from freshrec.table import InMemoryTableBackend, Tables, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, auc
 
-CONFIG = TrainerConfig(batch_size=4)
+CONFIG = TrainerConfig()
+BATCH_SIZE = 4
 TABLES = load_tables(default_table_config_path())
 
 
@@ -64,7 +65,7 @@ def _reference(
 
 def test_online_scores_match_the_trainers_own_pre_update_auc(ratings: Any) -> None:
     stream = _stream(ratings)
-    batches = plan_batches(stream.event_time, CONFIG.batch_size, None)
+    batches = plan_batches(stream.event_time, BATCH_SIZE, None)
     run = replay_run(
         stream,
         _tables(),
@@ -85,7 +86,7 @@ def test_stale_copies_serve_the_newest_state_trained_before_their_last_sync(
     ratings: Any,
 ) -> None:
     stream = _stream(ratings)
-    batches = plan_batches(stream.event_time, CONFIG.batch_size, None)
+    batches = plan_batches(stream.event_time, BATCH_SIZE, None)
     plan = ServingPlan(
         live="online", staleness=(("stale_10min", 600.0), ("stale_1d", 86400.0)), ranking=True
     )
@@ -113,7 +114,7 @@ def test_stale_copies_serve_the_newest_state_trained_before_their_last_sync(
 def test_frozen_copy_serves_the_state_trained_before_the_cut(ratings: Any) -> None:
     stream = _stream(ratings)
     cut = float(stream.event_time[0] + 0.5 * (stream.event_time[-1] - stream.event_time[0]))
-    batches = plan_batches(stream.event_time, CONFIG.batch_size, None, cuts=[cut])
+    batches = plan_batches(stream.event_time, BATCH_SIZE, None, cuts=[cut])
     plan = ServingPlan(live="online", frozen="frozen", frozen_at=cut, ranking=False)
     run = replay_run(stream, _tables(), trainer_config=CONFIG, batches=batches, plan=plan)
 

@@ -1,0 +1,61 @@
+"""The trainer's configuration: what a process sets, and what `OnlineTrainer` is given.
+
+`TrainerOptions` holds the knobs a deployment tunes; the trainer process nests it in its
+settings (`FRESHREC_TRAINER__<FIELD>`). `TrainerConfig` adds what the process derives
+rather than reads: the dense model's shape (from the table config), the compute threads
+(shared by every process) and how events become examples (its own settings section).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from freshrec.models.model import ModelConfig
+from freshrec.training.examples import ExampleConfig
+
+__all__ = ["TrainerConfig", "TrainerOptions"]
+
+
+class TrainerOptions(BaseModel):
+    """Knobs of the online trainer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: str = Field(
+        "freshrec-trainer",
+        min_length=1,
+        description="Consumer group id; also names the offsets and checkpoint keys in Redis.",
+    )
+    dense_lr: float = Field(0.003, gt=0, description="Adam learning rate of dense parameters.")
+    retrieval_weight: float = Field(
+        0.5, ge=0, description="Weight of the retrieval head's loss against the ranking head's."
+    )
+    publish_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often the dense model is published for serving (0: with every batch).",
+    )
+    expire_every_batches: int = Field(
+        100, ge=1, description="Event-time expiry runs before every n-th batch."
+    )
+    max_message_bytes: int = Field(
+        65536, ge=256, description="Larger messages go to the dead-letter topic."
+    )
+    stats_interval_s: float = Field(
+        5.0, gt=0, description="How often table sizes and AUC are refreshed for the metrics."
+    )
+
+
+class TrainerConfig(TrainerOptions):
+    """Everything `OnlineTrainer` is configured with."""
+
+    compute_threads: int = Field(
+        1,
+        ge=1,
+        description="PyTorch, BLAS and OpenMP threads of this process (`limit_compute_threads`; "
+        "the model is small: one thread is fastest and avoids spinning thread pools).",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Dense model shape.")
+    examples: ExampleConfig = Field(
+        default_factory=ExampleConfig, description="How events become examples."
+    )
