@@ -14,7 +14,7 @@ ids, not of the original ids.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -105,28 +105,12 @@ class HashingTrickStore(EmbeddingStore):
         pos = np.searchsorted(rows.ids, buckets)
         pos = np.minimum(pos, max(len(rows) - 1, 0))
         found = (rows.ids[pos] == buckets) if len(rows) else np.zeros(len(ids), dtype=np.bool_)
-        at = pos[found]
-        return Rows(
-            ids=ids[found],
-            vectors=rows.vectors[at],
-            state=rows.state[at],
-            event_time=rows.event_time[at],
-            wall_time=rows.wall_time[at],
-            count=rows.count[at],
-        )
+        return replace(rows.take(pos[found]), ids=ids[found])
 
     def pull(self, ids: IdArray) -> Pulled:
         ids = check_ids(ids, unique=True)
         unique, inverse = np.unique(ids % self._modulus, return_inverse=True)
-        inner = self.inner.pull(unique)
-        return Pulled(
-            ids=ids,
-            vectors=inner.vectors[inverse],
-            state=inner.state[inverse],
-            exists=inner.exists[inverse],
-            count=inner.count[inverse],
-            event_time=inner.event_time[inverse],
-        )
+        return self.inner.pull(unique).take(inverse, ids)
 
     def push(
         self,
@@ -144,14 +128,7 @@ class HashingTrickStore(EmbeddingStore):
         np.add.at(occ, inverse, np.asarray(occurrences, dtype=np.int64))
         times = np.full(unique.shape[0], -np.inf, dtype=np.float64)
         np.maximum.at(times, inverse, np.asarray(event_time, dtype=np.float64))
-        shared = Pulled(
-            ids=unique,
-            vectors=pulled.vectors[first],
-            state=pulled.state[first],
-            exists=pulled.exists[first],
-            count=pulled.count[first],
-            event_time=pulled.event_time[first],
-        )
+        shared = pulled.take(first, unique)
         result = self.inner.push(shared, summed, occ, times, txn)
         self._seen.update(pulled.ids.tolist())
         return UpdateResult(

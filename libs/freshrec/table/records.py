@@ -65,8 +65,8 @@ class Rows:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def take(self, keep: npt.NDArray[np.bool_]) -> Rows:
-        """The rows where `keep` is true, in order."""
+    def take(self, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp] | slice) -> Rows:
+        """The rows `keep` selects: a `(N,)` mask, an index array or a slice, in its order."""
         return Rows(
             ids=self.ids[keep],
             vectors=self.vectors[keep],
@@ -117,6 +117,17 @@ class Pulled:
     exists: npt.NDArray[np.bool_]
     count: npt.NDArray[np.int64]
     event_time: npt.NDArray[np.float64]
+
+    def take(self, index: npt.NDArray[np.intp], ids: IdArray) -> Pulled:
+        """The pulled rows at `index` (`(M,)` positions, repeats allowed), renamed to `ids`."""
+        return Pulled(
+            ids=ids,
+            vectors=self.vectors[index],
+            state=self.state[index],
+            exists=self.exists[index],
+            count=self.count[index],
+            event_time=self.event_time[index],
+        )
 
 
 @dataclass(frozen=True)

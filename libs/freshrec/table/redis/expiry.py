@@ -27,29 +27,40 @@ __all__ = ["RedisExpiry"]
 # Ids per Lua call when expiring, so one call blocks Redis for milliseconds, not seconds.
 _EXPIRE_CHUNK = 4096
 
-_EXPIRE_EVENT_LUA = """
+# Announces the ids in the Lua list `gone` on the change feed (KEYS[1], trimmed to about
+# ARGV[2] entries) and counts them in the table's counters (KEYS[2]); shared by both scripts.
+_TOMBSTONES_LUA = """
+if #gone > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
+             table.concat(gone))
+  redis.call('HINCRBY', KEYS[2], 'expired_total', #gone)
+  redis.call('HINCRBY', KEYS[2], 'rows', -#gone)
+end
+"""
+
+_EXPIRE_EVENT_LUA = (
+    """
 local cutoff = tonumber(ARGV[1])
-local out = {}
+local gone = {}
 for i = 3, #KEYS do
   local h = redis.call('GETRANGE', KEYS[i], 8, 15)
   if #h == 8 then
     local t = struct.unpack('<d', h)
     if t < cutoff then
       redis.call('DEL', KEYS[i])
-      out[#out + 1] = string.sub(KEYS[i], -8)
+      gone[#gone + 1] = string.sub(KEYS[i], -8)
     end
   end
 end
-if #out > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
-             table.concat(out))
-  redis.call('HINCRBY', KEYS[2], 'expired_total', #out)
-  redis.call('HINCRBY', KEYS[2], 'rows', -#out)
-end
-return table.concat(out)
 """
+    + _TOMBSTONES_LUA
+    + """
+return table.concat(gone)
+"""
+)
 
-_EXPIRE_WALL_LUA = """
+_EXPIRE_WALL_LUA = (
+    """
 local deadline = tonumber(ARGV[1])
 local gone = {}
 local waiting = {}
@@ -61,14 +72,12 @@ for i = 3, #KEYS do
     waiting[#waiting + 1] = string.sub(KEYS[i], -8)
   end
 end
-if #gone > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
-             table.concat(gone))
-  redis.call('HINCRBY', KEYS[2], 'expired_total', #gone)
-  redis.call('HINCRBY', KEYS[2], 'rows', -#gone)
-end
+"""
+    + _TOMBSTONES_LUA
+    + """
 return {table.concat(gone), table.concat(waiting)}
 """
+)
 
 
 class RedisExpiry:

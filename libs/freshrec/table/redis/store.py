@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -397,17 +397,7 @@ class RedisEmbeddingStore(EmbeddingStore):
             )
         chunk = 4096
         for start in range(0, n, chunk):
-            part = slice(start, start + chunk)
-            self._import_chunk(
-                Rows(
-                    ids=ids[part],
-                    vectors=rows.vectors[part],
-                    state=rows.state[part],
-                    event_time=rows.event_time[part],
-                    wall_time=rows.wall_time[part],
-                    count=rows.count[part],
-                )
-            )
+            self._import_chunk(replace(rows, ids=ids).take(slice(start, start + chunk)))
 
     def _import_chunk(self, rows: Rows) -> None:
         now = self.clock()
