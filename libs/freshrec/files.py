@@ -1,6 +1,6 @@
 """Whole-file integrity and durability: content digests and directory fsync.
 
-Shared by the downloads that verify what they fetched (`freshrec.data.movielens`) and the
+Shared by the downloads that verify what they fetched (`freshrec.offline.data.movielens`) and the
 snapshots that verify what they load (`freshrec.retrieval.snapshot`).
 """
 

@@ -1,4 +1,4 @@
-"""`freshrec bench ...`: each benchmark of `freshrec.bench`, with its figures printed."""
+"""`freshrec bench ...`: each benchmark of `freshrec.offline.bench`, with its figures printed."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _show(name: str, result: object) -> None:
 @bench_app.command("table")
 def bench_table(out: BenchOut = Path("results/bench")) -> None:
     """Table lookups/updates against raw MGET/SET at batch 4096 (table.json)."""
-    from freshrec.bench.table import run_table_bench  # noqa: PLC0415
+    from freshrec.offline.bench.table import run_table_bench  # noqa: PLC0415
 
     _show("table", run_table_bench(_endpoints()[0], out))
 
@@ -37,7 +37,7 @@ def bench_table(out: BenchOut = Path("results/bench")) -> None:
 @bench_app.command("retrieval")
 def bench_retrieval(out: BenchOut = Path("results/bench")) -> None:
     """Recall@100 and queries/s of the FAISS indexes at 100k items (retrieval.json)."""
-    from freshrec.bench.retrieval import run_retrieval_bench  # noqa: PLC0415
+    from freshrec.offline.bench.retrieval import run_retrieval_bench  # noqa: PLC0415
 
     _show("retrieval", run_retrieval_bench(out))
 
@@ -45,7 +45,7 @@ def bench_retrieval(out: BenchOut = Path("results/bench")) -> None:
 @bench_app.command("trainer")
 def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
     """Sustained Kafka → Redis events/s and lag at 5,000 events/s (trainer.json)."""
-    from freshrec.bench.trainer import run_trainer_bench  # noqa: PLC0415
+    from freshrec.offline.bench.trainer import run_trainer_bench  # noqa: PLC0415
 
     _show("trainer", run_trainer_bench(*_endpoints(), out))
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from freshrec.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
+from freshrec.offline.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
 from services.cli import stack
 from services.cli.paths import checkout_dir
 

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from freshrec.data.movielens import default_data_dir, load_movielens
-from freshrec.data.synthetic import SyntheticConfig, synthetic_events, write_event_file
 from freshrec.errors import FreshrecError
+from freshrec.offline.data.movielens import default_data_dir, load_movielens
+from freshrec.offline.data.synthetic import SyntheticConfig, synthetic_events, write_event_file
 from services.cli.replay import CacheDir, fail, replay_command
 
 __all__ = ["data_app"]

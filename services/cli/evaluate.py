@@ -1,4 +1,4 @@
-"""`freshrec eval`: the prequential evaluation of `freshrec.evaluation` as a command."""
+"""`freshrec eval`: the prequential evaluation of `freshrec.offline.evaluation` as a command."""
 
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ def eval_command(
     progress: Progress = True,
 ) -> None:
     """Prequential evaluation: online vs hashing, stale, frozen and popularity; sweeps."""
-    from freshrec.data.event_file import read_event_file  # noqa: PLC0415 - heavy imports when used
-    from freshrec.evaluation.harness import run_eval  # noqa: PLC0415
-    from freshrec.evaluation.report import markdown_tables  # noqa: PLC0415
+    from freshrec.offline.data.event_file import read_event_file  # noqa: PLC0415 - heavy imports when used
+    from freshrec.offline.evaluation.harness import run_eval  # noqa: PLC0415
+    from freshrec.offline.evaluation.report import markdown_tables  # noqa: PLC0415
     from freshrec.settings import CommonSettings  # noqa: PLC0415
 
     if store is StoreChoice.REDIS and redis_url is None:

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from freshrec.data import ReplayAborted, ReplayReport, read_event_file, replay
-from freshrec.data.movielens import load_movielens, movielens_events
-from freshrec.data.synthetic import synthetic_events
 from freshrec.errors import FreshrecError
+from freshrec.offline.data import ReplayAborted, ReplayReport, read_event_file, replay
+from freshrec.offline.data.movielens import load_movielens, movielens_events
+from freshrec.offline.data.synthetic import synthetic_events
 
 __all__ = ["CacheDir", "fail", "replay_command"]
 

@@ -18,8 +18,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from freshrec.data import ReplayReport, replay
-from freshrec.data.movielens import MovieLens, load_movielens, movielens_events
+from freshrec.offline.data import ReplayReport, replay
+from freshrec.offline.data.movielens import MovieLens, load_movielens, movielens_events
 
 __all__ = ["ShowcaseResult", "run_showcase", "trainer_lag"]
 

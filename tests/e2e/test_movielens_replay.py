@@ -7,8 +7,8 @@ from itertools import islice
 
 import httpx
 
-from freshrec.data import replay
-from freshrec.data.movielens import load_movielens, movielens_events
+from freshrec.offline.data import replay
+from freshrec.offline.data.movielens import load_movielens, movielens_events
 from tests.e2e.conftest import Stack
 from tests.waiting import wait_until
 

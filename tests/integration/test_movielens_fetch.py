@@ -7,7 +7,7 @@ from itertools import islice
 import numpy as np
 from typer.testing import CliRunner
 
-from freshrec.data.movielens import (
+from freshrec.offline.data.movielens import (
     RECBOLE_WHEEL_SHA256,
     default_data_dir,
     fetch_movielens_wheel,

@@ -10,8 +10,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from freshrec.bench.table import run_table_bench
 from freshrec.errors import ConfigError, StoreUnavailable
+from freshrec.offline.bench.table import run_table_bench
 from freshrec.table import EmbeddingStore, InMemoryEmbeddingStore, RedisTableBackend
 from freshrec.table.config import (
     AdamConfig,

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from freshrec.metrics import LATENCY_BUCKETS_S, BatchHistogram
 from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.published import ITEM_NAMES_KEY
-from freshrec.ranking.models import ModelHolder
+from freshrec.ranking.model_holder import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.retrieval.base import Retriever
 from freshrec.table.base import IdArray, Rows, TableBackend

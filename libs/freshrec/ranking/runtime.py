@@ -32,7 +32,7 @@ import numpy.typing as npt
 from freshrec.errors import NotFound, StoreUnavailable
 from freshrec.metrics.overview import IndexState, ModelState
 from freshrec.ranking.batcher import RecommendBatcher
-from freshrec.ranking.models import ModelHolder
+from freshrec.ranking.model_holder import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.ranking.recommender import Query, Recommendation, Recommender
 from freshrec.retrieval import IndexFollower, RowMirror, build_retriever

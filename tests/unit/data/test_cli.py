@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
-from freshrec.data import read_event_file
+from freshrec.offline.data import read_event_file
 from services.cli.data import data_app
 from tests.waiting import wait_until
 

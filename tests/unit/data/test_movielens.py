@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from freshrec.data.movielens import (
+from freshrec.errors import DependencyUnavailable, InvalidInput
+from freshrec.offline.data.movielens import (
     RECBOLE_WHEEL,
     default_data_dir,
     fetch_movielens_wheel,
     movielens_events,
     read_movielens_zip,
 )
-from freshrec.errors import DependencyUnavailable, InvalidInput
 
 PREFIX = "recbole/dataset_example/ml-100k/"
 

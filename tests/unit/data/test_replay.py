@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from freshrec.api import api_key_guard
-from freshrec.data import ReplayAborted, events_url, read_event_file, replay
 from freshrec.errors import (
     DependencyUnavailable,
     FreshrecError,
@@ -26,6 +25,7 @@ from freshrec.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from freshrec.offline.data import ReplayAborted, events_url, read_event_file, replay
 
 
 class Event(BaseModel):

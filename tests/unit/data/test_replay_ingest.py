@@ -13,8 +13,8 @@ import orjson
 import pytest
 import uvicorn
 
-from freshrec.data import replay
-from freshrec.data.synthetic import SyntheticConfig, synthetic_events
+from freshrec.offline.data import replay
+from freshrec.offline.data.synthetic import SyntheticConfig, synthetic_events
 from freshrec.stream import InMemoryEventSink
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings

@@ -9,8 +9,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from freshrec.data.synthetic import SyntheticConfig, SyntheticWorld, synthetic_events
 from freshrec.errors import InvalidInput
+from freshrec.offline.data.synthetic import SyntheticConfig, SyntheticWorld, synthetic_events
 
 N = 20_000
 SMALL = SyntheticConfig(n_users=50_000, n_items=5_000, new_items_per_hour=3_600.0)

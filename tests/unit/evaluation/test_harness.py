@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from freshrec.errors import ConfigError
-from freshrec.evaluation import EvalConfig, run_eval
+from freshrec.offline.evaluation import EvalConfig, run_eval
 from services.cli.evaluate import eval_command
 
 from .synthetic import synthetic_ratings

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from freshrec.evaluation import expected_rank_metrics, log_loss
-from freshrec.evaluation.scoring import rank_queries
+from freshrec.offline.evaluation import expected_rank_metrics, log_loss
+from freshrec.offline.evaluation.scoring import rank_queries
 
 
 def test_expected_rank_metrics_without_ties() -> None:

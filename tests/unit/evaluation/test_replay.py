@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from freshrec.evaluation import ServingPlan, plan_batches, prepare_stream, replay_run
-from freshrec.evaluation.scoring import ScoringState, context_means, predict
-from freshrec.evaluation.stream import EvalStream
+from freshrec.offline.evaluation import ServingPlan, plan_batches, prepare_stream, replay_run
+from freshrec.offline.evaluation.scoring import ScoringState, context_means, predict
+from freshrec.offline.evaluation.stream import EvalStream
 from freshrec.settings import default_table_config_path
 from freshrec.table import InMemoryTableBackend, Tables, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, auc

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from freshrec.errors import InvalidInput
-from freshrec.evaluation import plan_batches, prepare_stream
+from freshrec.offline.evaluation import plan_batches, prepare_stream
 from freshrec.table import hash_features
 from freshrec.training import ExampleConfig
 

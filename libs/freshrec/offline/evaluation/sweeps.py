@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from freshrec.evaluation.config import EvalConfig
-from freshrec.evaluation.prequential import RunResult, ServingPlan, replay_run
-from freshrec.evaluation.stores import RunStores, StoreKind
-from freshrec.evaluation.stream import EvalStream
+from freshrec.offline.evaluation.config import EvalConfig
+from freshrec.offline.evaluation.prequential import RunResult, ServingPlan, replay_run
+from freshrec.offline.evaluation.stores import RunStores, StoreKind
+from freshrec.offline.evaluation.stream import EvalStream
 from freshrec.table import TableConfig, TablesConfig
 from freshrec.table.config import (
     CountingAdmission,

@@ -35,10 +35,10 @@ from typing import Any
 import httpx
 
 from freshrec import __version__
-from freshrec.data.ingest_sender import BatchSender, Sleep
-from freshrec.data.replay_progress import ExtraColumns, ReplayProgress
-from freshrec.data.replay_report import ReplayAborted, ReplayReport
 from freshrec.errors import DependencyUnavailable, InvalidInput, Unauthorized
+from freshrec.offline.data.ingest_sender import BatchSender, Sleep
+from freshrec.offline.data.replay_progress import ExtraColumns, ReplayProgress
+from freshrec.offline.data.replay_report import ReplayAborted, ReplayReport
 
 __all__ = ["MAX_BATCH", "events_url", "replay"]
 

@@ -7,7 +7,7 @@
   loop), stamping each with the wall time it is handed to Kafka (what ingest stamps as
   `accepted_at`); the trainer reports, per event, the time until its rows were committed.
 
-Run: `freshrec bench trainer` (or `python -m freshrec.bench.trainer`).
+Run: `freshrec bench trainer` (or `python -m freshrec.offline.bench.trainer`).
 """
 
 from __future__ import annotations

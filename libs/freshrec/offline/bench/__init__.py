@@ -1,7 +1,7 @@
 """Benchmarks: each module measures one component, prints figures and writes JSON.
 
 Run one with ``freshrec bench <name>`` (all but ``ranker`` also with ``python -m
-freshrec.bench.<name> --help``). A benchmark that needs running services is handed their
+freshrec.offline.bench.<name> --help``). A benchmark that needs running services is handed their
 URLs; the command line starts them. Benchmarks never run inside the test suite; tests never
 assert on wall-clock speed.
 """

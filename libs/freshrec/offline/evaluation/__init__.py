@@ -16,12 +16,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from freshrec.evaluation.config import DEFAULT_STALENESS, EvalConfig
-    from freshrec.evaluation.harness import EventSource, run_eval
-    from freshrec.evaluation.metrics import MethodScores, expected_rank_metrics, log_loss
-    from freshrec.evaluation.prequential import RunResult, ServingPlan, replay_run
-    from freshrec.evaluation.stores import StoreKind
-    from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
+    from freshrec.offline.evaluation.config import DEFAULT_STALENESS, EvalConfig
+    from freshrec.offline.evaluation.harness import EventSource, run_eval
+    from freshrec.offline.evaluation.metrics import MethodScores, expected_rank_metrics, log_loss
+    from freshrec.offline.evaluation.prequential import RunResult, ServingPlan, replay_run
+    from freshrec.offline.evaluation.stores import StoreKind
+    from freshrec.offline.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
 
 __all__ = [
     "DEFAULT_STALENESS",

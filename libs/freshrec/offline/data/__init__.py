@@ -1,8 +1,8 @@
 """Event sources and the replay client: MovieLens-100K, synthetic events, HTTP replay to ingest."""
 
-from freshrec.data.event_file import read_event_file
-from freshrec.data.http_replay import events_url, replay
-from freshrec.data.movielens import (
+from freshrec.offline.data.event_file import read_event_file
+from freshrec.offline.data.http_replay import events_url, replay
+from freshrec.offline.data.movielens import (
     MovieLens,
     default_data_dir,
     fetch_movielens_wheel,
@@ -10,8 +10,8 @@ from freshrec.data.movielens import (
     movielens_events,
     read_movielens_zip,
 )
-from freshrec.data.replay_report import Rejection, ReplayAborted, ReplayReport
-from freshrec.data.synthetic import (
+from freshrec.offline.data.replay_report import Rejection, ReplayAborted, ReplayReport
+from freshrec.offline.data.synthetic import (
     SyntheticConfig,
     SyntheticWorld,
     synthetic_events,

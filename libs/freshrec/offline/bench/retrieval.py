@@ -14,7 +14,8 @@ freshrec's `flat` search against FAISS's own `IndexFlatIP.search` on the same ve
 measured in the same run (interleaved, best of three). Writes `retrieval.json` into the
 output directory.
 
-Run: ``python -m freshrec.bench.retrieval --out results/bench`` (about a minute on two cores).
+Run: ``python -m freshrec.offline.bench.retrieval --out results/bench`` (about a minute on
+two cores).
 """
 
 from __future__ import annotations

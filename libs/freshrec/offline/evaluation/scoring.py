@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from freshrec.evaluation.metrics import expected_rank_metrics
 from freshrec.models.features import mean_pool
 from freshrec.models.model import RankingModel
+from freshrec.offline.evaluation.metrics import expected_rank_metrics
 from freshrec.table.base import EmbeddingStore, FloatArray, IdArray
 
 __all__ = [

@@ -39,14 +39,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from freshrec.errors import ConfigError
-from freshrec.evaluation.config import EvalConfig
-from freshrec.evaluation.metrics import summarise
-from freshrec.evaluation.prequential import RunResult, ServingPlan, replay_run
-from freshrec.evaluation.report import write_plots, write_summary_md
-from freshrec.evaluation.stores import RunStores, StoreKind
-from freshrec.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
-from freshrec.evaluation.summary import collision_summary, iso_time, run_meta, table_rows
-from freshrec.evaluation.sweeps import (
+from freshrec.offline.evaluation.config import EvalConfig
+from freshrec.offline.evaluation.metrics import summarise
+from freshrec.offline.evaluation.prequential import RunResult, ServingPlan, replay_run
+from freshrec.offline.evaluation.report import write_plots, write_summary_md
+from freshrec.offline.evaluation.stores import RunStores, StoreKind
+from freshrec.offline.evaluation.stream import EvalStream, Queries, plan_batches, prepare_stream
+from freshrec.offline.evaluation.summary import collision_summary, iso_time, run_meta, table_rows
+from freshrec.offline.evaluation.sweeps import (
     SWEPT_TABLES,
     SweepSetting,
     SweepTask,
@@ -71,7 +71,7 @@ SUMMARY_MD = "summary.md"
 
 
 def _load_movielens_events(user_context: bool) -> tuple[str, EventSource]:
-    from freshrec.data.movielens import load_movielens, movielens_events  # noqa: PLC0415
+    from freshrec.offline.data.movielens import load_movielens, movielens_events  # noqa: PLC0415
 
     ml = load_movielens()
     return "MovieLens-100K (recbole 1.2.1 wheel)", movielens_events(ml, user_context=user_context)

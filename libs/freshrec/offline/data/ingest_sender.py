@@ -1,6 +1,6 @@
 """`BatchSender`: posts one batch to the ingest API and turns every answer into the report.
 
-The statuses and what each does are listed in `freshrec.data.http_replay`.
+The statuses and what each does are listed in `freshrec.offline.data.http_replay`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import httpx
 import orjson
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from freshrec.data.replay_report import MAX_KEPT_REJECTIONS, Rejection, ReplayReport
 from freshrec.errors import DependencyUnavailable, Unauthorized
+from freshrec.offline.data.replay_report import MAX_KEPT_REJECTIONS, Rejection, ReplayReport
 
 __all__ = ["BatchSender", "Sleep"]
 

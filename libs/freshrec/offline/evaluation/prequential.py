@@ -31,8 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from freshrec.evaluation.metrics import MethodScores
-from freshrec.evaluation.scoring import (
+from freshrec.offline.evaluation.metrics import MethodScores
+from freshrec.offline.evaluation.scoring import (
     LiveRows,
     ScoringState,
     Snapshotter,
@@ -41,7 +41,7 @@ from freshrec.evaluation.scoring import (
     predict,
     rank_queries,
 )
-from freshrec.evaluation.stream import EvalStream
+from freshrec.offline.evaluation.stream import EvalStream
 from freshrec.table.base import EmbeddingStore
 from freshrec.table.tables import Tables
 from freshrec.training.auc import StreamingAuc

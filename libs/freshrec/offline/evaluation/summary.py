@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from freshrec.evaluation.config import EvalConfig
-from freshrec.evaluation.prequential import RunResult
-from freshrec.evaluation.stores import StoreKind
-from freshrec.evaluation.stream import EvalStream
-from freshrec.evaluation.sweeps import SWEPT_TABLES
+from freshrec.offline.evaluation.config import EvalConfig
+from freshrec.offline.evaluation.prequential import RunResult
+from freshrec.offline.evaluation.stores import StoreKind
+from freshrec.offline.evaluation.stream import EvalStream
+from freshrec.offline.evaluation.sweeps import SWEPT_TABLES
 from freshrec.table import CollisionStats, TablesConfig
 
 __all__ = ["collision_summary", "iso_time", "run_meta", "table_rows"]
