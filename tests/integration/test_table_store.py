@@ -491,6 +491,21 @@ def test_transaction_discard_and_exception_drop_everything(make_store: MakeStore
     assert store.lookup(_ids(3)).exists[0]
 
 
+def test_blob_ranges_extend_with_zeros_and_overwrite_in_place(make_store: MakeStore) -> None:
+    backend = make_store(_config("user")).backend
+    with backend.transaction(group="g") as txn:
+        txn.put_blob_range("ring", 4, b"ab")
+    assert backend.get_blob("ring", group="g") == b"\x00\x00\x00\x00ab"
+    with backend.transaction(group="g") as txn:
+        txn.put_blob_range("ring", 0, b"xy")
+        txn.put_blob_range("ring", 5, b"zz")
+    assert backend.get_blob("ring", group="g") == b"xy\x00\x00azz"
+    txn = backend.transaction(group="g")
+    txn.put_blob_range("ring", 0, b"--")
+    txn.discard()
+    assert backend.get_blob("ring", group="g") == b"xy\x00\x00azz"
+
+
 def test_change_feed_yields_entries_in_order(make_store: MakeStore) -> None:
     config = _config("item").model_copy(
         update={"expiry": ExpiryConfig(clock="event", expire_after_s=10.0)}

@@ -118,6 +118,14 @@ class Transaction(abc.ABC):
         """Stage setting the metadata blob `key` (namespace-relative)."""
 
     @abc.abstractmethod
+    def put_blob_range(self, key: str, start: int, data: bytes) -> None:
+        """Stage overwriting bytes `start .. start + len(data)` of the metadata blob `key`.
+
+        A blob shorter than that is first extended with zero bytes (Redis's SETRANGE), so a
+        fixed-size ring can be written slot by slot without rewriting all of it.
+        """
+
+    @abc.abstractmethod
     def commit(self) -> None:
         """Make every staged write visible, atomically as far as the backend's atomicity goes."""
 

@@ -256,6 +256,20 @@ class InMemoryTransaction(Transaction):
 
         self.stage(op)
 
+    def put_blob_range(self, key: str, start: int, data: bytes) -> None:
+        if start < 0:
+            raise InvalidInput("a blob range starts at byte 0 or later")
+        chunk = bytes(data)
+
+        def op() -> None:
+            blob = bytearray(self.backend.blobs.get(key, b""))
+            if len(blob) < start + len(chunk):
+                blob.extend(bytes(start + len(chunk) - len(blob)))
+            blob[start : start + len(chunk)] = chunk
+            self.backend.blobs[key] = bytes(blob)
+
+        self.stage(op)
+
     def commit(self) -> None:
         ops, self._ops = self._ops, []
         with self.backend.changed:

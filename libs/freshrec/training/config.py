@@ -44,6 +44,13 @@ class TrainerOptions(BaseModel):
     stats_interval_s: float = Field(
         5.0, gt=0, description="How often table sizes and AUC are refreshed for the metrics."
     )
+    dedup_window: int = Field(
+        100_000,
+        ge=1,
+        description="Messages per partition whose event ids are remembered: a copy of an event "
+        "(a producer's retry) arriving within this many messages of its partition is skipped. "
+        "Costs 8 bytes per message in Redis and about 100 bytes in the trainer.",
+    )
 
 
 class TrainerConfig(TrainerOptions):

@@ -47,6 +47,7 @@ from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
 from freshrec.training.config import TrainerConfig
+from freshrec.training.dedup import DedupWindow
 from freshrec.training.examples import Example, ExampleBuilder
 
 __all__ = [
@@ -65,6 +66,10 @@ EVENTS_CONSUMED = Counter(
 )
 EXAMPLES = Counter("freshrec_trainer_examples_total", "Training examples built from events.")
 BATCHES = Counter("freshrec_trainer_batches_total", "Micro-batches committed.")
+DUPLICATES = Counter(
+    "freshrec_trainer_duplicate_events_total",
+    "Messages skipped because their event id was already trained (producer retries).",
+)
 DEAD_LETTERS = Counter(
     "freshrec_trainer_dead_letters_total",
     "Messages sent to the dead-letter topic, by reason kind.",
@@ -157,6 +162,7 @@ class OnlineTrainer:
         self._unpublished = False
         self._meta = tables.backend
         self._offsets_key = f"offsets:{config.group}"
+        self.dedup = DedupWindow(config.dedup_window, f"dedup:{config.group}")
 
     # ----------------------------------------------------------------- checkpoint
 
@@ -174,8 +180,14 @@ class OnlineTrainer:
                 ":"
             )
             self.offsets[(topic, int(partition))] = int(value)
+        self.dedup = DedupWindow(self.config.dedup_window, f"dedup:{config_group}")
+        for (source, number), next_offset in self.offsets.items():
+            ring = self._meta.get_blob(self.dedup.ring_key(source, number), group=config_group)
+            self.dedup.load(source, number, ring, next_offset)
         blob = self._meta.get_blob(checkpoint_key(config_group), group=config_group)
-        if blob is not None:
+        if blob is None:
+            self._fresh_state()
+        else:
             tensors, meta = decode_tensors(blob)
             self._load_dense(tensors)
             self.builder.load_state(bytes.fromhex(meta["builder"]))
@@ -185,6 +197,15 @@ class OnlineTrainer:
                 "restored checkpoint: %d batches, %d partitions", self.batches, len(self.offsets)
             )
         return dict(self.offsets)
+
+    def _fresh_state(self) -> None:
+        """The state before any batch: what a restore finds when nothing was committed yet
+        (also undoes a batch that failed to commit before the first checkpoint)."""
+        self.model = RankingModel(self.config.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
+        self.builder = ExampleBuilder(self.config.examples)
+        self.batches = 0
+        self.published_version = 0
 
     def _dense_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"param.{k}": v for k, v in self.model.state_dict().items()}
@@ -219,21 +240,30 @@ class OnlineTrainer:
                 event = read_event(message.value, max_bytes=self.config.max_message_bytes)
             except PoisonMessage as exc:
                 dead += 1
-                DEAD_LETTERS.labels(exc.reason).inc()
-                if self._dead_letters is not None:
-                    self._dead_letters(message, exc.reason, exc.detail)
-                else:
-                    logger.warning(
-                        "dropping poison message %s[%d]@%d: %s",
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        exc,
-                    )
+                self.dedup.admit(message.topic, message.partition, message.offset, None)
+                self._dead_letter(message, exc)
+                continue
+            if not self.dedup.admit(
+                message.topic, message.partition, message.offset, event.event_id
+            ):
+                DUPLICATES.inc()
                 continue
             events.append(event)
             accepted.append(event.accepted_at)
         return events, accepted, dead
+
+    def _dead_letter(self, message: Message, exc: PoisonMessage) -> None:
+        DEAD_LETTERS.labels(exc.reason).inc()
+        if self._dead_letters is not None:
+            self._dead_letters(message, exc.reason, exc.detail)
+        else:
+            logger.warning(
+                "dropping poison message %s[%d]@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                exc,
+            )
 
     def train_batch(self, messages: Sequence[Message]) -> BatchReport:
         """Train on one micro-batch and commit it with the consumer's next offsets.
@@ -258,6 +288,8 @@ class OnlineTrainer:
             txn.put_hash(
                 self._offsets_key, {f"{t}:{p}": off for (t, p), off in self.offsets.items()}
             )
+            for write in self.dedup.drain_writes():
+                txn.put_blob_range(write.key, write.start, write.data)
             self._stage_checkpoint(txn)
             if examples:
                 self._unpublished = True

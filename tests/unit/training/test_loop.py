@@ -52,14 +52,17 @@ def _trainer(backend: InMemoryTableBackend, **config: float) -> OnlineTrainer:
     return OnlineTrainer(stores, TrainerConfig(group="g", **config))
 
 
+def _event(k: int) -> bytes:
+    event = Event(
+        event_id=f"e{k}", type="rating", user_id=f"u{k % 7}", item_id=f"i{k % 5}",
+        timestamp=T0 + k, value=float(1 + k % 5),
+    )  # fmt: skip
+    return encode_event(event, event.timestamp)
+
+
 def _rate(source: InMemoryEventSource, partition: int, n: int) -> None:
     for _ in range(n):
-        k = sum(len(p) for p in source.log)
-        event = Event(
-            event_id=f"e{k}", type="rating", user_id=f"u{k % 7}", item_id=f"i{k % 5}",
-            timestamp=T0 + k, value=float(1 + k % 5),
-        )  # fmt: skip
-        source.append(partition, encode_event(event, event.timestamp))
+        source.append(partition, _event(sum(len(p) for p in source.log)))
 
 
 def _drain(loop: TrainingLoop) -> None:
@@ -232,3 +235,62 @@ def test_bad_batching_knobs_are_refused() -> None:
     trainer = _trainer(InMemoryTableBackend())
     with pytest.raises(ValueError, match="batch_size"):
         TrainingLoop(trainer, InMemoryEventSource(), batch_size=0, max_wait_s=0.1)
+
+
+def _counts(trainer: OnlineTrainer) -> dict[str, dict[int, int]]:
+    return {
+        name: {key: count for key, (_, count) in _rows(trainer, name).items()}
+        for name in ("user", "item", "context")
+    }
+
+
+def _duplicates() -> float:
+    return _gauge("freshrec_trainer_duplicate_events_total") or 0.0
+
+
+def test_a_retried_batch_is_trained_once() -> None:
+    source = InMemoryEventSource("events")
+    for k in [*range(30), *range(10, 30), *range(30, 40)]:  # events 10..29 posted twice
+        source.append(0, _event(k))
+    once = InMemoryEventSource("events")
+    for k in range(40):
+        once.append(0, _event(k))
+    before = _duplicates()
+    retried = _trainer(InMemoryTableBackend())
+    _drain(TrainingLoop(retried, source, batch_size=8, max_wait_s=0.01))
+    assert _duplicates() - before == 20
+    assert retried.offsets == {("events", 0): 60}, "the copies' offsets are consumed too"
+    straight = _trainer(InMemoryTableBackend())
+    _drain(TrainingLoop(straight, once, batch_size=8, max_wait_s=0.01))
+    assert _counts(retried) == _counts(straight)
+
+
+def test_a_retry_arriving_after_a_restart_is_caught_from_the_stored_window() -> None:
+    backend = InMemoryTableBackend()
+    first = InMemoryEventSource("events")
+    for k in range(20):
+        first.append(0, _event(k))
+    _drain(TrainingLoop(_trainer(backend), first, batch_size=8, max_wait_s=0.01))
+    for k in [*range(12, 20), *range(20, 25)]:  # a half-applied batch retried, then new events
+        first.append(0, _event(k))
+    before = _duplicates()
+    resumed = _trainer(backend)  # a new process: the window comes from the backend
+    _drain(TrainingLoop(resumed, InMemoryEventSource("events", log=first.log), batch_size=8,
+                        max_wait_s=0.01))  # fmt: skip
+    assert _duplicates() - before == 8
+    straight = _trainer(InMemoryTableBackend())
+    once = InMemoryEventSource("events")
+    for k in range(25):
+        once.append(0, _event(k))
+    _drain(TrainingLoop(straight, once, batch_size=8, max_wait_s=0.01))
+    assert _counts(resumed) == _counts(straight)
+
+
+def test_a_copy_older_than_the_window_is_trained_again() -> None:
+    source = InMemoryEventSource("events")
+    for k in [*range(10), 0]:  # event 0 again, ten messages later
+        source.append(0, _event(k))
+    trainer = _trainer(InMemoryTableBackend(), dedup_window=5)
+    before = _duplicates()
+    _drain(TrainingLoop(trainer, source, batch_size=4, max_wait_s=0.01))
+    assert _duplicates() - before == 0

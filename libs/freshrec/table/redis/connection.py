@@ -72,6 +72,11 @@ class RedisTransaction(Transaction):
     def put_blob(self, key: str, value: bytes) -> None:
         self.stage("SET", self._meta(key), bytes(value))
 
+    def put_blob_range(self, key: str, start: int, data: bytes) -> None:
+        if start < 0:
+            raise InvalidInput("a blob range starts at byte 0 or later")
+        self.stage("SETRANGE", self._meta(key), start, bytes(data))
+
     def commit(self) -> None:
         chunks, commands = self._chunks, self._commands
         self.discard()
