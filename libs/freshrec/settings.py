@@ -50,6 +50,12 @@ class CommonSettings(BaseSettings):
         description="Comma-separated API keys; empty disables authentication.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body must arrive whole within this long; a slower one is "
+        "answered 408 and its connection closed.",
+    )
     compute_threads: int = Field(
         1,
         ge=1,

@@ -27,13 +27,14 @@ from pydantic import BaseModel, Field
 
 from freshrec import __version__
 from freshrec.api import api_key_guard, install_common
-from freshrec.api.app import error_body
-from freshrec.errors import InvalidInput, PayloadTooLarge
+from freshrec.api.errors import error_body
+from freshrec.api.limits import BodyLimitsConfig
+from freshrec.errors import FreshrecError, PayloadTooLarge
 from freshrec.stream import EventBatch, EventIngestor, EventProducer, EventSink, InvalidEvents
 from freshrec.stream.metrics import BATCHES_REJECTED
 from services.ingest.settings import IngestSettings
 
-__all__ = ["Accepted", "IngestState", "create_app", "read_body"]
+__all__ = ["Accepted", "IngestState", "create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,32 +58,6 @@ async def _state(request: Request) -> IngestState:  # async: no thread-pool hop
 
 
 State = Annotated[IngestState, Depends(_state)]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed `limit` bytes.
-
-    Raises:
-        PayloadTooLarge: Content-Length or the bytes received so far exceed `limit`.
-        InvalidInput: Content-Length is not a number.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError as exc:
-            raise InvalidInput("Content-Length is not a number") from exc
-        if size > limit:
-            BATCHES_REJECTED.labels("body_too_large").inc()
-            raise PayloadTooLarge(f"body of {size} bytes; at most {limit} allowed")
-    body = bytearray()
-    # checked while reading too: a chunked body has no Content-Length, and a client may lie
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            BATCHES_REJECTED.labels("body_too_large").inc()
-            raise PayloadTooLarge(f"body over {limit} bytes")
-    return bytes(body)
 
 
 def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
@@ -109,6 +84,7 @@ def _batch_schema() -> dict[str, Any]:
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key."},
+    408: {"description": "The body did not arrive within body_timeout_s; connection closed."},
     413: {"description": "Body over max_body_bytes, or more than max_batch_events events."},
     422: {
         "description": "Invalid body or events; nothing was accepted. `details` lists every "
@@ -135,7 +111,7 @@ router = APIRouter()
 )
 async def post_events(request: Request, state: State) -> Accepted | JSONResponse:
     """Accept a batch of events, all or nothing, once Kafka acknowledged every one."""
-    body = await read_body(request, state.settings.max_body_bytes)
+    body = await request.body()  # bounded in size and time by BodyLimits
     try:
         accepted = await state.ingestor.ingest(body)
     except InvalidEvents as exc:
@@ -191,6 +167,11 @@ def create_app(settings: IngestSettings, sink: EventSink | None = None) -> FastA
         state: IngestState = app.state.ingest
         return {"kafka": await state.ingestor.ready()}
 
-    install_common(app, "ingest", readiness)
+    def refused(error: FreshrecError) -> None:
+        reason = "body_too_large" if isinstance(error, PayloadTooLarge) else "body_timeout"
+        BATCHES_REJECTED.labels(reason).inc()
+
+    limits = BodyLimitsConfig(settings.max_body_bytes, settings.body_timeout_s, on_refused=refused)
+    install_common(app, "ingest", readiness, limits=limits)
     app.include_router(router, dependencies=[Depends(api_key_guard(settings.api_keys))])
     return app

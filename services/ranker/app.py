@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from freshrec.api import api_key_guard, install_common
+from freshrec.api.limits import BodyLimitsConfig
 from freshrec.ranking import Query, RankerConfig, RankerRuntime
 from freshrec.table import Tables
 from services.ranker.deps import Runtime
@@ -39,7 +40,11 @@ class RecommendRequest(BaseModel):
     context: dict[Annotated[str, Field(max_length=64)], str | int | float] | None = Field(
         None, max_length=32
     )
-    exclude_item_ids: list[str | int] = Field(default_factory=list)
+    # strict ints: `false` is not item 0
+    exclude_item_ids: list[
+        Annotated[str, Field(min_length=1, max_length=256)]
+        | Annotated[int, Field(strict=True, ge=0)]
+    ] = Field(default_factory=list)
 
 
 class ItemOut(BaseModel):
@@ -95,7 +100,8 @@ def create_app(settings: RankerSettings, tables: Tables | None = None) -> FastAP
         runtime: RankerRuntime = app.state.ranker
         return await runtime.readiness()
 
-    install_common(app, "ranker", readiness)
+    limits = BodyLimitsConfig(settings.max_body_bytes, settings.body_timeout_s)
+    install_common(app, "ranker", readiness, limits=limits)
     app.include_router(status_router(settings.trainer_url))
     app.include_router(_routes(settings))
     return app

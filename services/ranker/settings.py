@@ -32,6 +32,9 @@ class RankerSettings(CommonSettings):
     max_queue: int = Field(
         64, ge=0, description="Requests waiting for the next batch; more are answered 429."
     )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body; larger is answered 413."
+    )
     max_exclude: int = Field(1000, ge=0, description="Most exclude_item_ids a request may send.")
     index: FaissIndexConfig = Field(
         FlatConfig(),

@@ -7,30 +7,35 @@ import signal
 import threading
 from types import FrameType
 
-import redis
 import uvicorn
+from kafka.errors import KafkaError
 
 from freshrec.api import freeze_startup_heap
+from freshrec.errors import BrokerUnavailable
 from freshrec.models import ModelConfig
+from freshrec.stream.base import EventSource
 from freshrec.stream.consumer import KafkaEventSource
 from freshrec.stream.deadletter import DeadLetterWriter
 from freshrec.stream.topics import ensure_topics
-from freshrec.table import RedisTableBackend, load_tables, open_tables
-from freshrec.training import Message, OnlineTrainer, TrainerConfig, TrainingLoop
+from freshrec.table import RedisTableBackend, TableBackend, load_tables, open_tables
+from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
+from freshrec.training.loop import RETRY_FIRST_S, RETRY_MAX_S
 from services.trainer.settings import TrainerSettings
-from services.trainer.status import status_app
+from services.trainer.status import TrainerParts, status_app
 
 __all__ = ["build_trainer", "main"]
 
 logger = logging.getLogger(__name__)
 
+_REDIS_TIMEOUT_S = 5.0
+
 
 def build_trainer(
-    settings: TrainerSettings, client: redis.Redis, dead_letters: DeadLetterWriter | None
+    settings: TrainerSettings, backend: TableBackend, dead_letters: DeadLetterWriter | None
 ) -> OnlineTrainer:
-    """The trainer over the Redis tables named in the table config."""
+    """The trainer over the tables named in the table config, on `backend`."""
     tables = load_tables(settings.table_config)
-    stores = open_tables(tables, RedisTableBackend(client, settings.namespace))
+    stores = open_tables(tables, backend)
     dims = {store.config.name: store.config.dim for store in stores}
     config = TrainerConfig(
         **settings.trainer.model_dump(),
@@ -41,18 +46,7 @@ def build_trainer(
         examples=settings.examples,
     )
 
-    def sink(message: Message, reason: str, detail: str) -> None:
-        if dead_letters is not None:
-            dead_letters.send(
-                message.value or b"",
-                reason,
-                message.topic,
-                message.partition,
-                message.offset,
-                key=message.key,
-                detail=detail,
-            )
-
+    sink = None if dead_letters is None else dead_letters.park
     return OnlineTrainer(stores, config, dead_letters=sink)
 
 
@@ -68,49 +62,72 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _open_source(
+    settings: TrainerSettings, group: str, stop: threading.Event
+) -> EventSource | None:
+    """The Kafka source, once Kafka answers (topics created first); None if stopped before."""
+    wait_s = RETRY_FIRST_S
+    while not stop.is_set():
+        try:
+            ensure_topics(
+                settings.kafka_bootstrap,
+                {
+                    settings.events_topic: settings.events_topic_partitions,
+                    settings.dead_letter_topic: 1,
+                },
+            )
+            return KafkaEventSource(
+                settings.kafka_bootstrap,
+                settings.events_topic,
+                group,
+                max_records=settings.batch_size,
+                config=settings.consumer,
+            )
+        except (BrokerUnavailable, KafkaError) as exc:
+            logger.warning("waiting for Kafka at %s: %s", settings.kafka_bootstrap, exc)
+            stop.wait(wait_s)
+            wait_s = min(wait_s * 2, RETRY_MAX_S)
+    return None
+
+
 def main(settings: TrainerSettings | None = None) -> None:
     """Run the trainer until SIGTERM/SIGINT; the batch in progress is committed first."""
     settings = settings or TrainerSettings()
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    ensure_topics(
-        settings.kafka_bootstrap,
-        {settings.events_topic: settings.events_topic_partitions, settings.dead_letter_topic: 1},
-    )
-    client = redis.Redis.from_url(settings.redis_url)
-    dead_letters = DeadLetterWriter(settings.kafka_bootstrap, settings.dead_letter_topic)
     stop = _stop_on_signals()
-    trainer = build_trainer(settings, client, dead_letters)
-    source = KafkaEventSource(
-        settings.kafka_bootstrap,
-        settings.events_topic,
-        trainer.config.group,
-        max_records=settings.batch_size,
-        config=settings.consumer,
+    # a bounded socket timeout: a Redis that stalls is an outage the loop rides out
+    backend = RedisTableBackend.from_url(
+        settings.redis_url, settings.namespace, socket_timeout_s=_REDIS_TIMEOUT_S
     )
-    loop = TrainingLoop(
-        trainer, source, batch_size=settings.batch_size, max_wait_s=settings.max_batch_wait_s
+    dead_letters = DeadLetterWriter(settings.kafka_bootstrap, settings.dead_letter_topic)
+    parts = TrainerParts(build_trainer(settings, backend, dead_letters), backend, dead_letters)
+    config = uvicorn.Config(
+        status_app(parts),
+        host=settings.trainer_host,
+        port=settings.trainer_port,
+        log_level="warning",
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            status_app(loop, client),
-            host=settings.trainer_host,
-            port=settings.trainer_port,
-            log_level="warning",
-        )
-    )
+    server = uvicorn.Server(config)
     http = threading.Thread(target=server.run, name="trainer-http", daemon=True)
     http.start()
-    freeze_startup_heap()
+    source = _open_source(settings, parts.trainer.config.group, stop)
     try:
-        loop.run(stop)
+        if source is not None:
+            parts.loop = TrainingLoop(
+                parts.trainer, source, batch_size=settings.batch_size,
+                max_wait_s=settings.max_batch_wait_s,
+            )  # fmt: skip
+            freeze_startup_heap()
+            parts.loop.run(stop)
     finally:
-        source.close()
+        if source is not None:
+            source.close()
         dead_letters.close()
         server.should_exit = True
         http.join(timeout=5)
-        client.close()
+        backend.close()
 
 
 if __name__ == "__main__":

@@ -3,32 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-import redis
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from freshrec.api import install_common
-from freshrec.training import TrainingLoop
+from freshrec.stream.deadletter import DeadLetterWriter
+from freshrec.table import TableBackend
+from freshrec.training import OnlineTrainer, TrainingLoop
 
-__all__ = ["status_app"]
+__all__ = ["TrainerParts", "status_app"]
 
 
-def status_app(loop: TrainingLoop, client: redis.Redis) -> FastAPI:
-    """The status app: ready once Redis answers and the group assigned a partition."""
+@dataclass
+class TrainerParts:
+    """What the status app reports on; `loop` is None until Kafka first answered."""
+
+    trainer: OnlineTrainer
+    backend: TableBackend
+    dead_letters: DeadLetterWriter
+    loop: TrainingLoop | None = None
+
+
+def _checks(parts: TrainerParts) -> dict[str, bool]:
+    loop = parts.loop
+    return {
+        "redis": parts.backend.ping(),
+        "kafka": parts.dead_letters.ready(),
+        "kafka_assigned": loop is not None and loop.source.ready(),
+        "training": loop is not None and loop.outage is None,
+    }
+
+
+def status_app(parts: TrainerParts) -> FastAPI:
+    """The status app: ready while Redis and Kafka answer, a partition is owned and training
+    is not paused by an outage."""
     app = FastAPI(title="freshrec trainer", docs_url=None, redoc_url=None)
 
     async def readiness() -> Mapping[str, bool]:
-        try:
-            redis_ok = bool(client.ping())
-        except redis.RedisError:
-            redis_ok = False
-        return {"redis": redis_ok, "kafka_assigned": loop.source.ready()}
+        return await run_in_threadpool(_checks, parts)  # the probes block for a bounded time
 
     install_common(app, "trainer", readiness)
 
     @app.get("/v1/status")
     def status() -> dict[str, object]:
-        """Trainer progress: batches, offsets, watermark, published model version."""
-        return loop.trainer.state_summary()
+        """Trainer progress: batches, offsets, watermark, published model version, outage."""
+        outage = None if parts.loop is None else parts.loop.outage
+        return {**parts.trainer.state_summary(), "outage": outage}
 
     return app

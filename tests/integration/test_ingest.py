@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,12 +23,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import redis
 from fastapi import FastAPI
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.consumer.fetcher import ConsumerRecord
 
+from freshrec.settings import default_table_config_path
 from freshrec.stream import DeadLetterWriter, decode_event, ensure_topics
+from freshrec.stream.consumer import KafkaEventSource, KafkaSourceConfig
 from freshrec.stream.deadletter import (
     HEADER_DETAIL,
     HEADER_REASON,
@@ -35,6 +39,8 @@ from freshrec.stream.deadletter import (
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
 )
+from freshrec.table import RedisTableBackend, load_tables, open_tables
+from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import Servers
@@ -228,6 +234,58 @@ def test_ensure_topics_is_idempotent_and_dead_letters_keep_bytes_and_origin(
         assert consumer.partitions_for_topic(events) == {0, 1, 2}
     finally:
         consumer.close()
+
+
+@pytest.mark.parametrize("reader_process", [True, False])
+def test_the_trainer_parks_poison_messages_byte_for_byte(
+    servers: Servers,
+    namespace: str,
+    topics_to_delete: list[str],
+    redis_client: redis.Redis,
+    reader_process: bool,
+) -> None:
+    events, dlq = f"{namespace}.events", f"{namespace}.events.dlq"
+    topics_to_delete.extend([events, dlq])
+    ensure_topics(servers.kafka_bootstrap, {events: 1, dlq: 1})
+    producer = KafkaProducer(bootstrap_servers=servers.kafka_bootstrap)
+    poison = [
+        (b"u-1", b"\xffnot json", [("trace", b"\x00\xff"), ("trace", b"second")]),
+        (b"u-2", None, [("x", b"1")]),
+        (None, b"{}", []),
+    ]
+    for key, value, headers in poison:
+        producer.send(events, key=key, value=value, headers=headers)
+    producer.flush(timeout=30)
+    producer.close()
+    writer = DeadLetterWriter(servers.kafka_bootstrap, dlq)
+    tables = open_tables(
+        load_tables(default_table_config_path()), RedisTableBackend(redis_client, namespace)
+    )
+    trainer = OnlineTrainer(tables, TrainerConfig(group=f"{namespace}-g"), dead_letters=writer.park)
+    source = KafkaEventSource(
+        servers.kafka_bootstrap,
+        events,
+        trainer.config.group,
+        max_records=100,
+        config=KafkaSourceConfig(reader_process=reader_process),
+    )
+    loop = TrainingLoop(trainer, source, batch_size=100, max_wait_s=0.05)
+    stop = threading.Event()
+    try:
+        wait_until(
+            lambda: loop.step(stop) is not None and trainer.offsets.get((events, 0)) == 3,
+            60,
+            "the three messages consumed",
+        )
+    finally:
+        source.close()
+        writer.close()
+    records = _read_topic(servers.kafka_bootstrap, dlq)
+    assert [(r.key, r.value) for r in records] == [(k, v) for k, v, _ in poison]
+    for record, (_, _, headers) in zip(records, poison, strict=True):
+        own = [(name, value) for name, value in record.headers if not name.startswith("freshrec")]
+        assert own == headers, "the message's own headers, in order, byte for byte"
+        assert dict(record.headers)[HEADER_SOURCE_TOPIC] == events.encode()
 
 
 # ------------------------------------------------------------------ broker outage

@@ -39,7 +39,7 @@ def _runs(out: Any, epoch: int, want: int, deadline_s: float = 30.0) -> list[tup
             continue
         if tagged != epoch:
             continue
-        for _topic, _partition, offsets, values, _ts in runs:
+        for _topic, _partition, offsets, values, _keys, _headers, _ts in runs:
             got.extend(zip(offsets, values, strict=True))
         assert list(highwaters.values()) == [N]
     return got

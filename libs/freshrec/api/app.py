@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from freshrec.api.errors import error_body
+from freshrec.api.limits import BodyLimits, BodyLimitsConfig
 from freshrec.errors import FreshrecError
 from freshrec.metrics import RequestMetrics
 from freshrec.settings import CommonSettings
@@ -99,23 +101,23 @@ def run_service(
     )
 
 
-def error_body(error: str, message: str, details: object = None) -> dict[str, object]:
-    """The JSON shape of every error freshrec answers with."""
-    body: dict[str, object] = {"error": error, "message": message}
-    if details is not None:
-        body["details"] = details
-    return body
-
-
-def install_common(app: FastAPI, service: str, readiness: ReadinessCheck) -> None:
+def install_common(
+    app: FastAPI,
+    service: str,
+    readiness: ReadinessCheck,
+    *,
+    limits: BodyLimitsConfig | None = None,
+) -> None:
     """Install health, readiness, metrics, request metrics and error handlers on `app`.
 
     Args:
         app: the service's FastAPI application.
         service: the value of the `service` label on the HTTP metrics.
         readiness: checks run by `/readyz`; the service is ready when all return True.
+        limits: bounds on request bodies (`BodyLimits`); None: unbounded here.
     """
-
+    if limits is not None:  # inside the request metrics: refusals are counted like answers
+        app.add_middleware(BodyLimits, config=limits)
     app.add_middleware(RequestMetrics, service=service)
 
     @app.exception_handler(FreshrecError)

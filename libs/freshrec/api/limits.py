@@ -15,44 +15,46 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from freshrec.api.app import error_body
+from freshrec.api.errors import error_body
 from freshrec.errors import BodyTimeout, FreshrecError, PayloadTooLarge
 
-__all__ = ["BodyLimits"]
+__all__ = ["BodyLimits", "BodyLimitsConfig"]
 
 logger = logging.getLogger(__name__)
 
 
-class BodyLimits:
-    """Pure ASGI middleware bounding every HTTP request body in size and arrival time.
+@dataclass(frozen=True)
+class BodyLimitsConfig:
+    """Bounds on request bodies.
 
-    Args:
-        app: the application.
+    Attributes:
         max_body_bytes: largest body accepted; more is answered 413.
         body_timeout_s: the whole body must arrive within this long; else 408.
         drain_bytes: after a 413, read and discard at most this many more bytes (so the client
             finishes sending and reads the answer); a longer body is cut off.
-        on_refused: called with the refusal (`PayloadTooLarge` or `BodyTimeout`).
+        on_refused: called with each refusal (`PayloadTooLarge` or `BodyTimeout`).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_body_bytes: int,
-        body_timeout_s: float,
-        drain_bytes: int = 64 * 1024 * 1024,
-        on_refused: Callable[[FreshrecError], None] | None = None,
-    ) -> None:
+    max_body_bytes: int
+    body_timeout_s: float
+    drain_bytes: int = 64 * 1024 * 1024
+    on_refused: Callable[[FreshrecError], None] | None = None
+
+
+class BodyLimits:
+    """Pure ASGI middleware bounding every HTTP request body in size and arrival time."""
+
+    def __init__(self, app: ASGIApp, *, config: BodyLimitsConfig) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
-        self.drain_bytes = drain_bytes
-        self.on_refused = on_refused
+        self.max_body_bytes = config.max_body_bytes
+        self.body_timeout_s = config.body_timeout_s
+        self.drain_bytes = config.drain_bytes
+        self.on_refused = config.on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

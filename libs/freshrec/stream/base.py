@@ -35,6 +35,7 @@ class Message(NamedTuple):
     offset: int
     value: bytes | None
     key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class SourceLag(NamedTuple):
@@ -118,7 +119,9 @@ class EventSource(abc.ABC):
         """Up to `max_records` messages of owned partitions, each partition in offset order.
 
         Rebalance callbacks run inside this call, before any message of the new assignment
-        is returned.
+        is returned. When the owner's callback fails (its store is down), the partitions are
+        left unread and the callback is tried again at every later poll; the failure is
+        raised from the poll.
 
         Args:
             max_records: most messages returned (>= 1).
@@ -129,6 +132,17 @@ class EventSource(abc.ABC):
 
         Raises:
             BrokerUnavailable: the backend does not answer.
+            DependencyUnavailable: the owner's assignment callback failed (tried again at the
+                next poll).
+        """
+
+    @abc.abstractmethod
+    def reposition(self) -> None:
+        """At the next poll, ask the owner again where every owned partition resumes.
+
+        For an owner that lost work it had not committed (a dependency failed mid-batch):
+        nothing read since its last commit is handed out again from memory; every owned
+        partition is read again from the offset the owner returns.
         """
 
     @abc.abstractmethod

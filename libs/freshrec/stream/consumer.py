@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, ConfigDict, Field
 
-from freshrec.errors import BrokerUnavailable
+from freshrec.errors import BrokerUnavailable, DependencyUnavailable
 from freshrec.stream.base import EventSource, Message, Partition, PartitionOwner, SourceLag
 from freshrec.stream.reader import ReaderConfig, Run, run_reader
 
@@ -126,6 +126,7 @@ class KafkaEventSource(EventSource):
         self._highwater: dict[Partition, int | None] = {}
         self._reader: Any = None
         self._closing = False
+        self._unpositioned: list[TopicPartition] | None = None  # assigned, not yet positioned
         if self.config.reader_process:
             self._start_reader()
 
@@ -176,10 +177,7 @@ class KafkaEventSource(EventSource):
         logger.warning("record reader exited (code %s); starting a new one", self._reader.exitcode)
         self._stop_reader()
         self._start_reader()
-        self._buffer.clear()
-        owned = [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
-        stored = self._owner_or_fail().partitions_assigned(owned) if owned else {}
-        self._assign_reader({key: stored.get(key) for key in owned})
+        self.reposition()
 
     def _stop_reader(self) -> None:
         with contextlib.suppress(OSError):  # the reader is gone already
@@ -194,12 +192,23 @@ class KafkaEventSource(EventSource):
     # ----------------------------------------------------------------- rebalance callbacks
 
     def _assigned(self, assigned: list[TopicPartition]) -> None:
+        # kafka-python swallows what a rebalance callback raises; a failed owner must not
+        # leave the partitions readable from Kafka's own (older) committed offsets
+        self._unpositioned = list(assigned)
+        if assigned:
+            self.consumer.pause(*assigned)
+        self._ready = bool(assigned)
+        try:
+            self._position(assigned)
+        except DependencyUnavailable as exc:
+            logger.warning("assigned %s, positions unknown until: %s", assigned, exc.message)
+
+    def _position(self, assigned: list[TopicPartition]) -> None:
+        """Ask the owner where `assigned` resume and read them from there."""
         owned = [(tp.topic, tp.partition) for tp in assigned]
         stored = self._owner_or_fail().partitions_assigned(owned)
         self._buffer.clear()
         if self._reader is not None:
-            if assigned:
-                self.consumer.pause(*assigned)  # the reader fetches them
             self._assign_reader({key: stored.get(key) for key in owned})
         for tp in assigned if self._reader is None else ():
             offset = stored.get((tp.topic, tp.partition))
@@ -207,8 +216,18 @@ class KafkaEventSource(EventSource):
                 self.consumer.seek(tp, offset)
             elif self.config.start_from_beginning:
                 self.consumer.seek_to_beginning(tp)
+        if assigned and self._reader is None:
+            self.consumer.resume(*assigned)  # the reader fetches them otherwise: stay paused
+        self._unpositioned = None
         logger.info("assigned %s; resuming from stored offsets", [str(tp) for tp in assigned])
-        self._ready = bool(assigned)
+
+    def reposition(self) -> None:
+        """At the next poll, ask the owner where every owned partition resumes."""
+        owned = list(self.consumer.assignment())
+        if owned:
+            self.consumer.pause(*owned)
+        self._buffer.clear()
+        self._unpositioned = owned
 
     def _revoked(self, revoked: list[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
@@ -223,10 +242,14 @@ class KafkaEventSource(EventSource):
     def poll(self, max_records: int, timeout_s: float) -> list[Message]:
         """Up to `max_records` messages of owned partitions (see `EventSource.poll`)."""
         self._owner_or_fail()
+        if self._reader is not None and not self._reader.is_alive():
+            self._revive_reader()
+        if self._unpositioned is not None:
+            self._poll_group(0)  # a rebalance meanwhile replaces what is to be positioned
+            if self._unpositioned is not None:
+                self._position(self._unpositioned)  # raises while the owner's store is down
         if self._reader is None:
             return self._poll_consumer(max_records, timeout_s)
-        if not self._reader.is_alive():
-            self._revive_reader()
         deadline = time.monotonic() + timeout_s
         while not self._buffer:
             if not self.consumer.assignment():
@@ -257,10 +280,10 @@ class KafkaEventSource(EventSource):
             raise BrokerUnavailable(f"polling {self.topic} failed: {exc}") from exc
 
     def _take_runs(self, runs: list[Run]) -> None:
-        for topic, partition, offsets, values, last_timestamp_ms in runs:
+        for topic, partition, offsets, values, keys, headers, last_timestamp_ms in runs:
             self._buffer.extend(
-                Message(topic, partition, offset, value)
-                for offset, value in zip(offsets, values, strict=True)
+                Message(topic, partition, offset, value, key, header)
+                for offset, value, key, header in zip(offsets, values, keys, headers, strict=True)
             )
             self._received[(topic, partition)] = offsets[-1] + 1
             self._last_timestamp_ms = max(self._last_timestamp_ms, last_timestamp_ms)
@@ -273,7 +296,10 @@ class KafkaEventSource(EventSource):
         out: list[Message] = []
         for tp in sorted(polled, key=lambda t: t.partition):
             records = polled[tp]
-            out.extend(Message(tp.topic, tp.partition, r.offset, r.value) for r in records)
+            out.extend(
+                Message(tp.topic, tp.partition, r.offset, r.value, r.key, tuple(r.headers or ()))
+                for r in records
+            )
             if records:
                 self._last_timestamp_ms = max(self._last_timestamp_ms, records[-1].timestamp)
         return out

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from freshrec.stream.base import Message
 from freshrec.stream.events import POISON_REASONS
 from freshrec.stream.metrics import DEAD_LETTERS
 from freshrec.stream.producer import KafkaRecord, ProducerConnection
@@ -46,13 +47,14 @@ _MAX_DEAD_LETTER_BYTES: Final = 16 * 1024 * 1024
 class DeadLetter:
     """One refused message and where it came from."""
 
-    raw: bytes
+    raw: bytes | None
     reason: str
     source_topic: str
     source_partition: int
     source_offset: int
     key: bytes | None = None
     detail: str | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def _clip(text: str, limit: int) -> bytes:
@@ -61,6 +63,7 @@ def _clip(text: str, limit: int) -> bytes:
 
 def _record(letter: DeadLetter) -> KafkaRecord:
     headers = [
+        *letter.headers,  # the message's own headers, byte for byte, before freshrec's
         (HEADER_REASON, _clip(letter.reason, _MAX_REASON_BYTES)),
         (HEADER_SOURCE_TOPIC, letter.source_topic.encode()),
         (HEADER_SOURCE_PARTITION, str(letter.source_partition).encode()),
@@ -108,7 +111,7 @@ class DeadLetterWriter:
 
     def send(
         self,
-        raw: bytes,
+        raw: bytes | None,
         reason: str,
         source_topic: str,
         source_partition: int,
@@ -116,23 +119,43 @@ class DeadLetterWriter:
         *,
         key: bytes | None = None,
         detail: str | None = None,
+        headers: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
         """Park one message; return after the broker acknowledged it.
 
         Args:
-            raw: the message value exactly as consumed.
+            raw: the message value exactly as consumed (None stays None: a null value).
             reason: why it was refused; a short code such as `PoisonMessage.reason`.
             source_topic: the topic it was consumed from.
             source_partition: its partition there.
             source_offset: its offset there.
             key: its key, kept so the dead-letter topic partitions like the source.
             detail: a longer explanation.
+            headers: its headers, kept in order before the `freshrec-*` ones.
 
         Raises:
             BrokerUnavailable: Kafka did not acknowledge in time.
         """
         self.send_many(
-            [DeadLetter(raw, reason, source_topic, source_partition, source_offset, key, detail)]
+            [
+                DeadLetter(
+                    raw, reason, source_topic, source_partition, source_offset, key, detail, headers
+                )
+            ]
+        )
+
+    def park(self, message: Message, reason: str, detail: str) -> None:
+        """Park a consumed message as it was (value, key and headers byte for byte, a null
+        value staying null); the trainer's dead-letter sink."""
+        self.send(
+            message.value,
+            reason,
+            message.topic,
+            message.partition,
+            message.offset,
+            key=message.key,
+            detail=detail,
+            headers=message.headers,
         )
 
     def send_many(self, letters: Sequence[DeadLetter]) -> None:

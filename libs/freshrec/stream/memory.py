@@ -158,7 +158,12 @@ class InMemoryEventSource(EventSource):
         with self._changed:
             pending, self._pending = self._pending, None
         if pending is not None:
-            self._rebalance(self._owner, pending)  # outside the lock: the owner may append
+            try:
+                self._rebalance(self._owner, pending)  # outside the lock: the owner may append
+            except Exception:
+                with self._changed:  # tried again at the next poll
+                    self._pending = pending if self._pending is None else self._pending
+                raise
         deadline = time.monotonic() + timeout_s
         with self._changed:
             while not self._available() and self._pending is None:
@@ -182,6 +187,13 @@ class InMemoryEventSource(EventSource):
                 # records another source appended (before a restart) have no known age
                 self._last_handed = self._appended.get((key, records[-1].offset), 0.0)
         return out
+
+    def reposition(self) -> None:
+        """At the next poll, revoke and assign the owned partitions again (see `EventSource`)."""
+        with self._changed:
+            if self._pending is None:
+                self._pending = list(self._owned)
+            self._changed.notify_all()
 
     def assignment(self) -> list[Partition]:
         """The partitions owned since the last poll that applied a rebalance."""

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 RECONNECT_BACKOFF_S: Final = 1.0
 """After a failed connection attempt, calls within this window fail without retrying."""
 
-KafkaRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
+KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 """One message to produce: `(key, value, headers)`."""
 
 

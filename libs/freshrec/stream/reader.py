@@ -28,13 +28,14 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-__all__ = ["ReaderConfig", "Run", "run_reader"]
+__all__ = ["Headers", "ReaderConfig", "Run", "run_reader"]
 
 logger = logging.getLogger(__name__)
 
-Run = tuple[str, int, list[int], list[bytes | None], int]
-"""One partition's records of one fetch: topic, partition, offsets, values, last timestamp
-(ms)."""
+Headers = tuple[tuple[str, bytes], ...]
+Run = tuple[str, int, list[int], list[bytes | None], list[bytes | None], list[Headers], int]
+"""One partition's records of one fetch: topic, partition, offsets, values, keys, headers,
+last timestamp (ms)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def run_reader(config: ReaderConfig, commands: Connection, out: Any, parent_pid:
                 continue
             runs: list[Run] = [
                 (tp.topic, tp.partition, [r.offset for r in records], [r.value for r in records],
+                 [r.key for r in records], [tuple(r.headers or ()) for r in records],
                  records[-1].timestamp)
                 for tp, records in polled.items()
                 if records

@@ -9,6 +9,14 @@ It is also the source's `PartitionOwner`: on every assignment it restores the tr
 checkpoint and hands back the offsets committed with the rows, so the source reads each
 partition from exactly there; a batch collected but not yet committed is dropped on every
 rebalance (everything in it is read again, or belongs to another member now).
+
+A dependency that stops answering (`StoreUnavailable` for Redis, `BrokerUnavailable` for
+Kafka) pauses training instead of ending it: the batch in hand is dropped, the loop retries
+with a backoff from `RETRY_FIRST_S` doubling to `RETRY_MAX_S`, and the source is repositioned,
+so the trainer restores its checkpoint from the store and every partition is read again from
+the offsets committed with the rows. Nothing uncommitted survives an outage, so nothing is
+applied twice; nothing committed is lost. `outage` says what training waits for (readiness),
+and `freshrec_trainer_dependency_up` / `freshrec_trainer_outages_total` count it.
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
+from freshrec.errors import DependencyUnavailable, StoreUnavailable
 from freshrec.stream.base import EventSource, Message, Partition
 from freshrec.training.trainer import BatchReport, OnlineTrainer
 
-__all__ = ["TrainingLoop"]
+__all__ = ["RETRY_FIRST_S", "RETRY_MAX_S", "TrainingLoop"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +44,24 @@ LAG_SECONDS = Gauge(
     "Age of the last consumed message when more are waiting; 0 when caught up.",
 )
 ASSIGNED = Gauge("freshrec_trainer_assigned_partitions", "Partitions assigned to this member.")
+DEPENDENCY_UP = Gauge(
+    "freshrec_trainer_dependency_up",
+    "0 while training is paused because the dependency does not answer, else 1.",
+    ["dependency"],
+)
+OUTAGES = Counter(
+    "freshrec_trainer_outages_total",
+    "Times training paused because a dependency stopped answering.",
+    ["dependency"],
+)
+for _dependency in ("redis", "kafka"):
+    DEPENDENCY_UP.labels(_dependency).set(1)
+    OUTAGES.labels(_dependency)
+
+RETRY_FIRST_S = 0.2
+"""First wait before training is tried again after a dependency failed."""
+RETRY_MAX_S = 5.0
+"""Longest wait between tries during an outage (training resumes within this of a return)."""
 
 _IDLE_POLL_S = 0.2
 """Longest wait of one poll (bounds how late a stop is seen)."""
@@ -64,6 +91,8 @@ class TrainingLoop:
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self._batch: list[Message] = []
+        self.outage: str | None = None
+        self._outage_since = 0.0
         source.attach(self)
 
     # ----------------------------------------------------------------- PartitionOwner
@@ -116,7 +145,38 @@ class TrainingLoop:
         return report
 
     def run(self, stop: threading.Event) -> None:
-        """Train until `stop` is set; the batch in progress is finished and committed."""
+        """Train until `stop` is set; the batch in progress is finished and committed.
+
+        Rides through dependency outages (see the module docstring); never returns early.
+        """
+        wait_s = RETRY_FIRST_S
         while not stop.is_set():
-            self.step(stop)
+            try:
+                self.step(stop)
+            except DependencyUnavailable as exc:
+                self._pause(exc)
+                stop.wait(wait_s)
+                wait_s = min(wait_s * 2, RETRY_MAX_S)
+                continue
+            if self.outage is not None:
+                self._resume()
+            wait_s = RETRY_FIRST_S
         logger.info("training loop stopped: %s", self.trainer.state_summary())
+
+    def _pause(self, exc: DependencyUnavailable) -> None:
+        dependency = "redis" if isinstance(exc, StoreUnavailable) else "kafka"
+        if self.outage is None:
+            self._outage_since = time.monotonic()
+            OUTAGES.labels(dependency).inc()
+            logger.warning("training paused, %s does not answer: %s", dependency, exc.message)
+        DEPENDENCY_UP.labels(dependency).set(0)
+        self.outage = f"{dependency}: {exc.message}"
+        self._batch.clear()
+        self.source.reposition()  # what was read since the last commit is read again
+
+    def _resume(self) -> None:
+        paused = time.monotonic() - self._outage_since
+        logger.info("training resumed after %.1f s (%s)", paused, self.outage)
+        for dependency in ("redis", "kafka"):
+            DEPENDENCY_UP.labels(dependency).set(1)
+        self.outage = None

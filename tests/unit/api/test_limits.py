@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
-from freshrec.api.limits import BodyLimits
+from freshrec.api.limits import BodyLimits, BodyLimitsConfig
 from freshrec.errors import FreshrecError
 from tests.waiting import wait_until
 
@@ -32,7 +32,8 @@ def server() -> Iterator[tuple[str, list[str]]]:
     def refused(error: FreshrecError) -> None:
         refusals.append(type(error).__name__)
 
-    wrapped = BodyLimits(app, max_body_bytes=LIMIT, body_timeout_s=1.0, on_refused=refused)
+    config = BodyLimitsConfig(max_body_bytes=LIMIT, body_timeout_s=1.0, on_refused=refused)
+    wrapped = BodyLimits(app, config=config)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -84,6 +84,7 @@ async def test_an_unknown_user_is_answered_from_the_fallbacks(ranker: httpx.Asyn
         ({"user_id": "u1", "k": 0}, "k"),
         ({"user_id": "", "k": 5}, "user_id"),
         ({"user_id": "u1", "exclude_item_ids": list(range(1001))}, "exclude_item_ids"),
+        ({"user_id": "u1", "exclude_item_ids": [False]}, "exclude_item_ids"),
     ],
 )
 async def test_bad_requests_are_422_naming_the_field(

@@ -12,11 +12,13 @@ import numpy.typing as npt
 import pytest
 from prometheus_client import REGISTRY
 
+from freshrec.errors import StoreUnavailable
 from freshrec.models.published import PUBLISHED_VERSION_KEY
 from freshrec.stream.events import Event, encode_event
 from freshrec.stream.memory import InMemoryEventSource
-from freshrec.table import InMemoryTableBackend, load_tables, open_tables
+from freshrec.table import InMemoryTableBackend, Transaction, load_tables, open_tables
 from freshrec.training import BatchReport, Message, OnlineTrainer, TrainerConfig, TrainingLoop
+from tests.waiting import wait_until
 
 TABLES = Path(__file__).resolve().parents[3] / "libs" / "freshrec" / "tables.yaml"
 T0 = 1_700_000_000.0
@@ -81,8 +83,8 @@ def _rows(trainer: OnlineTrainer, table: str) -> dict[int, tuple[npt.NDArray[np.
     return out
 
 
-def _gauge(name: str) -> float | None:
-    return REGISTRY.get_sample_value(name)
+def _gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
 
 
 def test_batches_are_cut_at_batch_size_and_offsets_reach_the_source() -> None:
@@ -294,3 +296,64 @@ def test_a_copy_older_than_the_window_is_trained_again() -> None:
     before = _duplicates()
     _drain(TrainingLoop(trainer, source, batch_size=4, max_wait_s=0.01))
     assert _duplicates() - before == 0
+
+
+class FlakyBackend(InMemoryTableBackend):
+    """An in-memory backend whose commits and metadata reads fail while `down` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            raise StoreUnavailable("the store is down (test)")
+
+    def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:
+        self._check()
+        return super().get_hash(key, group=group)
+
+    def transaction(self, group: str | None = None) -> Transaction:
+        txn = super().transaction(group)
+        commit = txn.commit
+
+        def failing_commit() -> None:
+            self._check()
+            commit()
+
+        txn.commit = failing_commit  # type: ignore[method-assign]
+        return txn
+
+
+def test_training_rides_through_a_store_outage_and_applies_every_batch_once() -> None:
+    backend = FlakyBackend()
+    source = InMemoryEventSource("events")
+    for k in range(20):
+        source.append(0, _event(k))
+    trainer = _trainer(backend)
+    loop = TrainingLoop(trainer, source, batch_size=8, max_wait_s=0.01)
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    try:
+        wait_until(lambda: trainer.offsets.get(("events", 0)) == 20, 30, "the first 20 trained")
+        backend.down.set()
+        for k in range(20, 40):  # arrive while the store is down: batches fail at commit
+            source.append(0, _event(k))
+        wait_until(lambda: loop.outage is not None, 30, "the loop to notice the outage")
+        assert loop.outage is not None and loop.outage.startswith("redis")
+        assert _gauge("freshrec_trainer_dependency_up", dependency="redis") == 0
+        assert runner.is_alive(), "an outage never ends the loop"
+        backend.down.clear()
+        wait_until(lambda: loop.outage is None, 30, "training to resume")
+        wait_until(lambda: trainer.offsets.get(("events", 0)) == 40, 30, "everything trained")
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert _gauge("freshrec_trainer_dependency_up", dependency="redis") == 1
+    straight = _trainer(InMemoryTableBackend())
+    once = InMemoryEventSource("events")
+    for k in range(40):
+        once.append(0, _event(k))
+    _drain(TrainingLoop(straight, once, batch_size=8, max_wait_s=0.01))
+    assert _counts(trainer) == _counts(straight), "no batch lost or applied twice"
