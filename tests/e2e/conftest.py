@@ -48,14 +48,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture
+def stack_redis_url(servers: Servers) -> str:
+    """The Redis the stack uses (a fault test overrides it with one it may kill)."""
+    return servers.redis_url
+
+
+@pytest.fixture
 def running_stack(
-    servers: Servers, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: Servers,
+    stack_redis_url: str,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Stack]:
     ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
     api_key = "test-key-" + namespace[-8:]
     env = {
         **os.environ,
-        "FRESHREC_REDIS_URL": servers.redis_url,
+        "FRESHREC_REDIS_URL": stack_redis_url,
         "FRESHREC_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
         "FRESHREC_NAMESPACE": namespace,
         "FRESHREC_TRAINER__GROUP": f"{namespace}-group",

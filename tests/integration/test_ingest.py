@@ -257,6 +257,7 @@ def test_the_trainer_parks_poison_messages_byte_for_byte(
         producer.send(events, key=key, value=value, headers=headers)
     producer.flush(timeout=30)
     producer.close()
+    _read_topic(servers.kafka_bootstrap, events)  # metadata known: the group assigns at once
     writer = DeadLetterWriter(servers.kafka_bootstrap, dlq)
     tables = open_tables(
         load_tables(default_table_config_path()), RedisTableBackend(redis_client, namespace)
@@ -274,7 +275,7 @@ def test_the_trainer_parks_poison_messages_byte_for_byte(
     try:
         wait_until(
             lambda: loop.step(stop) is not None and trainer.offsets.get((events, 0)) == 3,
-            60,
+            120,
             "the three messages consumed",
         )
     finally:
