@@ -84,10 +84,11 @@ def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> Tr
     source = KafkaEventSource(bootstrap, topic, trainer.config.group, max_records=2048)
     loop = TrainingLoop(trainer, source, batch_size=2048, max_wait_s=0.02)
     # join the group and get the partition before any clock starts
-    deadline = time.monotonic() + 60
+    # a group join right after the topic's creation can take a metadata refresh or two
+    deadline = time.monotonic() + 120
     while not source.consumer.assignment():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no partition of {topic} assigned within 60 s")
+            raise RuntimeError(f"no partition of {topic} assigned within 120 s")
         # the loop's own assignment callback seeks to the stored offsets (none: the beginning)
         source.consumer.poll(timeout_ms=200, max_records=1)
     return loop
