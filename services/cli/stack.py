@@ -28,9 +28,11 @@ __all__ = [
     "alive",
     "restart_counts",
     "run_dir",
+    "running_pid",
     "service_status",
     "start_services",
     "stop_services",
+    "terminate",
 ]
 
 
@@ -81,7 +83,20 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def _pid(name: str) -> int | None:
+def terminate(pid: int, timeout_s: float) -> None:
+    """SIGTERM `pid`, wait until it is gone, SIGKILL it after `timeout_s`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def running_pid(name: str) -> int | None:
+    """The pid in `name`'s pid file, when that process runs."""
     try:
         pid = int((run_dir() / f"{name}.pid").read_text())
     except (OSError, ValueError):
@@ -139,17 +154,17 @@ def start_services(
     environ = dict(os.environ if env is None else env)
     urls = {s.name: s.url(environ) for s in SERVICES}
     deadline = time.monotonic() + timeout_s
-    if _pid("supervisor") is None:
+    if running_pid("supervisor") is None:
         _start_supervisor(environ)
         # its state file appears once it has stopped any orphans and started its services
         while not (run_dir() / "stack.json").exists():
-            if _pid("supervisor") is None or time.monotonic() > deadline:
+            if running_pid("supervisor") is None or time.monotonic() > deadline:
                 raise RuntimeError(f"the stack's supervisor did not start; see {run_dir()}")
             time.sleep(0.1)
     for service in SERVICES:
         while not _ready(urls[service.name]):
             log = run_dir() / f"{service.name}.log"
-            if _pid("supervisor") is None:
+            if running_pid("supervisor") is None:
                 raise RuntimeError(f"the stack's supervisor exited; see {run_dir()}/supervisor.log")
             if time.monotonic() > deadline:
                 restarts = restart_counts().get(service.name, 0)
@@ -168,15 +183,12 @@ def stop_services(timeout_s: float = 60.0) -> list[str]:
         Names of the services that were running.
     """
     global _supervisor  # noqa: PLW0603
-    running = [s.name for s in SERVICES if _pid(s.name) is not None]
-    pid = _pid("supervisor")
+    running = [s.name for s in SERVICES if running_pid(s.name) is not None]
+    pid = running_pid("supervisor")
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _pid("supervisor") is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for name in ("supervisor", *running):
-            leftover = _pid(name)
+        terminate(pid, timeout_s)  # it stops the services first
+        for name in running:
+            leftover = running_pid(name)
             if leftover is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(leftover, signal.SIGKILL)

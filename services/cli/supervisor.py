@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from services.cli.stack import SERVICES, Service, alive, run_dir
+from services.cli.stack import SERVICES, Service, run_dir, running_pid, terminate
 
 __all__ = ["MAX_BACKOFF_S", "RESTART_BACKOFF_S", "STABLE_AFTER_S", "STATE_FILE", "main"]
 
@@ -130,23 +130,13 @@ def _stop(children: list[_Child], run: Path) -> None:
         (run / f"{child.service.name}.pid").unlink(missing_ok=True)
 
 
-def _stop_orphans(run: Path) -> None:
+def _stop_orphans() -> None:
     """Stop services left running by a supervisor that died, so this one can start its own."""
     for service in SERVICES:
-        try:
-            pid = int((run / f"{service.name}.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if not alive(pid):
-            continue
-        logger.warning("stopping %s (pid %d) left by an earlier supervisor", service.name, pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        pid = running_pid(service.name)
+        if pid is not None:
+            logger.warning("stopping %s (pid %d) left by an earlier supervisor", service.name, pid)
+            terminate(pid, STOP_TIMEOUT_S)
 
 
 def main() -> None:
@@ -160,7 +150,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    _stop_orphans(run)
+    _stop_orphans()
     children = [_Child(service) for service in SERVICES]
     changed = True
     while not stop.is_set():

@@ -23,7 +23,6 @@ from freshrec.settings import CommonSettings
 
 __all__ = [
     "ReadinessCheck",
-    "error_body",
     "freeze_startup_heap",
     "install_common",
     "run_service",
