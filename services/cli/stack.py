@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -38,12 +38,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Service:
-    """One freshrec process: its module, the env var of its port, and its default port."""
+    """One freshrec process: its module, the env var of its port, its default port, and the
+    settings the stack gives it unless the environment says otherwise."""
 
     name: str
     module: str
     port_env: str
     default_port: int
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
     def port(self, env: Mapping[str, str]) -> int:
         return int(env.get(self.port_env, self.default_port))
@@ -57,7 +59,14 @@ _supervisor: subprocess.Popen[bytes] | None = None
 
 SERVICES = (
     Service("ingest", "services.ingest.main", "FRESHREC_INGEST_PORT", 8001),
-    Service("trainer", "services.trainer.main", "FRESHREC_TRAINER_PORT", 8002),
+    # one trainer: a static member, so a restarted trainer resumes without a rebalance
+    Service(
+        "trainer",
+        "services.trainer",
+        "FRESHREC_TRAINER_PORT",
+        8002,
+        {"FRESHREC_CONSUMER__GROUP_INSTANCE_ID": "trainer-0"},
+    ),
     Service("ranker", "services.ranker.main", "FRESHREC_RANKER_PORT", 8000),
 )
 

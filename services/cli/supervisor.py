@@ -63,6 +63,7 @@ def _start(child: _Child, run: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**child.service.defaults, **os.environ},
         )
     child.started_at = time.monotonic()
     child.start_at = None
