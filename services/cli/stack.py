@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from freshrec.files import replace_text
+
 __all__ = [
     "SERVICES",
     "Service",
@@ -145,7 +147,7 @@ def _start_supervisor(environ: Mapping[str, str]) -> None:
             env={**environ, "FRESHREC_RUN_DIR": str(run_dir())},
             start_new_session=True,
         )
-    (run_dir() / "supervisor.pid").write_text(str(_supervisor.pid))
+    replace_text(run_dir() / "supervisor.pid", str(_supervisor.pid))
 
 
 def start_services(

@@ -28,6 +28,21 @@ class Stack:
     run_dir: Path
     env: dict[str, str]
 
+    def url(self, service: str) -> str:
+        return str(getattr(self, service))
+
+    def pid(self, service: str) -> int:
+        """The pid the supervisor wrote for `service`."""
+        return int((self.run_dir / f"{service}.pid").read_text())
+
+
+def ready(url: str) -> bool:
+    """Whether the service at `url` answers /readyz with 200."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
 
 def post_events(stack: Stack, events: list[dict[str, Any]]) -> httpx.Response:
     """Post a batch to the stack's ingest; it must be accepted (202)."""

@@ -13,10 +13,9 @@ import os
 import signal
 import time
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, ready
 from tests.e2e.streams import ride_through
 from tests.waiting import wait_until
 
@@ -26,37 +25,23 @@ RESUME_BUDGET_S = 10.0  # from the restarted service being ready to training aga
 RESTART_BUDGET_S = 30.0
 
 
-def _pid(stack: Stack, name: str) -> int:
-    try:
-        return int((stack.run_dir / f"{name}.pid").read_text())
-    except (OSError, ValueError):  # being rewritten by the supervisor
-        return -1
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.mark.parametrize("service", ["ingest", "trainer", "ranker"])
 def test_a_killed_service_mid_stream_loses_and_repeats_nothing(
     running_stack: Stack, service: str
 ) -> None:
-    url = getattr(running_stack, service)
-    killed = _pid(running_stack, service)
+    url = running_stack.url(service)
+    killed = running_stack.pid(service)
     ready_s: list[float] = []
 
     def kill_and_restart() -> None:
         os.kill(killed, signal.SIGKILL)
         wait_until(
-            lambda: _pid(running_stack, service) not in (killed, -1),
+            lambda: running_stack.pid(service) != killed,
             30,
             f"the supervisor to restart {service}",
         )
         restarted = time.monotonic()
-        wait_until(lambda: _ready(url), 60, f"the restarted {service} to be ready")
+        wait_until(lambda: ready(url), 60, f"the restarted {service} to be ready")
         ready_s.append(time.monotonic() - restarted)
 
     resumed_s = ride_through(running_stack, kill_and_restart, f"{service} killed with SIGKILL")
