@@ -16,37 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from services.cli.ports import free_port, free_port_pair
 from tests.waiting import wait_until
 
 __all__ = ["PrivateKafka", "PrivateRedis", "free_port", "free_port_pair"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS_SH = ROOT / "deploy" / "local" / "servers.sh"
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's choice)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port_pair() -> int:
-    """A free port whose successor is free too (a broker's controller listens on port + 1)."""
-    for _ in range(50):
-        port = free_port()
-        if port < 65535 and _port_free(port + 1):
-            return port
-    pytest.fail("no two consecutive free ports on 127.0.0.1")
 
 
 def port_answers(port: int) -> bool:

@@ -16,7 +16,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "start_services",
     "stop_services",
     "terminate",
+    "use_run_dir",
 ]
 
 
@@ -79,6 +81,20 @@ def run_dir() -> Path:
     path = Path(os.environ.get("FRESHREC_RUN_DIR", default))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def use_run_dir(path: Path) -> Iterator[None]:
+    """Point `FRESHREC_RUN_DIR` at `path` for the services started inside, then restore it."""
+    previous = os.environ.get("FRESHREC_RUN_DIR")
+    os.environ["FRESHREC_RUN_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FRESHREC_RUN_DIR", None)
+        else:
+            os.environ["FRESHREC_RUN_DIR"] = previous
 
 
 def alive(pid: int) -> bool:

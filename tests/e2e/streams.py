@@ -1,8 +1,9 @@
 """A careful producer's event stream through a running stack, and the exactly-once check after it.
 
-`EventStream` posts uniquely identified events through ingest at a steady pace in a thread,
-retrying every batch that got a 503, a 429 or no answer until it is acknowledged (202), and
-posting some acknowledged batches a second time as a client does when an answer is lost. After
+`event_stream` posts uniquely identified events through ingest at a steady pace in a thread
+(the soak's `SteadyProducer`), retrying every batch that got a 503, a 429 or no answer until it
+is acknowledged (202), and posting some acknowledged batches a second time as a client does
+when an answer is lost. After
 the stream, `assert_trained_exactly_once` reads the user rows from the table: each row's
 occurrence count must equal the number of distinct events of that user, so a lost event and an
 event trained twice both show.
@@ -10,36 +11,30 @@ event trained twice both show.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import numpy as np
 import redis
 
 from freshrec.models import entity_row_ids
+from freshrec.offline.bench.soak import SteadyProducer
+from freshrec.offline.bench.soak import consumed as trainer_consumed
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, load_tables, open_tables
 from tests.e2e.conftest import Stack
 from tests.waiting import wait_until
 
-__all__ = ["EventStream", "assert_trained_exactly_once", "consumed", "ride_through"]
+__all__ = ["assert_trained_exactly_once", "consumed", "event_stream", "ride_through"]
 
 USERS = 300
 FAULT_EVENTS = 10_000
-RESEND_EVERY = 7  # every 7th batch's answer "is lost": the client posts it again
 
 
 def consumed(stack: Stack) -> int:
     """Messages the trainer has committed (sum of its partitions' offsets); -1 when unreachable."""
-    try:
-        status = httpx.get(f"{stack.trainer}/v1/status", timeout=5).json()
-    except (httpx.HTTPError, ValueError):
-        return -1
-    return sum(int(v) for v in status["offsets"].values())
+    return trainer_consumed(stack.trainer)
 
 
 def _event(k: int) -> dict[str, Any]:
@@ -49,62 +44,16 @@ def _event(k: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class EventStream:
-    """`events` events in batches of `batch`, one batch every `pause_s`, in a background thread."""
-
-    def __init__(self, stack: Stack, events: int, batch: int, pause_s: float) -> None:
-        self.stack = stack
-        self.events = events
-        self.batch = batch
-        self.pause_s = pause_s
-        self.messages = 0  # messages put on the topic by 202s, re-posts included
-        self.retries = 0  # posts answered 429/503 or not at all
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="event-stream", daemon=True)
-
-    def start(self) -> EventStream:
-        self._thread.start()
-        return self
-
-    def join(self, timeout_s: float = 300) -> None:
-        self._thread.join(timeout=timeout_s)
-        assert not self._thread.is_alive(), "the producer did not finish"
-        if self.error is not None:
-            raise self.error
-
-    def _post_until_accepted(self, events: list[dict[str, Any]]) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                response = httpx.post(
-                    f"{self.stack.ingest}/v1/events",
-                    json={"events": events},
-                    headers={"Authorization": f"Bearer {self.stack.api_key}"},
-                    timeout=10,
-                )
-                if response.status_code == 202:
-                    self.messages += len(events)
-                    return
-                assert response.status_code in (429, 503), response.text
-            except httpx.HTTPError:
-                pass
-            self.retries += 1
-            assert time.monotonic() < deadline, "ingest never accepted the batch"
-            time.sleep(0.5)
-
-    def _run(self) -> None:
-        try:
-            for n, start in enumerate(range(0, self.events, self.batch)):
-                batch = [_event(k) for k in range(start, min(start + self.batch, self.events))]
-                self._post_until_accepted(batch)
-                if n % RESEND_EVERY == 3:
-                    self._post_until_accepted(batch)
-                time.sleep(self.pause_s)
-        except BaseException as exc:  # reported by join()
-            self.error = exc
+def event_stream(stack: Stack, events: int, batch: int, pause_s: float) -> SteadyProducer:
+    """`events` events in batches of `batch`, one batch every `pause_s`, not yet started."""
+    batches = [
+        [_event(k) for k in range(start, min(start + batch, events))]
+        for start in range(0, events, batch)
+    ]
+    return SteadyProducer(stack.ingest, stack.api_key, batches, pause_s)
 
 
-def assert_trained_exactly_once(stack: Stack, stream: EventStream, redis_url: str) -> None:
+def assert_trained_exactly_once(stack: Stack, stream: SteadyProducer, redis_url: str) -> None:
     """Wait until the trainer consumed every message, then check each user's occurrence count."""
     wait_until(
         lambda: consumed(stack) == stream.messages,
@@ -120,11 +69,11 @@ def assert_trained_exactly_once(stack: Stack, stream: EventStream, redis_url: st
         users = [f"u{n}" for n in range(USERS)]
         ids = entity_row_ids("user", users)
         rows = tables.user.read_rows(ids)
-        want = Counter(f"u{k % USERS}" for k in range(stream.events))
+        want = stream.acked
         got = dict(zip(rows.ids.tolist(), rows.count.tolist(), strict=True))
         expected = dict(zip(ids.tolist(), (want[u] for u in users), strict=True))
         assert got == expected, "every acknowledged event trained exactly once"
-        assert int(np.sum(rows.count)) == stream.events
+        assert int(np.sum(rows.count)) == sum(want.values())
     finally:
         client.close()
 
@@ -136,7 +85,7 @@ def ride_through(stack: Stack, fault: Callable[[], None], what: str) -> float:
     returns when what it broke is back (a server restarted, a killed process restarted by the
     supervisor). Then the stream finishes and every event must be trained exactly once.
     """
-    stream = EventStream(stack, FAULT_EVENTS, batch=100, pause_s=0.1).start()
+    stream = event_stream(stack, FAULT_EVENTS, batch=100, pause_s=0.1).start()
     try:
         wait_until(lambda: consumed(stack) >= FAULT_EVENTS // 5, 120, "a fifth trained")
         fault()
@@ -146,6 +95,7 @@ def ride_through(stack: Stack, fault: Callable[[], None], what: str) -> float:
         resumed_s = time.monotonic() - back
     finally:
         stream.join()
+    assert sum(stream.acked.values()) == FAULT_EVENTS, "every event acknowledged"
     assert_trained_exactly_once(stack, stream, stack.env["FRESHREC_REDIS_URL"])
     print(
         f"fault suite, {what}: training resumed {resumed_s:.1f} s after the return; "
