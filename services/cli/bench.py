@@ -73,7 +73,7 @@ def bench_soak(
     """Steady load with a random fault every 30 to 60 s on servers of its own (soak.json)."""
     from services.cli.bench_soak import soak_bench  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     _show("soak", soak_bench(out, minutes, seed))

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from freshrec.errors import BrokerUnavailable, DependencyUnavailable
 from freshrec.stream.base import EventSource, Message, Partition, PartitionOwner, SourceLag
 from freshrec.stream.reader import ReaderConfig, Run, run_reader
+from freshrec.stream.topics import RECONNECT_BACKOFF_MAX_MS
 
 __all__ = ["KafkaEventSource", "KafkaSourceConfig"]
 
@@ -128,6 +129,7 @@ class KafkaEventSource(EventSource):
             metadata_max_age_ms=5000,
             heartbeat_interval_ms=max(1000, self.config.session_timeout_ms // 4),
             group_instance_id=self.config.group_instance_id,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         )
         self.consumer.subscribe([topic], listener=_Listener(self))
         self._epoch = 0

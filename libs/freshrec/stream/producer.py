@@ -32,7 +32,11 @@ from freshrec.errors import BrokerUnavailable
 from freshrec.stream.base import EventSink
 from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.metrics import BROKER_ERRORS, PRODUCE_LATENCY
-from freshrec.stream.topics import create_missing_topics, open_admin_client
+from freshrec.stream.topics import (
+    RECONNECT_BACKOFF_MAX_MS,
+    create_missing_topics,
+    open_admin_client,
+)
 
 __all__ = [
     "RECONNECT_BACKOFF_S",
@@ -155,8 +159,7 @@ class ProducerConnection:
             "request_timeout_ms": produce_ms,
             "max_block_ms": connect_ms,
             "bootstrap_timeout_ms": connect_ms,
-            # the default grows to 30 s; a restarted broker must be found again quickly
-            "reconnect_backoff_max_ms": 1000,
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
             "max_request_size": self._max_message_bytes,
         }
 
