@@ -5,12 +5,17 @@ shapes the reply.
 
 - 202 `{"accepted": n}` once Kafka acknowledged all n events;
 - 401 without a valid API key (when `FRESHREC_API_KEYS` is set);
+- 408 when the body does not arrive within `body_timeout_s` (the connection is closed);
 - 413 when the body is over `max_body_bytes` (from Content-Length, or while reading) or
   holds more than `max_batch_events` events;
 - 422 when the body or any event is invalid: nothing is produced, and `details` lists
   every problem as `{"index", "field", "reason", "type"}`;
 - 429 when `max_in_flight_batches` batches are already in progress;
 - 503 with `Retry-After` when Kafka does not acknowledge in time.
+
+The OpenAPI document gives the batch schema as this server checks it when the document is
+served (`event_batch_json_schema`): its timestamp bound moves with the clock, so the document
+is computed per request.
 """
 
 from __future__ import annotations
