@@ -53,6 +53,15 @@ class KafkaSourceConfig(BaseModel):
         ge=6000,
         description="Kafka group session timeout: a silent member's partitions move after it.",
     )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="Kafka static membership: a trainer restarted with the same id gets its "
+        "partitions back at once, without waiting out the session timeout or a rebalance. One "
+        "id per trainer process of the group (e.g. the pod name of a StatefulSet); none: a "
+        "dynamic member. `freshrec stack` sets `trainer-0`.",
+    )
     reader_process: bool = Field(
         True,
         description="Fetch and parse Kafka records in a child process (a second core); false "
@@ -118,6 +127,7 @@ class KafkaEventSource(EventSource):
             # refresh often so its partitions are assigned within seconds, not minutes
             metadata_max_age_ms=5000,
             heartbeat_interval_ms=max(1000, self.config.session_timeout_ms // 4),
+            group_instance_id=self.config.group_instance_id,
         )
         self.consumer.subscribe([topic], listener=_Listener(self))
         self._epoch = 0
