@@ -10,8 +10,6 @@ broker's return, and every acknowledged event is trained exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,16 +20,6 @@ from tests.private_servers import PrivateKafka
 
 OUTAGE_S = 10.0
 RESUME_BUDGET_S = 10.0
-
-
-@pytest.fixture
-def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
-    broker = PrivateKafka(tmp_path / "kafka")
-    broker.up()
-    try:
-        yield broker
-    finally:
-        broker.down()
 
 
 @pytest.fixture

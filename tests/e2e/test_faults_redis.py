@@ -10,8 +10,6 @@ every acknowledged event must be trained exactly once (row occurrence counts exa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,16 +20,6 @@ from tests.private_servers import PrivateRedis
 
 OUTAGE_S = 5.0
 RESUME_BUDGET_S = 10.0
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -287,18 +286,6 @@ def test_the_trainer_parks_poison_messages_byte_for_byte(
 # ------------------------------------------------------------------ broker outage
 
 
-@pytest.fixture
-def throwaway_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
-    kafka = PrivateKafka(tmp_path / "run")
-    kafka.up()
-    try:
-        yield kafka
-    finally:
-        kafka.down()
-        # finalize the sockets of refused connections while this test's filter applies
-        gc.collect()
-
-
 async def _post(client: httpx.AsyncClient, first: int, n: int) -> tuple[httpx.Response, float]:
     events = [_event(i, f"user-{i % 5}") for i in range(first, first + n)]
     start = time.monotonic()
@@ -310,13 +297,13 @@ async def _post(client: httpx.AsyncClient, first: int, n: int) -> tuple[httpx.Re
 # garbage collector closes it, with a ResourceWarning
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
-    throwaway_kafka: PrivateKafka, namespace: str, caplog: pytest.LogCaptureFixture
+    private_kafka: PrivateKafka, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the client's connection errors during the outage are expected; captured log records
     # would also keep those errors (and the sockets their frames hold) alive past this test
     caplog.set_level(logging.CRITICAL, logger="kafka")
     settings = IngestSettings(
-        kafka_bootstrap=throwaway_kafka.bootstrap,
+        kafka_bootstrap=private_kafka.bootstrap,
         namespace=namespace,
         api_keys=[],
         events_topic_partitions=2,
@@ -329,7 +316,7 @@ async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
         assert response.status_code == 202, response.text
         acknowledged += [f"e-{i}" for i in range(0, 10)]
 
-        throwaway_kafka.down()
+        private_kafka.down()
         for first in (10, 20):  # a producer with a live connection, then one that lost it
             response, elapsed = await _post(client, first, 10)
             assert response.status_code == 503, response.text
@@ -340,7 +327,7 @@ async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"kafka": False}
 
-        throwaway_kafka.up()
+        private_kafka.up()
         deadline = time.monotonic() + 30
         while (await client.get("/readyz")).status_code != 200:
             assert time.monotonic() < deadline, "ingest not ready 30 s after Kafka came back"
@@ -356,7 +343,7 @@ async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
 
     on_topic = [
         decode_event(r.value).event_id
-        for r in _read_topic(throwaway_kafka.bootstrap, settings.events_topic)
+        for r in _read_topic(private_kafka.bootstrap, settings.events_topic)
     ]
     assert set(acknowledged) <= set(on_topic)
     # a 503 batch may have partly landed (at least once), but nothing unposted appears
