@@ -42,6 +42,8 @@ class FreshrecError(Exception):
 
     status_code: int = 500
     retry_after_s: int | None = None
+    details: object = None
+    """What the error is made of, when known (e.g. one entry per invalid field)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
