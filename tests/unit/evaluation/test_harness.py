@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from freshrec.errors import ConfigError
 from freshrec.offline.evaluation import EvalConfig, run_eval
+from freshrec.offline.evaluation.peers import als_unavailable
 from services.cli.evaluate import eval_command
 
 from .synthetic import synthetic_ratings
@@ -22,6 +23,7 @@ SMALL = EvalConfig(
     windows=4,
     rank_sample=0.5,
 )
+PEERS = {"cooccurrence", "als"}
 METHODS = {
     "online",
     "hashing",
@@ -108,11 +110,20 @@ def test_summary_holds_every_method_metric_and_sweep(
     out, summary = first_run
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     methods = summary["methods"]
-    assert set(methods) == METHODS
+    if als_unavailable() is None:
+        assert set(methods) == METHODS | PEERS
+    else:  # said so in the summary, not a crash
+        assert set(methods) == METHODS | {"cooccurrence"}
+        assert "implicit is not installed" in summary["notes"]["als"]
     for name, method in methods.items():
-        for key in ("auc", "logloss", "recall_at_50", "ndcg_at_50"):
+        keys = ("auc", "recall_at_50", "ndcg_at_50", "recall_at_50_second_half")
+        for key in (*keys, "logloss") if name not in PEERS else keys:
             assert isinstance(method[key], float), (name, key)
+        for key in ("auc", "recall_at_50", "ndcg_at_50"):
             assert len(method["windows"][key]) == 4, (name, key)
+        assert isinstance(method["recall_at_50_diff_se"], float)
+        if name in PEERS:
+            assert method["logloss"] is None  # scores, not probabilities
         assert method["examples"] == 900
         assert 0 < method["queries"] == summary["meta"]["queries"]
     assert 0.0 <= methods["online"]["auc"] <= 1.0

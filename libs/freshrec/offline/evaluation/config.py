@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from freshrec.errors import ConfigError
+from freshrec.offline.evaluation.peers import AlsConfig
 from freshrec.training.trainer import TrainerConfig
 
 __all__ = ["DEFAULT_STALENESS", "EvalConfig"]
@@ -55,6 +56,8 @@ class EvalConfig:
             global one in the popularity baseline's probabilities.
         user_context: attach the user's age, gender and occupation to MovieLens events as
             context features.
+        peers: replay the item-to-item co-occurrence and ALS peers in the main run.
+        als: the ALS peer's knobs.
         trainer: the trainer's knobs; `batch_size` is taken from this config, and the dense
             model's seed from the run's seed.
     """
@@ -73,6 +76,8 @@ class EvalConfig:
     trainer_auc_window: int | None = 1024
     popularity_prior: float = 10.0
     user_context: bool = True
+    peers: bool = True
+    als: AlsConfig = field(default_factory=AlsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
@@ -96,7 +101,7 @@ class EvalConfig:
         if self.popularity_prior < 0:
             raise ConfigError("popularity_prior must be >= 0")
         names = [name for name, _ in self.staleness]
-        reserved = {"online", "hashing", "frozen", "popularity"}
+        reserved = {"online", "hashing", "frozen", "popularity", "cooccurrence", "als"}
         if len(set(names)) != len(names) or reserved & set(names):
             raise ConfigError(f"staleness names must be unique and not in {sorted(reserved)}")
         if any(not (interval > 0 and math.isfinite(interval)) for _, interval in self.staleness):

@@ -13,7 +13,9 @@ no prediction ever sees its own label. The serving copies of one replay share it
   that would overwrite it, and only when some later example will be served from it;
 - the frozen copy serves the state trained on everything before `frozen_at` (the batch plan
   cuts there) for the rest of the stream; before `frozen_at` it is the live copy;
-- popularity serves counts gathered up to the start of the batch, like the live copy.
+- popularity serves counts gathered up to the start of the batch, like the live copy;
+- the peers (`peers.py`: item-to-item co-occurrence, periodically refitted ALS) are
+  updated with each batch's interactions after it trained, like the live copy.
 
 States are identified by the number of batches trained, so copies holding the same state
 share their scores instead of recomputing them.
@@ -25,13 +27,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from freshrec.offline.evaluation.metrics import MethodScores
+from freshrec.offline.evaluation.peers import AlsConfig, Cooccurrence, PeriodicAls
 from freshrec.offline.evaluation.scoring import (
     LiveRows,
     ScoringState,
@@ -72,6 +75,10 @@ class ServingPlan:
         ranking: answer the stream's ranking queries.
         k: ranking cut-off.
         trainer_auc_window: window of the trainer's own AUC gauge (None: its default).
+        cooccurrence: method name of the item-to-item co-occurrence peer (None: none).
+        als: method name of the periodically refitted ALS peer (None: none).
+        als_config: the ALS peer's knobs.
+        seed: seeds the ALS peer.
     """
 
     live: str
@@ -83,11 +90,17 @@ class ServingPlan:
     ranking: bool = True
     k: int = 50
     trainer_auc_window: int | None = None
+    cooccurrence: str | None = None
+    als: str | None = None
+    als_config: AlsConfig = field(default_factory=AlsConfig)
+    seed: int = 0
 
     def methods(self) -> list[str]:
         """Every method name this plan scores."""
         names = [self.live, *(name for name, _ in self.staleness)]
-        names += [n for n in (self.frozen, self.popularity) if n is not None]
+        names += [
+            n for n in (self.frozen, self.popularity, self.cooccurrence, self.als) if n is not None
+        ]
         return names
 
 
@@ -102,6 +115,7 @@ class RunResult:
         trainer_auc: the trainer's own streaming AUC at the end (over its gauge's window).
         batches: micro-batches trained.
         seconds: wall time of the replay.
+        als_fits: how often the ALS peer was refitted.
     """
 
     scores: dict[str, MethodScores]
@@ -110,6 +124,7 @@ class RunResult:
     trainer_auc: float
     batches: int
     seconds: float
+    als_fits: int = 0
 
 
 def _served_later(after: float, upto: float, upcoming: float, interval: float) -> bool:
@@ -303,6 +318,11 @@ def replay_run(
     snap_ends: list[float] = []
     snap_states: list[ScoringState] = []
     popularity = _Popularity(stream, plan.popularity_prior) if plan.popularity is not None else None
+    peers: dict[str, Cooccurrence | PeriodicAls] = {}
+    if plan.cooccurrence is not None:
+        peers[plan.cooccurrence] = Cooccurrence(stream)
+    if plan.als is not None:
+        peers[plan.als] = PeriodicAls(stream, plan.als_config, plan.seed)
     windows = stream.window_edges.shape[0] - 1
     next_window = 1
     rows_per_window: list[int] = []
@@ -353,6 +373,21 @@ def replay_run(
             target.probs[lo:hi] = popularity.probs(lo, hi)
             if batch.ranking:
                 target.recall[qlo:qhi], target.ndcg[qlo:qhi] = popularity.ranks(batch, plan.k)
+        for name, peer in peers.items():
+            if isinstance(peer, PeriodicAls):
+                peer.before_batch(start)
+            target = scores[name]
+            target.probs[lo:hi] = peer.pair_scores(lo, hi)
+            if batch.ranking:
+                target.recall[qlo:qhi], target.ndcg[qlo:qhi] = peer.ranks(
+                    lo,
+                    q_local=batch.q_local,
+                    sizes=batch.sizes,
+                    available=batch.available,
+                    target=batch.target,
+                    history=batch.history,
+                    k=plan.k,
+                )
 
         report = trainer.train_batch(stream.messages[start:end])
         if report.examples != hi - lo or report.dead_letters:
@@ -362,6 +397,8 @@ def replay_run(
             )
         if popularity is not None:
             popularity.update(start, end, lo, hi)
+        for peer in peers.values():
+            peer.update(start, end)
         previous_end = batch_end
 
         if snapshotter is not None and snap_states and end < stream.n_events:
@@ -401,6 +438,7 @@ def replay_run(
         trainer_auc=trainer.auc.value(),
         batches=len(batches),
         seconds=seconds,
+        als_fits=sum(p.fits for p in peers.values() if isinstance(p, PeriodicAls)),
     )
 
 
