@@ -24,7 +24,10 @@ SMALL = EvalConfig(
     rank_sample=0.5,
 )
 PEERS = {"cooccurrence", "als"}
+SCORES_ONLY = {*PEERS, "online_retrieval"}  # scores, not probabilities: no log loss
 METHODS = {
+    "online_retrieval",
+    "online_no_user",
     "online",
     "hashing",
     "frozen",
@@ -117,13 +120,13 @@ def test_summary_holds_every_method_metric_and_sweep(
         assert "implicit is not installed" in summary["notes"]["als"]
     for name, method in methods.items():
         keys = ("auc", "recall_at_50", "ndcg_at_50", "recall_at_50_second_half")
-        for key in (*keys, "logloss") if name not in PEERS else keys:
+        for key in (*keys, "logloss") if name not in SCORES_ONLY else keys:
             assert isinstance(method[key], float), (name, key)
         for key in ("auc", "recall_at_50", "ndcg_at_50"):
             assert len(method["windows"][key]) == 4, (name, key)
         assert isinstance(method["recall_at_50_diff_se"], float)
-        if name in PEERS:
-            assert method["logloss"] is None  # scores, not probabilities
+        if name in SCORES_ONLY:
+            assert method["logloss"] is None
         assert method["examples"] == 900
         assert 0 < method["queries"] == summary["meta"]["queries"]
     assert 0.0 <= methods["online"]["auc"] <= 1.0

@@ -360,7 +360,11 @@ def _collect(
         cooccurrence="cooccurrence" if config.peers else None,
         als="als" if config.peers and als_missing is None else None,
         als_config=config.als,
+        cooccurrence_recent=config.cooccurrence_recent,
         seed=trainer_config.model.seed,
+        variants=(("online_retrieval", "retrieval"), ("online_no_user", "no_user")),
+        like_weight=config.like_weight,
+        candidates=config.candidates,
     )
     with stores.open("online", base) as tables:
         main = replay_run(
@@ -392,6 +396,8 @@ def _collect(
                 ranking=True,
                 k=config.k,
                 trainer_auc_window=config.trainer_auc_window,
+                like_weight=config.like_weight,
+                candidates=config.candidates,
             ),
             on_batch=bar.run("hashing"),
         )
@@ -407,6 +413,8 @@ def _collect(
         "buckets": buckets,
         **collision_summary(stats),
     }
+    methods["online_retrieval"] = summary_of(main, "online_retrieval", True, False)
+    methods["online_no_user"] = summary_of(main, "online_no_user", True)
     methods["frozen"] = {**summary_of(main, "frozen", True), "frozen_at": iso_time(frozen_at)}
     for name, interval in config.staleness:
         methods[name] = {**summary_of(main, name, True), "sync_interval_s": interval}

@@ -33,12 +33,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT
 from freshrec.offline.evaluation.metrics import MethodScores
 from freshrec.offline.evaluation.peers import AlsConfig, Cooccurrence, PeriodicAls
 from freshrec.offline.evaluation.scoring import (
     LiveRows,
     ScoringState,
+    ServingOrder,
     Snapshotter,
+    Variant,
     context_means,
     model_scores,
     predict,
@@ -78,7 +81,12 @@ class ServingPlan:
         cooccurrence: method name of the item-to-item co-occurrence peer (None: none).
         als: method name of the periodically refitted ALS peer (None: none).
         als_config: the ALS peer's knobs.
+        cooccurrence_recent: the co-occurrence peer's history window (None: all).
         seed: seeds the ALS peer.
+        variants: (method name, `Variant`) of extra ways to score the live copy (the
+            retrieval head alone, zeroed user rows).
+        like_weight: the serving order's weight of `log P(like | interact)`.
+        candidates: retrieval candidates the ranking head re-orders (None: all items).
     """
 
     live: str
@@ -93,11 +101,16 @@ class ServingPlan:
     cooccurrence: str | None = None
     als: str | None = None
     als_config: AlsConfig = field(default_factory=AlsConfig)
+    cooccurrence_recent: int | None = None
     seed: int = 0
+    variants: tuple[tuple[str, Variant], ...] = ()
+    like_weight: float = DEFAULT_LIKE_WEIGHT
+    candidates: int | None = 500
 
     def methods(self) -> list[str]:
         """Every method name this plan scores."""
-        names = [self.live, *(name for name, _ in self.staleness)]
+        names = [self.live, *(name for name, _ in self.variants)]
+        names += [name for name, _ in self.staleness]
         names += [
             n for n in (self.frozen, self.popularity, self.cooccurrence, self.als) if n is not None
         ]
@@ -155,6 +168,7 @@ class _BatchScores:
         config: TrainerConfig,
         k: int,
         ranking: bool,
+        serving: ServingOrder,
     ) -> None:
         lo, hi = examples
         qlo, qhi = queries
@@ -174,10 +188,11 @@ class _BatchScores:
         self.context_dim = config.model.context_dim
         self.offset = config.examples.logit_offset
         self.k = k
+        self.serving = serving
         self._context: dict[int, torch.Tensor] = {}
-        self._probs: dict[int, npt.NDArray[np.float64]] = {}
-        self._recall: dict[int, npt.NDArray[np.float64]] = {}
-        self._ndcg: dict[int, npt.NDArray[np.float64]] = {}
+        self._probs: dict[tuple[int, Variant], npt.NDArray[np.float64]] = {}
+        self._recall: dict[tuple[int, Variant], npt.NDArray[np.float64]] = {}
+        self._ndcg: dict[tuple[int, Variant], npt.NDArray[np.float64]] = {}
 
     def _context_of(self, state: ScoringState) -> torch.Tensor:
         if state.key not in self._context:
@@ -186,20 +201,22 @@ class _BatchScores:
             )
         return self._context[state.key]
 
-    def probs(self, state: ScoringState) -> npt.NDArray[np.float64]:
+    def probs(self, state: ScoringState, variant: Variant = "serve") -> npt.NDArray[np.float64]:
         """`(n,)` probabilities of the batch's examples under `state`."""
-        if state.key not in self._probs:
-            self._probs[state.key] = predict(
-                state, self.users, self.items, self._context_of(state), self.offset
+        key = (state.key, variant)
+        if key not in self._probs:
+            self._probs[key] = predict(
+                state, self.users, self.items, self._context_of(state), self.offset, variant=variant
             )
-        return self._probs[state.key]
+        return self._probs[key]
 
     def ranks(
-        self, state: ScoringState, which: npt.NDArray[np.bool_]
+        self, state: ScoringState, which: npt.NDArray[np.bool_], variant: Variant = "serve"
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Recall and NDCG of the batch's queries under `state`, computed where `which`."""
-        recall = self._recall.setdefault(state.key, np.full(self.q_local.shape[0], np.nan))
-        ndcg = self._ndcg.setdefault(state.key, np.full(self.q_local.shape[0], np.nan))
+        key = (state.key, variant)
+        recall = self._recall.setdefault(key, np.full(self.q_local.shape[0], np.nan))
+        ndcg = self._ndcg.setdefault(key, np.full(self.q_local.shape[0], np.nan))
         todo = np.flatnonzero(which & np.isnan(recall))
         if todo.size:
             local = self.q_local[todo]
@@ -209,6 +226,9 @@ class _BatchScores:
                 self._context_of(state)[torch.from_numpy(local)],
                 self.stream.catalog,
                 self.sizes[todo],
+                history=[self.history[int(i)] for i in todo],
+                serving=self.serving,
+                variant=variant,
             )
             recall[todo], ndcg[todo] = rank_queries(
                 scores,
@@ -220,13 +240,17 @@ class _BatchScores:
         return recall, ndcg
 
     def record(
-        self, target: MethodScores, state: ScoringState, examples: npt.NDArray[np.bool_]
+        self,
+        target: MethodScores,
+        state: ScoringState,
+        examples: npt.NDArray[np.bool_],
+        variant: Variant = "serve",
     ) -> None:
         """Store `state`'s scores of the selected examples, and of their queries, in `target`."""
-        target.probs[self.lo : self.hi][examples] = self.probs(state)[examples]
+        target.probs[self.lo : self.hi][examples] = self.probs(state, variant)[examples]
         if self.ranking:
             asked = examples[self.q_local]
-            recall, ndcg = self.ranks(state, asked)
+            recall, ndcg = self.ranks(state, asked, variant)
             target.recall[self.qlo : self.qhi][asked] = recall[asked]
             target.ndcg[self.qlo : self.qhi][asked] = ndcg[asked]
 
@@ -300,6 +324,11 @@ def replay_run(
     """
     started = time.perf_counter()
     trainer = OnlineTrainer(tables, trainer_config, clock=_replay_clock)
+    serving = ServingOrder(
+        like_weight=plan.like_weight,
+        logit_offset=trainer_config.examples.logit_offset,
+        candidates=plan.candidates,
+    )
     snapshotter = (
         Snapshotter(tables.by_name(), stream.universe) if plan.staleness or plan.frozen else None
     )
@@ -320,7 +349,7 @@ def replay_run(
     popularity = _Popularity(stream, plan.popularity_prior) if plan.popularity is not None else None
     peers: dict[str, Cooccurrence | PeriodicAls] = {}
     if plan.cooccurrence is not None:
-        peers[plan.cooccurrence] = Cooccurrence(stream)
+        peers[plan.cooccurrence] = Cooccurrence(stream, plan.cooccurrence_recent)
     if plan.als is not None:
         peers[plan.als] = PeriodicAls(stream, plan.als_config, plan.seed)
     windows = stream.window_edges.shape[0] - 1
@@ -351,9 +380,12 @@ def replay_run(
             config=trainer_config,
             k=plan.k,
             ranking=plan.ranking,
+            serving=serving,
         )
         everything = np.ones(hi - lo, dtype=np.bool_)
         batch.record(scores[plan.live], live, everything)
+        for name, variant in plan.variants:
+            batch.record(scores[name], live, everything, variant)
         times = stream.ex_time[lo:hi]
         for name, interval in plan.staleness:
             boundary = np.floor(times / interval) * interval

@@ -46,6 +46,10 @@ def _method_note(name: str, method: Mapping[str, Any]) -> str:
         return f"serving syncs every {method['sync_interval_s']:g} s of event time"
     if name == "popularity":
         return "item counts so far"
+    if name == "online_retrieval":
+        return "online's retrieval head alone (what FAISS serves)"
+    if name == "online_no_user":
+        return "online with every user row zeroed"
     if name == "cooccurrence":
         return "item-to-item cosine co-occurrence, updated after every batch"
     if name == "als":
