@@ -200,3 +200,14 @@ def test_replay_ring_keeps_the_latest_and_draws_by_salt() -> None:
     again.load(bytes(stored), 20)
     np.testing.assert_array_equal(again.sample(50, "b1")[1], items)  # same salt, same draw
     assert not np.array_equal(again.sample(50, "b2")[1], items)
+
+
+def test_the_ranker_queries_faiss_with_the_model_retrieval_query() -> None:
+    from freshrec.ranking.recommender import retrieval_queries  # noqa: PLC0415
+
+    users = np.random.default_rng(2).normal(size=(4, 6)).astype(np.float32)
+    queries = retrieval_queries(users)
+    np.testing.assert_array_equal(queries[:, :-1], users[:, :-1])
+    assert (queries[:, -1] == 1.0).all() and (users[:, -1] != 1.0).all()  # not in place
+    expected = retrieval_query(torch.from_numpy(users)).numpy()
+    np.testing.assert_array_equal(queries, expected)
