@@ -30,11 +30,17 @@ from torch import nn
 
 __all__ = [
     "DEFAULT_LIKE_WEIGHT",
+    "MODEL_FORMAT",
     "ModelConfig",
     "RankingModel",
     "retrieval_query",
     "retrieval_softmax_loss",
 ]
+
+MODEL_FORMAT = 2
+"""Version of the dense parameters' layout, written with every checkpoint and published
+model. 1 (or absent): both heads on preference labels with a scalar retrieval bias; 2: the
+two objectives here (item bias in the row, a linear term in the ranking head)."""
 
 DEFAULT_LIKE_WEIGHT = 1.0
 """Weight of `log P(like | interact)` against `log P(interact)` in the serving order."""

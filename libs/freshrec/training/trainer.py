@@ -36,9 +36,15 @@ import numpy.typing as npt
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
+from freshrec.errors import ConfigError
 from freshrec.metrics import BatchHistogram
 from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
-from freshrec.models.model import RankingModel, retrieval_query, retrieval_softmax_loss
+from freshrec.models.model import (
+    MODEL_FORMAT,
+    RankingModel,
+    retrieval_query,
+    retrieval_softmax_loss,
+)
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
     PUBLISHED_MODEL_KEY,
@@ -222,6 +228,13 @@ class OnlineTrainer:
             self._fresh_state()
         else:
             tensors, meta = decode_tensors(blob)
+            found = int(meta.get("model_format", 1))
+            if found != MODEL_FORMAT:
+                raise ConfigError(
+                    f"the checkpoint of group {config_group!r} holds a dense model of format "
+                    f"{found}, this trainer trains format {MODEL_FORMAT}: train into a new "
+                    "consumer group (FRESHREC_TRAINER__GROUP) or namespace"
+                )
             self._load_dense(tensors)
             self.builder.load_state(bytes.fromhex(meta["builder"]))
             self.batches = int(meta["batches"])
@@ -550,6 +563,7 @@ class OnlineTrainer:
             "builder": self.builder.state().hex(),
             "frequency_step": self.frequency.step,
             "replay_count": self.replay.count,
+            "model_format": MODEL_FORMAT,
         }
         txn.put_blob(checkpoint_key(self.config.group), encode_tensors(self._dense_tensors(), meta))
 
@@ -559,6 +573,7 @@ class OnlineTrainer:
             "version": self.published_version,
             "published_at": self._clock(),
             "model": vars(self.config.model),
+            "model_format": MODEL_FORMAT,
             "logit_offset": self.config.examples.logit_offset,
             "watermark": self.builder.watermark,
         }

@@ -211,3 +211,23 @@ def test_the_ranker_queries_faiss_with_the_model_retrieval_query() -> None:
     assert (queries[:, -1] == 1.0).all() and (users[:, -1] != 1.0).all()  # not in place
     expected = retrieval_query(torch.from_numpy(users)).numpy()
     np.testing.assert_array_equal(queries, expected)
+
+
+def test_a_checkpoint_of_the_old_model_format_is_refused_with_a_way_out() -> None:
+    from freshrec.errors import ConfigError  # noqa: PLC0415
+    from freshrec.models.serialization import decode_tensors, encode_tensors  # noqa: PLC0415
+    from freshrec.training.trainer import checkpoint_key  # noqa: PLC0415
+
+    backend = InMemoryTableBackend()
+    trainer = OnlineTrainer(_stores(backend), TrainerConfig())
+    trainer.train_batch(_events(60))
+    key = checkpoint_key(trainer.config.group)
+    blob = backend.get_blob(key)
+    assert blob is not None
+    tensors, meta = decode_tensors(blob)
+    del meta["model_format"]  # what a trainer before the two objectives wrote
+    txn = backend.transaction()
+    txn.put_blob(key, encode_tensors(tensors, meta))
+    txn.commit()
+    with pytest.raises(ConfigError, match="new consumer group"):
+        OnlineTrainer(_stores(backend), TrainerConfig()).restore()
