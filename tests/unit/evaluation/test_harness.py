@@ -212,3 +212,22 @@ def test_command_runs_on_an_events_file(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["meta"]["events"] == 300
     assert summary["meta"]["batch_size"] == 64
+
+
+def test_without_implicit_the_summary_says_so_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from freshrec.offline.evaluation import harness  # noqa: PLC0415
+
+    monkeypatch.setattr(harness, "als_unavailable", lambda: "implicit is not installed (test)")
+    summary = run_eval(
+        tmp_path,
+        batch_size=64,
+        progress=False,
+        events=EVENTS[:300],
+        config=_main_run_only(windows=2, rank_sample=0.5),
+        workers=1,
+    )
+    assert "als" not in summary["methods"] and "cooccurrence" in summary["methods"]
+    assert summary["notes"]["als"].startswith("not run: implicit is not installed")
+    assert "`als`: not run" in (tmp_path / "summary.md").read_text()
