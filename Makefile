@@ -13,7 +13,7 @@ export MYPY_CACHE_DIR := $(CACHE)/mypy
 export RUFF_CACHE_DIR := $(CACHE)/ruff
 export PIP_CACHE_DIR  ?= $(HOME)/.cache/pip
 
-.PHONY: help install up down status run test test-unit lint format bench eval clean
+.PHONY: help install up down status run test test-unit lint format bench soak eval clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -66,6 +66,9 @@ test: install ## Lint, then unit + integration + e2e tests against real Redis an
 
 bench: up ## Benchmarks: print figures and write results/bench/*.json
 	$(VENV)/bin/freshrec bench all --out results/bench
+
+soak: install ## 10 minutes of load with a random fault every 30-60 s (results/bench/soak.json)
+	$(VENV)/bin/freshrec bench soak --minutes 10 --out results/bench
 
 eval: install ## Prequential MovieLens evaluation into results/eval/
 	$(VENV)/bin/freshrec eval --out results/eval

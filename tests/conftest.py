@@ -7,6 +7,7 @@ the tests that need it with the reason, never a skip.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 import redis
 from kafka.admin import KafkaAdminClient, NewTopic
+
+from tests.private_servers import PrivateKafka, PrivateRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVERS = ROOT / "deploy" / "local" / "servers.sh"
@@ -103,3 +106,28 @@ def make_topic(servers: Servers, namespace: str) -> Iterator[Callable[..., str]]
     if created:
         admin.delete_topics(created)
     admin.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A Redis of the test's own (AOF on) that it may kill and restart."""
+    server = PrivateRedis(tmp_path / "private-redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """A broker of the test's own that it may stop and restart."""
+    broker = PrivateKafka(tmp_path / "private-kafka")
+    broker.up()
+    try:
+        yield broker
+    finally:
+        broker.down()
+        # kafka-python leaves refused connections' sockets to the garbage collector: collect
+        # them while the test's warning filters still apply
+        gc.collect()

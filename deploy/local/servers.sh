@@ -100,6 +100,8 @@ kafka_up() {
       -c "$run/kafka/server.properties") >"$run/kafka/format.log" 2>&1 ||
       die "formatting Kafka storage failed; see $run/kafka/format.log"
   fi
+  # readiness is read from this run's log only: keep the last run's log beside it
+  if [ -f "$run/kafka/server.log" ]; then mv "$run/kafka/server.log" "$run/kafka/server.log.prev"; fi
   (kafka_java kafka.Kafka "$run/kafka/server.properties") </dev/null >"$run/kafka/stdout.log" 2>&1 &
   echo $! >"$run/kafka.pid"
   wait_until kafka "$run/kafka/server.log" kafka_ready

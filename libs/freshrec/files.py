@@ -1,4 +1,4 @@
-"""Whole-file integrity and durability: content digests and directory fsync.
+"""Whole-file integrity and durability: content digests, directory fsync, atomic replacement.
 
 Shared by the downloads that verify what they fetched (`freshrec.offline.data.movielens`) and the
 snapshots that verify what they load (`freshrec.retrieval.snapshot`).
@@ -10,7 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["fsync_dir", "sha256_file"]
+__all__ = ["fsync_dir", "replace_text", "sha256_file"]
 
 # Read in 1 MiB blocks: large wheels and indexes are hashed without being held in memory.
 _BLOCK = 1 << 20
@@ -43,3 +43,14 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old content or the new, never a partial one.
+
+    Args:
+        path: the file; a `.tmp` file beside it is written first and renamed over it.
+    """
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

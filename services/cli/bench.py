@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,21 @@ def bench_ranker(
     from services.cli.bench_ranker import ranker_bench  # noqa: PLC0415
 
     _show("ranker", ranker_bench(*_endpoints(), out, index_kind=index_kind))
+
+
+@bench_app.command("soak")
+def bench_soak(
+    out: BenchOut = Path("results/bench"),
+    minutes: Annotated[float, typer.Option(help="How long the load runs.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seeds the fault schedule.")] = 0,
+) -> None:
+    """Steady load with a random fault every 30 to 60 s on servers of its own (soak.json)."""
+    from services.cli.bench_soak import soak_bench  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    _show("soak", soak_bench(out, minutes, seed))
 
 
 @bench_app.command("all")

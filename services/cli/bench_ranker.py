@@ -9,33 +9,26 @@ removed afterwards.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from freshrec.offline.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
 from services.cli import stack
 from services.cli.paths import checkout_dir
+from services.cli.ports import free_port
 
 __all__ = ["ranker_bench"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stack_env(
     redis_url: str, bootstrap: str, namespace: str, key: str, index_kind: str
 ) -> dict[str, str]:
-    ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
+    ports = {name: free_port() for name in ("INGEST", "TRAINER", "RANKER")}
     return {
         **os.environ,
         "FRESHREC_REDIS_URL": redis_url,
@@ -66,28 +59,14 @@ def _baseline_servers(ports: Mapping[str, int]) -> list[subprocess.Popen[bytes]]
     ]  # fmt: skip
 
 
-@contextmanager
-def _run_dir(path: Path) -> Iterator[None]:
-    """Point `FRESHREC_RUN_DIR` at `path` for the bench's services, then restore it."""
-    previous = os.environ.get("FRESHREC_RUN_DIR")
-    os.environ["FRESHREC_RUN_DIR"] = str(path)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("FRESHREC_RUN_DIR", None)
-        else:
-            os.environ["FRESHREC_RUN_DIR"] = previous
-
-
 def ranker_bench(redis_url: str, bootstrap: str, out: Path, index_kind: str) -> dict[str, Any]:
     """Start the stack and the baselines, run the ranker bench against them, stop them all."""
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
     env = _stack_env(redis_url, bootstrap, namespace, key, index_kind)
     workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
-    noop_port, http_port = _free_port(), _free_port()
-    with _run_dir(workdir / "run"):
+    noop_port, http_port = free_port(), free_port()
+    with stack.use_run_dir(workdir / "run"):
         baselines = _baseline_servers({"noop": noop_port, "ranker_http": http_port})
         try:
             urls = stack.start_services(timeout_s=180, env=env)

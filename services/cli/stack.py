@@ -16,11 +16,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from freshrec.files import replace_text
 
 __all__ = [
     "SERVICES",
@@ -33,17 +36,20 @@ __all__ = [
     "start_services",
     "stop_services",
     "terminate",
+    "use_run_dir",
 ]
 
 
 @dataclass(frozen=True)
 class Service:
-    """One freshrec process: its module, the env var of its port, and its default port."""
+    """One freshrec process: its module, the env var of its port, its default port, and the
+    settings the stack gives it unless the environment says otherwise."""
 
     name: str
     module: str
     port_env: str
     default_port: int
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
     def port(self, env: Mapping[str, str]) -> int:
         return int(env.get(self.port_env, self.default_port))
@@ -57,7 +63,14 @@ _supervisor: subprocess.Popen[bytes] | None = None
 
 SERVICES = (
     Service("ingest", "services.ingest.main", "FRESHREC_INGEST_PORT", 8001),
-    Service("trainer", "services.trainer.main", "FRESHREC_TRAINER_PORT", 8002),
+    # one trainer: a static member, so a restarted trainer resumes without a rebalance
+    Service(
+        "trainer",
+        "services.trainer",
+        "FRESHREC_TRAINER_PORT",
+        8002,
+        {"FRESHREC_CONSUMER__GROUP_INSTANCE_ID": "trainer-0"},
+    ),
     Service("ranker", "services.ranker.main", "FRESHREC_RANKER_PORT", 8000),
 )
 
@@ -68,6 +81,20 @@ def run_dir() -> Path:
     path = Path(os.environ.get("FRESHREC_RUN_DIR", default))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def use_run_dir(path: Path) -> Iterator[None]:
+    """Point `FRESHREC_RUN_DIR` at `path` for the services started inside, then restore it."""
+    previous = os.environ.get("FRESHREC_RUN_DIR")
+    os.environ["FRESHREC_RUN_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("FRESHREC_RUN_DIR", None)
+        else:
+            os.environ["FRESHREC_RUN_DIR"] = previous
 
 
 def alive(pid: int) -> bool:
@@ -136,7 +163,7 @@ def _start_supervisor(environ: Mapping[str, str]) -> None:
             env={**environ, "FRESHREC_RUN_DIR": str(run_dir())},
             start_new_session=True,
         )
-    (run_dir() / "supervisor.pid").write_text(str(_supervisor.pid))
+    replace_text(run_dir() / "supervisor.pid", str(_supervisor.pid))
 
 
 def start_services(

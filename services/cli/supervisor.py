@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from freshrec.files import replace_text
 from services.cli.stack import SERVICES, Service, run_dir, running_pid, terminate
 
 __all__ = ["MAX_BACKOFF_S", "RESTART_BACKOFF_S", "STABLE_AFTER_S", "STATE_FILE", "main"]
@@ -63,10 +64,11 @@ def _start(child: _Child, run: Path) -> None:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**child.service.defaults, **os.environ},
         )
     child.started_at = time.monotonic()
     child.start_at = None
-    (run / f"{child.service.name}.pid").write_text(str(child.proc.pid))
+    replace_text(run / f"{child.service.name}.pid", str(child.proc.pid))
     logger.info("started %s (pid %d)", child.service.name, child.proc.pid)
 
 
@@ -106,9 +108,7 @@ def _write_state(children: list[_Child], run: Path) -> None:
         }
         for c in children
     }
-    tmp = run / f"{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state))
-    tmp.replace(run / STATE_FILE)
+    replace_text(run / STATE_FILE, json.dumps(state))
 
 
 def _stop(children: list[_Child], run: Path) -> None:

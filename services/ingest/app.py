@@ -5,12 +5,17 @@ shapes the reply.
 
 - 202 `{"accepted": n}` once Kafka acknowledged all n events;
 - 401 without a valid API key (when `FRESHREC_API_KEYS` is set);
+- 408 when the body does not arrive within `body_timeout_s` (the connection is closed);
 - 413 when the body is over `max_body_bytes` (from Content-Length, or while reading) or
   holds more than `max_batch_events` events;
 - 422 when the body or any event is invalid: nothing is produced, and `details` lists
   every problem as `{"index", "field", "reason", "type"}`;
 - 429 when `max_in_flight_batches` batches are already in progress;
 - 503 with `Retry-After` when Kafka does not acknowledge in time.
+
+The OpenAPI document gives the batch schema as this server checks it when the document is
+served (`event_batch_json_schema`): its timestamp bound moves with the clock, so the document
+is computed per request.
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ from pydantic import BaseModel, Field
 
 from freshrec import __version__
 from freshrec.api import api_key_guard, install_common
-from freshrec.api.errors import error_body
+from freshrec.api.errors import error_body, error_response
 from freshrec.api.limits import BodyLimitsConfig
 from freshrec.errors import FreshrecError, PayloadTooLarge
-from freshrec.stream import EventBatch, EventIngestor, EventProducer, EventSink, InvalidEvents
+from freshrec.stream import (
+    EventIngestor,
+    EventProducer,
+    EventSink,
+    InvalidEvents,
+    event_batch_json_schema,
+)
 from freshrec.stream.metrics import BATCHES_REJECTED
 from services.ingest.settings import IngestSettings
 
@@ -60,54 +71,35 @@ async def _state(request: Request) -> IngestState:  # async: no thread-pool hop
 State = Annotated[IngestState, Depends(_state)]
 
 
-def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
-    """`node` with every `#/$defs/...` reference replaced by its definition."""
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-            rest = {k: _inline_refs(v, defs) for k, v in node.items() if k != "$ref"}
-            return {**target, **rest}
-        return {k: _inline_refs(v, defs) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_inline_refs(v, defs) for v in node]
-    return node
-
-
-def _batch_schema() -> dict[str, Any]:
-    # the route reads the body itself (bounded, element-by-element errors), so FastAPI does
-    # not know its schema; it is given here for the OpenAPI document
-    schema = EventBatch.model_json_schema()
-    defs = schema.pop("$defs", {})
-    return cast(dict[str, Any], _inline_refs(schema, defs))
-
+_EVENTS_PATH = "/v1/events"
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong API key."},
-    408: {"description": "The body did not arrive within body_timeout_s; connection closed."},
-    413: {"description": "Body over max_body_bytes, or more than max_batch_events events."},
-    422: {
-        "description": "Invalid body or events; nothing was accepted. `details` lists every "
-        "problem as {index, field, reason, type}."
-    },
-    429: {"description": "Too many batches in progress; retry after Retry-After seconds."},
-    503: {"description": "Kafka did not acknowledge; retry after Retry-After seconds."},
+    401: error_response("Missing or wrong API key (when FRESHREC_API_KEYS is set)."),
+    408: error_response("The body did not arrive within body_timeout_s; connection closed."),
+    413: error_response("Body over max_body_bytes, or more than max_batch_events events."),
+    422: error_response(
+        "Invalid body or events; nothing was accepted. `details` lists every problem as "
+        "{index, field, reason, type}."
+    ),
+    429: error_response(
+        "Too many batches in progress; retry after Retry-After seconds.", retry_after=True
+    ),
+    503: error_response(
+        "Kafka did not acknowledge; retry after Retry-After seconds.", retry_after=True
+    ),
 }
 
 router = APIRouter()
 
 
 @router.post(
-    "/v1/events",
+    _EVENTS_PATH,
     status_code=202,
     response_model=Accepted,
     responses=_ERROR_RESPONSES,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _batch_schema()}},
-        }
-    },
+    # the route reads the body itself (bounded, element-by-element errors), so FastAPI does
+    # not know its schema; the app's document states it (`_document_with_batch_schema`)
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}}}},
 )
 async def post_events(request: Request, state: State) -> Accepted | JSONResponse:
     """Accept a batch of events, all or nothing, once Kafka acknowledged every one."""
@@ -119,6 +111,29 @@ async def post_events(request: Request, state: State) -> Accepted | JSONResponse
             error_body(type(exc).__name__, exc.message, exc.details), status_code=422
         )
     return Accepted(accepted=accepted)
+
+
+def _document_with_batch_schema(
+    document: Mapping[str, Any], settings: IngestSettings
+) -> dict[str, Any]:
+    """`document` with the request body of `POST /v1/events` as this server checks it now.
+
+    Computed per request of the document: the timestamp bound moves with the clock.
+    """
+    schema = event_batch_json_schema(
+        max_batch_events=settings.max_batch_events,
+        future_tolerance_s=settings.future_tolerance_s,
+    )
+    post = document["paths"][_EVENTS_PATH]["post"]
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+    # copies along the changed path only: the cached document stays as FastAPI built it
+    return {
+        **document,
+        "paths": {
+            **document["paths"],
+            _EVENTS_PATH: {"post": {**post, "requestBody": body}},
+        },
+    }
 
 
 def create_app(settings: IngestSettings, sink: EventSink | None = None) -> FastAPI:
@@ -174,4 +189,10 @@ def create_app(settings: IngestSettings, sink: EventSink | None = None) -> FastA
     limits = BodyLimitsConfig(settings.max_body_bytes, settings.body_timeout_s, on_refused=refused)
     install_common(app, "ingest", readiness, limits=limits)
     app.include_router(router, dependencies=[Depends(api_key_guard(settings.api_keys))])
+    cached_document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return _document_with_batch_schema(cached_document(), settings)
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from services.cli import stack
 from tests.conftest import Servers
+from tests.private_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +28,21 @@ class Stack:
     run_dir: Path
     env: dict[str, str]
 
+    def url(self, service: str) -> str:
+        return str(getattr(self, service))
+
+    def pid(self, service: str) -> int:
+        """The pid the supervisor wrote for `service`."""
+        return int((self.run_dir / f"{service}.pid").read_text())
+
+
+def ready(url: str) -> bool:
+    """Whether the service at `url` answers /readyz with 200."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
 
 def post_events(stack: Stack, events: list[dict[str, Any]]) -> httpx.Response:
     """Post a batch to the stack's ingest; it must be accepted (202)."""
@@ -41,32 +56,25 @@ def post_events(stack: Stack, events: list[dict[str, Any]]) -> httpx.Response:
     return response
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def stack_redis_url(servers: Servers) -> str:
-    """The Redis the stack uses (a fault test overrides it with one it may kill)."""
-    return servers.redis_url
+def stack_servers(servers: Servers) -> Servers:
+    """The Redis and Kafka the stack uses (a fault test overrides them with ones it may stop)."""
+    return servers
 
 
 @pytest.fixture
 def running_stack(
-    servers: Servers,
-    stack_redis_url: str,
+    stack_servers: Servers,
     namespace: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Stack]:
-    ports = {name: _free_port() for name in ("INGEST", "TRAINER", "RANKER")}
+    ports = {name: free_port() for name in ("INGEST", "TRAINER", "RANKER")}
     api_key = "test-key-" + namespace[-8:]
     env = {
         **os.environ,
-        "FRESHREC_REDIS_URL": stack_redis_url,
-        "FRESHREC_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
+        "FRESHREC_REDIS_URL": stack_servers.redis_url,
+        "FRESHREC_KAFKA_BOOTSTRAP": stack_servers.kafka_bootstrap,
         "FRESHREC_NAMESPACE": namespace,
         "FRESHREC_TRAINER__GROUP": f"{namespace}-group",
         "FRESHREC_API_KEYS": api_key,

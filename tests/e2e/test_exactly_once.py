@@ -106,7 +106,7 @@ def _trainer(servers: Servers, namespace: str, topic: str, run: Path) -> subproc
     }
     with (run / f"{namespace}.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.trainer.main"],
+            [sys.executable, "-m", "services.trainer"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -44,6 +39,7 @@ from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import Servers
+from tests.private_servers import PrivateKafka, free_port_pair
 from tests.waiting import wait_until
 
 pytestmark = [
@@ -52,8 +48,6 @@ pytestmark = [
     # freshrec.api answers errors and /readyz with FastAPI's deprecated ORJSONResponse
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVERS_SH = ROOT / "deploy" / "local" / "servers.sh"
 KEY = "integration-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -292,118 +286,6 @@ def test_the_trainer_parks_poison_messages_byte_for_byte(
 # ------------------------------------------------------------------ broker outage
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the broker's controller listens on port + 1)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < 65535 and _port_free(port) and _port_free(port + 1):
-            return port
-    pytest.fail("no two consecutive free ports on 127.0.0.1")
-
-
-def _port_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-class _ThrowawayKafka:
-    """A broker of our own, started and stopped with `servers.sh`."""
-
-    def __init__(self, port: int, run_dir: Path) -> None:
-        self.port = port
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.run_dir = run_dir
-        self.env = {
-            **os.environ,
-            "FRESHREC_KAFKA_PORT": str(port),
-            "FRESHREC_RUN_DIR": str(run_dir),
-            "FRESHREC_START_TIMEOUT": "60",
-        }
-
-    def _servers(self, action: str) -> None:
-        proc = subprocess.run(
-            ["bash", str(SERVERS_SH), action, "kafka"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"servers.sh {action} kafka failed:\n{proc.stderr}", pytrace=False)
-
-    def up(self) -> None:
-        self._servers("up")
-
-    def down(self) -> None:
-        pidfile = self.run_dir / "kafka.pid"
-        pids: list[int] = []
-        if pidfile.exists():
-            launcher = int(pidfile.read_text())
-            pids = [launcher, *_children(launcher)]
-        self._servers("down")
-        # the pid file may name the shell that launched the JVM; stop the JVM as well
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGTERM)
-        try:
-            wait_until(
-                lambda: not any(_alive(pid) for pid in pids) and not _port_answers(self.port),
-                30.0,
-                f"throwaway Kafka on {self.bootstrap} to stop",
-            )
-        finally:
-            for pid in pids:  # never leave a broker behind, even when the wait failed
-                if _alive(pid):
-                    os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture
-def throwaway_kafka(tmp_path: Path) -> Iterator[_ThrowawayKafka]:
-    kafka = _ThrowawayKafka(_free_port_pair(), tmp_path / "run")
-    kafka.up()
-    try:
-        yield kafka
-    finally:
-        kafka.down()
-        # finalize the sockets of refused connections while this test's filter applies
-        gc.collect()
-
-
 async def _post(client: httpx.AsyncClient, first: int, n: int) -> tuple[httpx.Response, float]:
     events = [_event(i, f"user-{i % 5}") for i in range(first, first + n)]
     start = time.monotonic()
@@ -415,13 +297,13 @@ async def _post(client: httpx.AsyncClient, first: int, n: int) -> tuple[httpx.Re
 # garbage collector closes it, with a ResourceWarning
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
-    throwaway_kafka: _ThrowawayKafka, namespace: str, caplog: pytest.LogCaptureFixture
+    private_kafka: PrivateKafka, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the client's connection errors during the outage are expected; captured log records
     # would also keep those errors (and the sockets their frames hold) alive past this test
     caplog.set_level(logging.CRITICAL, logger="kafka")
     settings = IngestSettings(
-        kafka_bootstrap=throwaway_kafka.bootstrap,
+        kafka_bootstrap=private_kafka.bootstrap,
         namespace=namespace,
         api_keys=[],
         events_topic_partitions=2,
@@ -434,7 +316,7 @@ async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
         assert response.status_code == 202, response.text
         acknowledged += [f"e-{i}" for i in range(0, 10)]
 
-        throwaway_kafka.down()
+        private_kafka.down()
         for first in (10, 20):  # a producer with a live connection, then one that lost it
             response, elapsed = await _post(client, first, 10)
             assert response.status_code == 503, response.text
@@ -445,7 +327,7 @@ async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"kafka": False}
 
-        throwaway_kafka.up()
+        private_kafka.up()
         deadline = time.monotonic() + 30
         while (await client.get("/readyz")).status_code != 200:
             assert time.monotonic() < deadline, "ingest not ready 30 s after Kafka came back"
@@ -461,7 +343,7 @@ async def test_broker_down_is_503_and_every_202_event_is_on_the_topic(
 
     on_topic = [
         decode_event(r.value).event_id
-        for r in _read_topic(throwaway_kafka.bootstrap, settings.events_topic)
+        for r in _read_topic(private_kafka.bootstrap, settings.events_topic)
     ]
     assert set(acknowledged) <= set(on_topic)
     # a 503 batch may have partly landed (at least once), but nothing unposted appears
@@ -473,7 +355,7 @@ async def test_service_starts_while_kafka_is_down_and_answers_503(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.CRITICAL, logger="kafka")
-    port = _free_port_pair()  # nothing listens there
+    port = free_port_pair()  # nothing listens there
     settings = IngestSettings(
         kafka_bootstrap=f"127.0.0.1:{port}",
         namespace=f"t-ingest-down-{uuid.uuid4().hex[:8]}",

@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from typing import Any, TypeVar
 
 import uvicorn
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 from freshrec.api.errors import error_body
 from freshrec.api.limits import BodyLimits, BodyLimitsConfig
@@ -132,6 +134,16 @@ def install_common(
             headers=headers,
         )
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        # the framework's own refusals (unknown path, method not allowed, a body it could
+        # not decode) answer in the same shape as ours, keeping their headers (`Allow`)
+        return JSONResponse(
+            error_body(_error_name(exc.status_code), str(exc.detail)),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
@@ -171,3 +183,12 @@ def install_common(
     async def metrics() -> PlainTextResponse:
         """Prometheus text exposition."""
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _error_name(status_code: int) -> str:
+    """`NotFound` for 404, `MethodNotAllowed` for 405: the status phrase as a class-like name."""
+    try:
+        phrase = HTTPStatus(status_code).phrase
+    except ValueError:
+        return "HTTPError"
+    return "".join(word.capitalize() for word in phrase.replace("-", " ").split())

@@ -4,38 +4,50 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from freshrec.errors import Unauthorized
 
 __all__ = ["api_key_guard"]
 
+# auto_error off: a missing key is answered by the guard, as an `Unauthorized` in freshrec's
+# error shape; the scheme is there so the OpenAPI document says which routes need a key
+_bearer = HTTPBearer(
+    scheme_name="apiKey",
+    description="One of the keys in FRESHREC_API_KEYS, as `Authorization: Bearer <key>`.",
+    auto_error=False,
+)
 
-def api_key_guard(keys: Sequence[SecretStr]) -> Callable[[Request], Awaitable[None]]:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+
+
+def api_key_guard(keys: Sequence[SecretStr]) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency that accepts a request only with one of `keys`.
 
     Args:
-        keys: the accepted keys; when empty, every request is accepted.
+        keys: the accepted keys; when empty, every request is accepted (and the routes it
+            guards declare no security scheme).
 
     Returns:
         A dependency raising `Unauthorized` on a missing or wrong `Authorization: Bearer` key.
     """
     accepted = [k.get_secret_value().encode() for k in keys]
 
-    # async although it never awaits: FastAPI runs a plain `def` dependency in its thread
+    # async although they never await: FastAPI runs a plain `def` dependency in its thread
     # pool, a thread hop per request for a few string comparisons
-    async def guard(request: Request) -> None:
-        if not accepted:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    async def open_door() -> None:
+        return None
+
+    async def guard(credentials: Credentials) -> None:
+        if credentials is None:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        given = token.strip().encode()
+        given = credentials.credentials.encode()
         # compare_digest on every key: timing does not reveal which key nearly matched
         if not any([hmac.compare_digest(given, key) for key in accepted]):
             raise Unauthorized("wrong API key")
 
-    return guard
+    return guard if accepted else open_door

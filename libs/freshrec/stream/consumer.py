@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from freshrec.errors import BrokerUnavailable, DependencyUnavailable
 from freshrec.stream.base import EventSource, Message, Partition, PartitionOwner, SourceLag
 from freshrec.stream.reader import ReaderConfig, Run, run_reader
+from freshrec.stream.topics import RECONNECT_BACKOFF_MAX_MS
 
 __all__ = ["KafkaEventSource", "KafkaSourceConfig"]
 
@@ -52,6 +53,15 @@ class KafkaSourceConfig(BaseModel):
         10_000,
         ge=6000,
         description="Kafka group session timeout: a silent member's partitions move after it.",
+    )
+    group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=249,
+        description="Kafka static membership: a trainer restarted with the same id gets its "
+        "partitions back at once, without waiting out the session timeout or a rebalance. One "
+        "id per trainer process of the group (e.g. the pod name of a StatefulSet); none: a "
+        "dynamic member. `freshrec stack` sets `trainer-0`.",
     )
     reader_process: bool = Field(
         True,
@@ -118,6 +128,8 @@ class KafkaEventSource(EventSource):
             # refresh often so its partitions are assigned within seconds, not minutes
             metadata_max_age_ms=5000,
             heartbeat_interval_ms=max(1000, self.config.session_timeout_ms // 4),
+            group_instance_id=self.config.group_instance_id,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         )
         self.consumer.subscribe([topic], listener=_Listener(self))
         self._epoch = 0

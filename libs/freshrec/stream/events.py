@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, Final, NamedTuple, TypedDict
+from typing import Annotated, Any, Final, NamedTuple, TypedDict, cast
 
 import orjson
 from pydantic import (
@@ -44,6 +44,7 @@ __all__ = [
     "POISON_REASONS",
     "SCHEMA_VERSION",
     "UINT64_MAX",
+    "WHOLE_FLOAT_ID_MAX",
     "AcceptedEvent",
     "ConsumedEvent",
     "Event",
@@ -55,6 +56,7 @@ __all__ = [
     "PoisonMessage",
     "decode_event",
     "encode_event",
+    "event_batch_json_schema",
     "event_key",
     "read_event",
     "validate_events",
@@ -64,6 +66,8 @@ SCHEMA_VERSION: Final = 1
 """Value of `v` in every message this module encodes; `decode_event` accepts only this."""
 ID_MAX_CHARS: Final = 128
 UINT64_MAX: Final = 2**64 - 1
+WHOLE_FLOAT_ID_MAX: Final = 2**53
+"""Largest integer id that may be written as a float (`42.0`): beyond, floats skip integers."""
 CONTEXT_MAX_ENTRIES: Final = 32
 CONTEXT_KEY_MAX_CHARS: Final = 64
 CONTEXT_VALUE_MAX_CHARS: Final = 256
@@ -100,6 +104,10 @@ def _validate_id(value: object) -> str | int:
     # bool is an int subclass; a JSON `true` as an id is a client bug, not the id 1
     if isinstance(value, bool):
         raise PydanticCustomError("id_type", "must be a string or an unsigned 64-bit integer")
+    # JSON, and the JSON Schema of the OpenAPI document, do not tell `2.0` from `2`; a float
+    # spells an integer exactly only up to 2**53, so larger ones would be ids silently changed
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= WHOLE_FLOAT_ID_MAX:
+        value = int(value)
     if isinstance(value, str):
         if not 1 <= len(value) <= ID_MAX_CHARS:
             raise PydanticCustomError(
@@ -144,7 +152,8 @@ _ID_SCHEMA: Final[dict[str, Any]] = {
 }
 
 Id = Annotated[str | int, PlainValidator(_validate_id), WithJsonSchema(_ID_SCHEMA)]
-"""A user or item id: a string of 1..128 characters or an integer in [0, 2**64 - 1]."""
+"""A user or item id: a string of 1..128 characters or an integer in [0, 2**64 - 1] (written
+as a float, like `42.0`, only up to 2**53)."""
 
 ContextKey = Annotated[str, StringConstraints(min_length=1, max_length=CONTEXT_KEY_MAX_CHARS)]
 ContextValue = Annotated[
@@ -162,19 +171,28 @@ ContextValue = Annotated[
 ]
 
 
+_RATING_HAS_VALUE: Final[dict[str, Any]] = {
+    "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},
+    "then": {"properties": {"value": {"type": "number"}}, "required": ["value"]},
+}
+"""`Event._rating_has_value` in JSON Schema: a rating carries a number."""
+
+
 class Event(BaseModel):
     """One user-item interaction, schema version 1 (see `docs/specs/events.md`).
 
     Validation is strict: no type coercion (`"5"` is not a number, `true` is not an id) and
-    no unknown fields. The timestamp check compares with the validation context's `now` and
-    `future_tolerance_s` when given (`Event.model_validate(obj, context={...})`), otherwise
-    with the wall clock and `DEFAULT_FUTURE_TOLERANCE_S`.
+    no unknown fields. A whole float is the integer it spells, as in JSON Schema (`42.0` is
+    the id 42, exact up to 2**53). The timestamp check compares with the validation
+    context's `now` and `future_tolerance_s` when given (`Event.model_validate(obj,
+    context={...})`), otherwise with the wall clock and `DEFAULT_FUTURE_TOLERANCE_S`.
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra=_RATING_HAS_VALUE)
 
     event_id: Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_CHARS)] = Field(
-        description="Unique id chosen by the client; consumers deduplicate on it."
+        description="Unique id chosen by the client; consumers deduplicate on it. Unique "
+        "within a batch, too."
     )
     # lax on this one field only: in strict mode an enum accepts only enum instances, and
     # the input is JSON text; lax enum validation still accepts nothing but the listed values
@@ -190,6 +208,9 @@ class Event(BaseModel):
     )
     timestamp: float = Field(
         allow_inf_nan=False,
+        # the lower bound is fixed; the upper one moves with the server's clock, so only the
+        # batch schema of a running server states it (`event_batch_json_schema`)
+        json_schema_extra={"minimum": EARLIEST_TIMESTAMP_S},
         description="Event time, unix seconds (fractions allowed). Not before 1990, not more "
         "than the configured tolerance (default 300 s) in the future.",
     )
@@ -313,6 +334,51 @@ def _details(index: int | None, exc: ValidationError) -> list[EventErrorDetail]:
         )
         for err in exc.errors(include_url=False, include_input=False)
     ]
+
+
+def _inline_refs(node: Any, defs: Mapping[str, Any]) -> Any:
+    """`node` with every `#/$defs/...` reference replaced by its definition."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+            rest = {k: _inline_refs(v, defs) for k, v in node.items() if k != "$ref"}
+            return {**target, **rest}
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+def event_batch_json_schema(
+    *,
+    max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+    now: float | None = None,
+    future_tolerance_s: float = DEFAULT_FUTURE_TOLERANCE_S,
+) -> dict[str, Any]:
+    """The JSON Schema of an `EventBatch` as a server with these bounds checks it at `now`.
+
+    Self-contained (no `$ref`). The bounds the model checks against its validation context
+    are written in: at most `max_batch_events` events, timestamps at most
+    `now + future_tolerance_s`. That upper bound moves with the clock, so the schema is true
+    at `now` and only then: a timestamp just above it becomes acceptable as time passes.
+    One rule is beyond JSON Schema and stays in the descriptions: event ids are unique
+    within a batch.
+
+    Args:
+        max_batch_events: most events in one batch.
+        now: the server's wall time the timestamp bound is measured from; the current time
+            if None.
+        future_tolerance_s: how far in the future an event time may lie.
+    """
+    schema = EventBatch.model_json_schema()
+    defs = schema.pop("$defs", {})
+    inlined = cast(dict[str, Any], _inline_refs(schema, defs))
+    events = inlined["properties"]["events"]
+    events["maxItems"] = max_batch_events
+    latest = (time.time() if now is None else now) + future_tolerance_s
+    events["items"]["properties"]["timestamp"]["maximum"] = latest
+    return inlined
 
 
 def validate_events(

@@ -26,13 +26,17 @@ from typing import Any, Final
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from freshrec.errors import BrokerUnavailable
 from freshrec.stream.base import EventSink
 from freshrec.stream.events import Event, encode_event, event_key
 from freshrec.stream.metrics import BROKER_ERRORS, PRODUCE_LATENCY
-from freshrec.stream.topics import create_missing_topics, open_admin_client
+from freshrec.stream.topics import (
+    RECONNECT_BACKOFF_MAX_MS,
+    create_missing_topics,
+    open_admin_client,
+)
 
 __all__ = [
     "RECONNECT_BACKOFF_S",
@@ -46,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S: Final = 1.0
 """After a failed connection attempt, calls within this window fail without retrying."""
+
+SENDER_STOP_S: Final = 2.0
+"""How long closing a stuck producer waits for its sender thread to fail its sends and exit."""
 
 KafkaRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 """One message to produce: `(key, value, headers)`."""
@@ -152,8 +159,7 @@ class ProducerConnection:
             "request_timeout_ms": produce_ms,
             "max_block_ms": connect_ms,
             "bootstrap_timeout_ms": connect_ms,
-            # the default grows to 30 s; a restarted broker must be found again quickly
-            "reconnect_backoff_max_ms": 1000,
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
             "max_request_size": self._max_message_bytes,
         }
 
@@ -210,13 +216,13 @@ class ProducerConnection:
         finally:
             self._connect_lock.release()
 
-    def discard(self, producer: KafkaProducer) -> None:
-        """Drop `producer` after a non-retriable error; the next call connects a new one."""
+    def discard(self, producer: KafkaProducer, reason: str) -> None:
+        """Drop `producer` after a failed send; the next call connects a new one."""
         with self._connect_lock:
             if self._producer is producer:
                 self._producer = None
-        logger.warning("discarding the Kafka producer to %s after a fatal error", self.bootstrap)
-        producer.close(timeout=0)
+        logger.warning("discarding the Kafka producer to %s after %s", self.bootstrap, reason)
+        close_producer(producer, 0.0)
 
     # ------------------------------------------------------------------ producing
 
@@ -248,8 +254,12 @@ class ProducerConnection:
         except KafkaError as exc:
             self._sends.failed(f"{type(exc).__name__}: {exc}")
             BROKER_ERRORS.labels(self.client_id, type(exc).__name__).inc()
-            if not getattr(exc, "retriable", False):
-                self.discard(producer)
+            # a producer whose batch failed is not trusted again: after a batch expires,
+            # kafka-python's idempotent producer resets its producer id and may never complete
+            # another send, even once the broker is back. A new producer costs one bootstrap;
+            # records of this one that did reach the topic are only duplicates of a batch
+            # answered 503, which consumers drop by event id.
+            self.discard(producer, f"a failed send ({type(exc).__name__})")
             raise BrokerUnavailable(
                 f"Kafka at {self.bootstrap} did not acknowledge {len(records)} messages to "
                 f"{topic}: {exc}"
@@ -289,11 +299,33 @@ class ProducerConnection:
             self._closed = True
             producer, self._producer = self._producer, None
         if producer is not None:
-            producer.close(timeout=timeout_s)
+            close_producer(producer, timeout_s)
         with self._admin_lock:
             admin, self._admin = self._admin, None
         if admin is not None:
             admin.close()
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close `producer`, waiting at most `timeout_s` for its pending sends, and always stop it.
+
+    kafka-python 3.0.12's `close` flushes first and raises when the flush times out, before it
+    stops its sender thread, and a producer that lost its producer id during an outage never
+    completes a flush. Then the sender is force-closed: it fails the pending sends (their
+    callers already answered 503) and exits, and the producer is closed without waiting.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+        return
+    except KafkaTimeoutError:
+        logger.warning("pending Kafka sends not acknowledged within %.1f s; dropped", timeout_s)
+    sender = producer._sender
+    sender.force_close()
+    sender.join(SENDER_STOP_S)
+    try:
+        producer.close(timeout=0)
+    except KafkaTimeoutError:
+        logger.warning("the Kafka producer's sender did not stop within %.1f s", SENDER_STOP_S)
 
 
 class EventProducer(EventSink):

@@ -28,6 +28,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from freshrec.stream.topics import RECONNECT_BACKOFF_MAX_MS
+
 __all__ = ["Headers", "ReaderConfig", "Run", "run_reader"]
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ def run_reader(config: ReaderConfig, commands: Connection, out: Any, parent_pid:
         max_poll_records=config.max_records,
         fetch_max_bytes=32 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
     epoch = -1
     partitions: list[TopicPartition] = []

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from freshrec.errors import BrokerUnavailable
 
-__all__ = ["create_missing_topics", "ensure_topics", "open_admin_client"]
+__all__ = [
+    "RECONNECT_BACKOFF_MAX_MS",
+    "create_missing_topics",
+    "ensure_topics",
+    "open_admin_client",
+]
+
+RECONNECT_BACKOFF_MAX_MS: Final = 1000
+"""Every Kafka client's bound on its reconnect backoff. kafka-python's default grows to 30 s,
+so a client that failed through a long outage would find the restarted broker only seconds
+after it is back."""
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +57,7 @@ def open_admin_client(bootstrap: str, *, client_id: str, timeout_s: float) -> Ka
         client_id=client_id,
         request_timeout_ms=timeout_ms,
         bootstrap_timeout_ms=timeout_ms,
-        # the default grows to 30 s; a restarted broker must be found again quickly
-        reconnect_backoff_max_ms=1000,
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
 
 

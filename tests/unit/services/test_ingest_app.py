@@ -14,9 +14,11 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from freshrec.api.errors import ErrorBody
 from freshrec.errors import BrokerUnavailable
 from freshrec.settings import CommonSettings
 from freshrec.stream import Event, InMemoryEventSink, decode_event
+from freshrec.stream.events import EARLIEST_TIMESTAMP_S
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from tests.unit.services.asgi import asgi_client
@@ -27,7 +29,7 @@ pytestmark = [
 ]
 
 
-def _event(i: int, user: str = "u-1", **overrides: Any) -> dict[str, Any]:
+def _event(i: int, user: str | float = "u-1", **overrides: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "event_id": f"e-{i}",
         "type": "click",
@@ -216,3 +218,99 @@ def test_settings_come_from_freshrec_environment_variables(
     own = set(IngestSettings.model_fields) - set(CommonSettings.model_fields)
     assert {"ingest_host", "ingest_port", "max_body_bytes", "produce_timeout_s"} <= own
     assert all(IngestSettings.model_fields[name].description for name in own)
+
+
+# ------------------------------------------------------------- the OpenAPI contract
+
+
+async def test_the_document_states_the_bounds_validation_checks() -> None:
+    settings = _settings(max_batch_events=5, future_tolerance_s=60)
+    async with _client(create_app(settings, InMemoryEventSink())) as client:
+        before = time.time()
+        spec = (await client.get("/openapi.json")).json()
+        after = time.time()
+        events = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"][
+            "schema"
+        ]["properties"]["events"]
+        timestamp = events["items"]["properties"]["timestamp"]
+        at_maximum = await client.post(
+            "/v1/events", json={"events": [_event(0, timestamp=timestamp["maximum"])]}
+        )
+        at_minimum = await client.post(
+            "/v1/events", json={"events": [_event(1, timestamp=timestamp["minimum"])]}
+        )
+        below = await client.post(
+            "/v1/events", json={"events": [_event(2, timestamp=timestamp["minimum"] - 1)]}
+        )
+        far_above = await client.post(
+            "/v1/events", json={"events": [_event(3, timestamp=timestamp["maximum"] + 3600)]}
+        )
+    assert events["maxItems"] == 5 and events["minItems"] == 1
+    assert before + 60 <= timestamp["maximum"] <= after + 60  # as of the document's serving
+    assert timestamp["minimum"] == EARLIEST_TIMESTAMP_S
+    assert at_maximum.status_code == 202 and at_minimum.status_code == 202
+    assert below.status_code == 422 and far_above.status_code == 422
+
+
+async def test_the_document_follows_the_clock() -> None:
+    async with _client(create_app(_settings(), InMemoryEventSink())) as client:
+        first = (await client.get("/openapi.json")).json()
+        await anyio.sleep(0.05)
+        second = (await client.get("/openapi.json")).json()
+
+    def latest(spec: dict[str, Any]) -> float:
+        body = spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+        event = body["schema"]["properties"]["events"]["items"]
+        return float(event["properties"]["timestamp"]["maximum"])
+
+    assert latest(second) > latest(first)
+    assert {k: v for k, v in first.items() if k != "paths"} == {
+        k: v for k, v in second.items() if k != "paths"
+    }
+
+
+async def test_the_document_declares_every_answer_with_the_error_body() -> None:
+    async with _client(create_app(_settings(api_keys="k1"), InMemoryEventSink())) as client:
+        spec = (await client.get("/openapi.json")).json()
+        unauthorized = await client.post("/v1/events", json={"events": [_event(0)]})
+    operation = spec["paths"]["/v1/events"]["post"]
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert {"202", "401", "408", "413", "422", "429", "503"} == set(operation["responses"])
+    for status, answer in operation["responses"].items():
+        if status != "202":
+            assert answer["content"]["application/json"]["schema"] == error_ref, status
+    for status in ("429", "503"):
+        assert operation["responses"][status]["headers"]["Retry-After"]["required"] is True
+    assert operation["security"] == [{"apiKey": []}]
+    assert spec["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    ErrorBody.model_validate(unauthorized.json())
+    async with _client(create_app(_settings(), InMemoryEventSink())) as client:
+        open_spec = (await client.get("/openapi.json")).json()
+    assert "security" not in open_spec["paths"]["/v1/events"]["post"]
+
+
+async def test_errors_keep_freshrecs_shape_whatever_the_body() -> None:
+    async with _client(create_app(_settings(), InMemoryEventSink())) as client:
+        undecodable = await client.post(
+            "/v1/events", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+        )
+        duplicate = await client.post("/v1/events", json={"events": [_event(0), _event(0)]})
+        unknown = await client.post("/v1/event", json={"events": [_event(0)]})
+        wrong_method = await client.get("/v1/events")
+    assert undecodable.status_code == 422
+    assert undecodable.json()["details"][0]["type"] == "json_invalid"
+    assert duplicate.status_code == 422
+    assert duplicate.json()["details"][0]["type"] == "duplicate_event_id"
+    assert unknown.status_code == 404 and unknown.json()["error"] == "NotFound"
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    for answer in (undecodable, duplicate, unknown, wrong_method):
+        ErrorBody.model_validate(answer.json())
+
+
+async def test_a_whole_float_id_is_accepted_as_the_integer() -> None:
+    sink = InMemoryEventSink()
+    async with _client(create_app(_settings(), sink)) as client:
+        response = await client.post("/v1/events", json={"events": [_event(0, user=42.0)]})
+    assert response.status_code == 202, response.text
+    key, value = sink.messages[0]
+    assert key == b"42" and decode_event(value).user_id == 42

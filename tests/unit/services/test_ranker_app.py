@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from freshrec.api.errors import ErrorBody
 from freshrec.table import Tables, hash_features, load_tables
 from services.ranker.app import create_app
 from services.ranker.settings import RankerSettings
@@ -168,3 +169,102 @@ async def test_health_readiness_and_overview_on_memory_tables(
     assert body["index"]["items"] == len(ITEMS) and body["index"]["following"] is True
     assert body["tables"]["user"]["rows"] == len(USERS)
     assert body["trainer"]["reachable"] is False
+
+
+# ------------------------------------------------------------- the OpenAPI contract
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": "0" * 129}, "user_id"),  # too long a string is not the number 0
+        ({"user_id": "u1", "k": "5"}, "k"),
+        ({"user_id": "u1", "k": True}, "k"),
+        ({"user_id": "u1", "k": 5.5}, "k"),
+        ({"user_id": True}, "user_id"),
+        ({"user_id": 2.0**60}, "user_id"),  # beyond 2**53 a float does not spell one integer
+        ({"user_id": "u1", "exclude_item_ids": [True]}, "exclude_item_ids"),
+        ({"user_id": "u1", "exclude_item_ids": ["7" * 257]}, "exclude_item_ids"),
+    ],
+)
+async def test_no_coercion_into_ids_or_k(
+    ranker: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    response = await ranker.post("/v1/recommend", json=body)
+    assert response.status_code == 422, response.text
+    assert field in {d["field"].split(".")[0] for d in response.json()["details"]}
+
+
+async def test_a_whole_float_is_the_integer_it_spells(ranker: httpx.AsyncClient) -> None:
+    # JSON Schema's `integer` admits 5.0: the document says integer, so the server takes it
+    k_float = await ranker.post("/v1/recommend", json={"user_id": "u1", "k": 5.0})
+    ids_float = await ranker.post("/v1/recommend", json={"user_id": 3.0, "exclude_item_ids": [7.0]})
+    ids_int = await ranker.post("/v1/recommend", json={"user_id": 3, "exclude_item_ids": [7]})
+    assert k_float.status_code == 200, k_float.text
+    assert len(k_float.json()["items"]) == 5
+    assert ids_float.status_code == 200, ids_float.text
+    assert ids_float.json() == ids_int.json()
+
+
+async def test_errors_of_the_framework_answer_in_freshrecs_shape(
+    ranker: httpx.AsyncClient,
+) -> None:
+    undecodable = await ranker.post(
+        "/v1/recommend", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
+    not_json = await ranker.post(
+        "/v1/recommend", content=b"{oops", headers={"content-type": "application/json"}
+    )
+    unknown = await ranker.get("/v1/nothing-here")
+    wrong_method = await ranker.delete("/v1/recommend")
+    assert undecodable.status_code == 400
+    assert undecodable.json()["error"] == "BadRequest"
+    assert not_json.status_code == 422 and not_json.json()["error"] == "InvalidInput"
+    assert unknown.status_code == 404 and unknown.json()["error"] == "NotFound"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"] == "MethodNotAllowed"
+    assert wrong_method.headers["allow"] == "POST"
+    for answer in (undecodable, not_json, unknown, wrong_method):
+        ErrorBody.model_validate(answer.json())
+
+
+async def test_the_document_declares_every_answer_with_the_error_body() -> None:
+    settings = _settings(max_k=20, max_exclude=50, api_keys="k1")
+    async with asgi_client(create_app(settings, _tables()), "http://ranker") as client:
+        spec = (await client.get("/openapi.json")).json()
+        unknown = await client.get("/v1/tables/nope/rows/x", headers={"Authorization": "Bearer k1"})
+    recommend = spec["paths"]["/v1/recommend"]["post"]
+    row = spec["paths"]["/v1/tables/{table}/rows/{row_id}"]["get"]
+    assert {"200", "400", "408", "413", "422", "429", "503"} <= set(recommend["responses"])
+    assert "401" not in recommend["responses"] and "security" not in recommend  # key optional
+    assert {"200", "401", "404", "422", "503"} <= set(row["responses"])
+    assert row["security"] == [{"apiKey": []}]
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for operation in (recommend, row):
+        for status, answer in operation["responses"].items():
+            if status != "200":
+                assert answer["content"]["application/json"]["schema"] == error_ref, status
+    for status in ("429", "503"):
+        assert recommend["responses"][status]["headers"]["Retry-After"]["required"] is True
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert unknown.status_code == 404
+    ErrorBody.model_validate(unknown.json())
+
+
+async def test_the_document_states_the_bounds_that_are_settings() -> None:
+    settings = _settings(max_k=20, max_exclude=50)
+    async with asgi_client(create_app(settings, _tables()), "http://ranker") as client:
+        spec = (await client.get("/openapi.json")).json()
+        at_bound = await client.post("/v1/recommend", json={"user_id": "u1", "k": 20})
+        over = await client.post("/v1/recommend", json={"user_id": "u1", "k": 21})
+    request = spec["components"]["schemas"]["RecommendRequest"]
+    assert request["additionalProperties"] is False
+    assert (request["properties"]["k"]["minimum"], request["properties"]["k"]["maximum"]) == (
+        1,
+        20,
+    )
+    assert request["properties"]["exclude_item_ids"]["maxItems"] == 50
+    user_id = request["properties"]["user_id"]["anyOf"]
+    assert {"type": "integer", "minimum": 0} in user_id
+    assert at_bound.status_code == 200 and over.status_code == 422
+    assert "security" not in spec["paths"]["/v1/tables/{table}/rows/{row_id}"]["get"]

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from freshrec.stream.events import (
+    DEFAULT_FUTURE_TOLERANCE_S,
     DEFAULT_MAX_MESSAGE_BYTES,
     EARLIEST_TIMESTAMP_S,
     POISON_REASONS,
@@ -21,6 +22,7 @@ from freshrec.stream.events import (
     PoisonMessage,
     decode_event,
     encode_event,
+    event_batch_json_schema,
     event_key,
     validate_events,
 )
@@ -66,7 +68,9 @@ def test_every_documented_type_is_accepted(event_type: str) -> None:
         ("type", "CLICK", "enum"),
         ("type", 1, "enum"),
         ("user_id", True, "id_type"),
-        ("user_id", 1.0, "id_type"),
+        ("user_id", 1.5, "id_type"),
+        ("user_id", 2.0**53 + 2, "id_type"),
+        ("user_id", -1.0, "id_type"),
         ("user_id", -1, "id_range"),
         ("user_id", UINT64_MAX + 1, "id_range"),
         ("user_id", "", "id_length"),
@@ -96,6 +100,15 @@ def test_every_documented_type_is_accepted(event_type: str) -> None:
 )
 def test_each_field_rule_names_the_field(field: str, bad: object, error_type: str) -> None:
     assert _errors(sample_event(**{field: bad})) == [(0, field, error_type)]
+
+
+def test_a_whole_float_id_is_the_integer_it_spells_up_to_2_53() -> None:
+    # JSON Schema's `integer` admits 42.0, and so must the server that publishes the schema
+    valid, errors = validate_events([sample_event(user_id=42.0, item_id=2.0**53)], now=NOW)
+    assert errors == []
+    event = valid[0][1]
+    assert (event.user_id, event.item_id) == (42, 2**53)
+    assert type(event.user_id) is int and event_key(event) == b"42"
 
 
 @pytest.mark.parametrize("field", ["event_id", "type", "user_id", "item_id", "timestamp"])
@@ -203,6 +216,37 @@ def test_event_batch_bounds() -> None:
     three = {"events": [sample_event(event_id=str(i), timestamp=time.time()) for i in range(3)]}
     with pytest.raises(ValidationError, match="at most 2 events"):
         EventBatch.model_validate(three, context={"max_batch_events": 2})
+
+
+def test_the_batch_schema_states_the_bounds_validation_checks() -> None:
+    schema = event_batch_json_schema(max_batch_events=7, now=NOW, future_tolerance_s=60)
+    assert "$ref" not in orjson.dumps(schema).decode()
+    events = schema["properties"]["events"]
+    assert (events["minItems"], events["maxItems"]) == (1, 7)
+    timestamp = events["items"]["properties"]["timestamp"]
+    assert (timestamp["minimum"], timestamp["maximum"]) == (EARLIEST_TIMESTAMP_S, NOW + 60)
+    at_bounds = [sample_event(timestamp=EARLIEST_TIMESTAMP_S), sample_event(timestamp=NOW + 60)]
+    for event in at_bounds:
+        assert _errors(event, future_tolerance_s=60) == []
+    assert _errors(sample_event(timestamp=NOW + 60.001), future_tolerance_s=60) == [
+        (0, "timestamp", "timestamp_in_future")
+    ]
+    assert _errors(sample_event(timestamp=EARLIEST_TIMESTAMP_S - 0.001)) == [
+        (0, "timestamp", "timestamp_too_old")
+    ]
+
+
+def test_the_batch_schema_says_a_rating_carries_a_number() -> None:
+    event = event_batch_json_schema(now=NOW)["properties"]["events"]["items"]
+    assert event["if"] == {"properties": {"type": {"const": "rating"}}, "required": ["type"]}
+    assert event["then"] == {"properties": {"value": {"type": "number"}}, "required": ["value"]}
+
+
+def test_the_batch_schema_bound_follows_the_clock() -> None:
+    before = time.time()
+    schema = event_batch_json_schema()
+    latest = schema["properties"]["events"]["items"]["properties"]["timestamp"]["maximum"]
+    assert before + DEFAULT_FUTURE_TOLERANCE_S <= latest <= time.time() + DEFAULT_FUTURE_TOLERANCE_S
 
 
 # ---------------------------------------------------------------- encoding
