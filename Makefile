@@ -22,7 +22,7 @@ help: ## List the targets
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,eval]'
 	@rm -f $(VENV)/.deps-* && touch $@
 
 install: $(DEPS_STAMP) ## Install freshrec, its pinned deps (venv outside the clone) and Debian packages

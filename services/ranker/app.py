@@ -15,6 +15,7 @@ from freshrec.api import api_key_guard, install_common
 from freshrec.api.errors import error_response
 from freshrec.api.limits import BodyLimitsConfig
 from freshrec.ranking import Query, RankerConfig, RankerRuntime
+from freshrec.ranking.recommender import SCORING
 from freshrec.stream.events import WHOLE_FLOAT_ID_MAX
 from freshrec.table import Tables
 from services.ranker.deps import Runtime
@@ -98,6 +99,12 @@ class RecommendResponse(BaseModel):
     model_version: int | None
     index_version: int
     fallback: bool
+    scoring: str = Field(
+        SCORING,
+        description="What `score` is: log P(interact) (the retrieval head, up to a per-user "
+        "constant) + like_weight * log P(like | interact) (the ranking head).",
+    )
+    like_weight: float
 
 
 class RowResponse(BaseModel):
@@ -183,6 +190,8 @@ def _routes(settings: RankerSettings) -> APIRouter:
             "model_version": result.model_version,
             "index_version": result.index_version,
             "fallback": result.fallback,
+            "scoring": SCORING,
+            "like_weight": result.like_weight,
         }
         return Response(orjson.dumps(payload), media_type="application/json")
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT
 from freshrec.retrieval.config import FaissIndexConfig, FlatConfig
 from freshrec.settings import CommonSettings
 
@@ -21,6 +22,14 @@ class RankerSettings(CommonSettings):
     max_k: int = Field(100, ge=1, le=1000, description="Largest k a request may ask for.")
     candidates: int = Field(
         500, ge=10, le=10_000, description="Items retrieval hands to the ranking model."
+    )
+    like_weight: float = Field(
+        DEFAULT_LIKE_WEIGHT,
+        ge=0,
+        le=10,
+        description="Serving order: candidates are sorted by log P(interact) (the retrieval "
+        "head, up to a per-user constant) + like_weight * log P(like | interact) (the ranking "
+        "head). 0: retrieval alone; 1: the chance of an interaction that is liked.",
     )
     max_batch: int = Field(
         32,

@@ -1,7 +1,13 @@
 """The dense model, its inputs from raw features, and its no-pickle serialisation."""
 
 from freshrec.models.features import EntityTable, context_row_ids, entity_row_ids, mean_pool
-from freshrec.models.model import ModelConfig, RankingModel
+from freshrec.models.model import (
+    DEFAULT_LIKE_WEIGHT,
+    ModelConfig,
+    RankingModel,
+    retrieval_query,
+    retrieval_softmax_loss,
+)
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
     PUBLISHED_MODEL_KEY,
@@ -11,6 +17,7 @@ from freshrec.models.published import (
 from freshrec.models.serialization import decode_tensors, encode_tensors
 
 __all__ = [
+    "DEFAULT_LIKE_WEIGHT",
     "EntityTable",
     "ITEM_NAMES_KEY",
     "PUBLISHED_MODEL_KEY",
@@ -23,4 +30,6 @@ __all__ = [
     "encode_tensors",
     "load_published_dense",
     "mean_pool",
+    "retrieval_query",
+    "retrieval_softmax_loss",
 ]

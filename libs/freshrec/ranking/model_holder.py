@@ -10,6 +10,7 @@ from prometheus_client import Counter, Gauge
 
 from freshrec.errors import FreshrecError
 from freshrec.models import ModelConfig, RankingModel
+from freshrec.models.model import MODEL_FORMAT
 from freshrec.models.published import PUBLISHED_VERSION_KEY, load_published_dense
 from freshrec.table.base import TableBackend
 
@@ -42,6 +43,7 @@ class ModelHolder:
         """Hold the model published through `backend` (none until `refresh` finds one)."""
         self._backend = backend
         self._current: LoadedModel | None = None
+        self._refused: int | None = None  # a version of another format, warned about once
 
     @property
     def current(self) -> LoadedModel | None:
@@ -60,6 +62,8 @@ class ModelHolder:
         version = int(raw)
         if self._current is not None and self._current.version == version:
             return False
+        if version == self._refused:
+            return False
         try:
             published = load_published_dense(self._backend)
         except FreshrecError as exc:
@@ -70,6 +74,18 @@ class ModelHolder:
         if published is None:
             return False
         loaded_version, params, meta = published
+        found = int(meta.get("model_format", 1))
+        if found != MODEL_FORMAT:
+            self._refused = loaded_version
+            logger.warning(
+                "published model version %d has format %d, this ranker serves format %d; "
+                "keeping version %s",
+                loaded_version,
+                found,
+                MODEL_FORMAT,
+                self._version(),
+            )
+            return False
         model = RankingModel(ModelConfig(**meta["model"]))
         model.load_state_dict(params)
         model.eval()

@@ -1,9 +1,12 @@
 """Answering one recommendation request from the freshest rows.
 
-user row → retrieval top-N (inner product, seen items excluded) → candidate rows in one
-batched read → one batched forward pass of the ranking model → top-k. A user without a row
-gets popular and fresh items instead (`fallback`), scored by the same model with a zero
-user vector so item and context signals still order them.
+user row → retrieval query (the row with its last component set to 1, meeting each item
+row's bias component) → retrieval top-N (inner product, seen items excluded) → candidate
+rows in one batched read → one batched forward pass of both heads → top-k by the serving
+score `log P(interact) + like_weight * log P(like | interact)` (`SCORING`; the retrieval
+term is the retrieval logit, the log-probability up to a per-user constant). A user without
+a row gets popular and fresh items instead (`fallback`), scored by the same model with a
+zero user vector so item biases and context still order them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from prometheus_client import Counter
 
 from freshrec.metrics import LATENCY_BUCKETS_S, BatchHistogram
 from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT, RankingModel
 from freshrec.models.published import ITEM_NAMES_KEY
 from freshrec.ranking.model_holder import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
@@ -29,7 +33,19 @@ from freshrec.retrieval.base import Retriever
 from freshrec.table.base import IdArray, Rows, TableBackend
 from freshrec.table.tables import Tables
 
-__all__ = ["Query", "Recommendation", "Recommender", "ScoredItem"]
+__all__ = ["SCORING", "Query", "Recommendation", "Recommender", "ScoredItem", "retrieval_queries"]
+
+SCORING = "log P(interact) + like_weight * log P(like | interact)"
+"""What a recommendation's scores are (before the first model: the retrieval inner product)."""
+
+
+def retrieval_queries(users: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """`(Q, D)` retrieval queries of `(Q, D)` user rows: the last component set to 1, so the
+    inner product with an item row adds that row's bias (its last component)."""
+    queries = np.array(users, dtype=np.float32, copy=True)
+    queries[:, -1] = 1.0
+    return queries
+
 
 # batch histograms: a batch's requests are recorded in one call, not one `observe` each
 STAGE_SECONDS = BatchHistogram(
@@ -69,6 +85,7 @@ class Recommendation:
     model_version: int | None
     index_version: int
     fallback: bool
+    like_weight: float = DEFAULT_LIKE_WEIGHT
 
     @property
     def items(self) -> list[ScoredItem]:
@@ -170,6 +187,7 @@ class Recommender:
         popularity: PopularityTracker,
         *,
         candidates: int = 500,
+        like_weight: float = DEFAULT_LIKE_WEIGHT,
         item_rows: RowReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -181,6 +199,7 @@ class Recommender:
             models: the hot-reloaded dense model.
             popularity: fallback candidates.
             candidates: how many items retrieval hands to the ranking model.
+            like_weight: the serving score's weight of `log P(like | interact)`.
             item_rows: where candidates' rows are read (a `RowMirror` kept by the index
                 follower); the item store when None.
             clock: wall clock, for row ages.
@@ -190,6 +209,7 @@ class Recommender:
         self.models = models
         self.popularity = popularity
         self.candidates = candidates
+        self.like_weight = like_weight
         self.item_rows: RowReader = item_rows if item_rows is not None else self.items
         self._clock = clock
         self._names = store_name_resolver(tables.backend)
@@ -269,6 +289,7 @@ class Recommender:
                     model_version=model_version,
                     index_version=index_version,
                     fallback=not bool(known[i]),
+                    like_weight=self.like_weight,
                 )
             )
         return out
@@ -284,7 +305,7 @@ class Recommender:
         if searched.shape[0]:
             exclude = [excludes[i] for i in searched]
             found, scores = self.retriever.search(
-                user_vecs[searched],
+                retrieval_queries(user_vecs[searched]),
                 self.candidates,
                 exclude=exclude if any(e.shape[0] for e in exclude) else None,
             )
@@ -316,14 +337,19 @@ class Recommender:
         return mean_pool(vectors, positions, len(queries), dim).numpy()
 
     def _score(self, users: np.ndarray, items: np.ndarray, contexts: np.ndarray) -> np.ndarray:
-        """`(Q, N)` probabilities (inner products before the first model) of `(Q, N, D)`
-        candidate rows for `(Q, D)` users with `(Q, C)` contexts."""
+        """`(Q, N)` serving scores (`SCORING`; retrieval inner products before the first
+        model) of `(Q, N, D)` candidate rows for `(Q, D)` users with `(Q, C)` contexts."""
         model = self.models.current
         if model is None:
-            return np.asarray(np.matmul(items, users[:, :, None])[:, :, 0], dtype=np.float32)
+            queries = retrieval_queries(users)
+            return np.asarray(np.matmul(items, queries[:, :, None])[:, :, 0], dtype=np.float32)
+        net: RankingModel = model.model
         with torch.inference_mode():
-            logits = model.model.score_grid(
-                torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(contexts)
+            scores = net.serving_grid(
+                torch.from_numpy(users),
+                torch.from_numpy(items),
+                torch.from_numpy(contexts),
+                like_weight=self.like_weight,
+                logit_offset=model.logit_offset,
             )
-            probs = torch.sigmoid(logits + model.logit_offset)
-        return probs.numpy()
+        return scores.numpy()

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from freshrec.errors import NotFound, StoreUnavailable
 from freshrec.metrics.overview import IndexState, ModelState
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT
 from freshrec.ranking.batcher import RecommendBatcher
 from freshrec.ranking.model_holder import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
@@ -62,6 +63,8 @@ class RankerConfig:
         index_snapshot_interval_s: how often the index snapshot is written.
         sync_interval_s: how often the model version and popularity are checked.
         candidates: items retrieval hands to the ranking model.
+        like_weight: the serving order's weight of `log P(like | interact)` against
+            `log P(interact)` (see `freshrec.models.model`).
         max_batch: most requests computed together.
         max_queue: most requests waiting for the next batch; more are refused (`Overloaded`).
         compute_threads: PyTorch / BLAS / OpenMP threads of the process.
@@ -76,6 +79,7 @@ class RankerConfig:
     index_snapshot_interval_s: float = 60.0
     sync_interval_s: float = 0.2
     candidates: int = 500
+    like_weight: float = DEFAULT_LIKE_WEIGHT
     max_batch: int = 32
     max_queue: int = 64
     compute_threads: int = 1
@@ -142,6 +146,7 @@ class RankerRuntime:
             self.models,
             self.popularity,
             candidates=config.candidates,
+            like_weight=config.like_weight,
             item_rows=mirror,
         )
         self.batcher = RecommendBatcher(

@@ -157,7 +157,9 @@ class InMemoryTableBackend(TableBackend):
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.hashes: dict[str, dict[str, bytes]] = {}
-        self.blobs: dict[str, bytes] = {}
+        # a blob written by ranges is kept as a bytearray and edited in place: a range write
+        # costs its own length, not the blob's (the trainer's frequency buckets, dedup rings)
+        self.blobs: dict[str, bytes | bytearray] = {}
         self.tables: dict[str, _TableData] = {}
         self.feeds: dict[str, _Feed] = {}
 
@@ -177,7 +179,8 @@ class InMemoryTableBackend(TableBackend):
 
     def get_blob(self, key: str, *, group: str | None = None) -> bytes | None:
         with self.lock:
-            return self.blobs.get(key)
+            blob = self.blobs.get(key)
+            return None if blob is None else bytes(blob)
 
     def ping(self) -> bool:
         return True
@@ -262,11 +265,12 @@ class InMemoryTransaction(Transaction):
         chunk = bytes(data)
 
         def op() -> None:
-            blob = bytearray(self.backend.blobs.get(key, b""))
+            blob = self.backend.blobs.get(key, b"")
+            if not isinstance(blob, bytearray):
+                blob = self.backend.blobs[key] = bytearray(blob)
             if len(blob) < start + len(chunk):
                 blob.extend(bytes(start + len(chunk) - len(blob)))
             blob[start : start + len(chunk)] = chunk
-            self.backend.blobs[key] = bytes(blob)
 
         self.stage(op)
 

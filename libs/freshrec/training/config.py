@@ -28,7 +28,42 @@ class TrainerOptions(BaseModel):
     )
     dense_lr: float = Field(0.003, gt=0, description="Adam learning rate of dense parameters.")
     retrieval_weight: float = Field(
-        0.5, ge=0, description="Weight of the retrieval head's loss against the ranking head's."
+        1.0,
+        ge=0,
+        description="Weight of the retrieval head's sampled-softmax loss (interactions) "
+        "against the ranking head's logistic loss (preferences).",
+    )
+    retrieval_negatives: int = Field(
+        128,
+        ge=0,
+        le=10_000,
+        description="Items drawn per batch, uniformly from the recently seen items, as extra "
+        "negatives of the retrieval softmax (beside the batch's own items).",
+    )
+    replay_capacity: int = Field(
+        20_000,
+        ge=1,
+        description="Recent interactions kept for replay (16 bytes each in Redis).",
+    )
+    replay_samples: int = Field(
+        32,
+        ge=0,
+        le=10_000,
+        description="Earlier interactions drawn per batch from the replay ring as extra "
+        "positives of the retrieval softmax (0: no replay).",
+    )
+    frequency_buckets: int = Field(
+        65_536,
+        ge=1,
+        description="Hash buckets of the streaming item-frequency estimate behind the logQ "
+        "correction (16 bytes each in Redis).",
+    )
+    frequency_alpha: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Moving-average rate of the item-frequency estimate (memory of about "
+        "1/alpha occurrences of an item).",
     )
     publish_interval_s: float = Field(
         2.0,

@@ -10,6 +10,10 @@
 - **Positive-only actions** (no `request_id`, or none matching): a positive, plus
   `sampled_negatives` items drawn from recently seen items as negatives.
 
+Each example also says whether it is an *interaction* (a rating of any value, a joined or
+positive-only action): the retrieval head's positives. Unanswered impressions and sampled
+negatives are preference negatives only.
+
 Every random choice is a hash of the event id, never a generator's state, so a replay of the
 same stream gives the same examples whatever the batch boundaries. The builder's pending
 state is small and bounded (`max_pending`) and is saved in the trainer's checkpoint.
@@ -82,7 +86,12 @@ class EventFields(Protocol):
 
 
 class Example(NamedTuple):
-    """One labelled (user, item, context) triple."""
+    """One labelled (user, item, context) triple.
+
+    `label` is the preference (the ranking head's target); `interaction` says whether the
+    user interacted with the item at all (a rating of any value, or an action), the
+    retrieval head's positive. Unanswered impressions and sampled negatives are not.
+    """
 
     user_id: str
     item_id: str
@@ -90,6 +99,7 @@ class Example(NamedTuple):
     label: float
     event_time: float
     accepted_at: float
+    interaction: bool = True
 
 
 def _unit(key: str) -> float:
@@ -165,8 +175,12 @@ class ExampleBuilder:
         candidates = [i for i in self._pool if i != item]
         for j in range(min(self.config.sampled_negatives, len(candidates))):
             pick = candidates[int(_unit(f"{event.event_id}:{j}") * len(candidates))]
-            out.append(Example(user, pick, context, 0.0, event.timestamp, accepted))
+            out.append(Example(user, pick, context, 0.0, event.timestamp, accepted, False))
         return out
+
+    def recent_items(self) -> list[str]:
+        """The pool of recently seen distinct items (oldest first), at most `item_pool`."""
+        return list(self._pool)
 
     def _remember_item(self, item: str) -> None:
         self._pool.pop(item, None)
@@ -184,7 +198,13 @@ class ExampleBuilder:
             if _unit(imp.event_id) < self.config.negative_keep_rate:
                 out.append(
                     Example(
-                        imp.user_id, imp.item_id, imp.context, 0.0, imp.event_time, imp.accepted_at
+                        imp.user_id,
+                        imp.item_id,
+                        imp.context,
+                        0.0,
+                        imp.event_time,
+                        imp.accepted_at,
+                        False,
                     )
                 )
         while self._joined and next(iter(self._joined.values())) < horizon:

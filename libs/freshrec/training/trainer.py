@@ -4,11 +4,15 @@ One `train_batch` call:
 
 1. decodes the messages (poison ones go to the dead-letter sink with their reason);
 2. turns events into examples (`ExampleBuilder`: joins, windows, negatives);
-3. pulls the batch's user, item and context rows, runs forward/backward in PyTorch, steps the
+3. pulls the batch's user, item and context rows (plus `retrieval_negatives` items drawn
+   from the recently seen ones), runs forward/backward in PyTorch — the ranking head's
+   logistic loss on preference labels plus `retrieval_weight` times the retrieval head's
+   sampled softmax over interactions with logQ correction (`ItemFrequency`) — steps the
    dense optimizer, and stages the new rows with each table's own optimizer;
 4. stages, in the **same** Redis transaction, the consumer's next offsets and the trainer
-   checkpoint (dense parameters, dense optimizer state, example-builder state), and every
-   `publish_interval_s` the serving copy of the dense parameters; then commits.
+   checkpoint (dense parameters, dense optimizer state, example-builder state, the
+   item-frequency estimate's changed buckets and step), and every `publish_interval_s` the
+   serving copy of the dense parameters; then commits.
 
 A crash anywhere before the commit loses nothing: on restart the trainer restores the
 checkpoint and seeks to the stored offsets, so the batch is redone from the same state. A
@@ -19,6 +23,7 @@ interrupted run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -31,9 +36,15 @@ import numpy.typing as npt
 import torch
 from prometheus_client import Counter, Gauge, Histogram
 
+from freshrec.errors import ConfigError
 from freshrec.metrics import BatchHistogram
 from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
-from freshrec.models.model import RankingModel
+from freshrec.models.model import (
+    MODEL_FORMAT,
+    RankingModel,
+    retrieval_query,
+    retrieval_softmax_loss,
+)
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
     PUBLISHED_MODEL_KEY,
@@ -49,6 +60,8 @@ from freshrec.training.auc import StreamingAuc
 from freshrec.training.config import TrainerConfig
 from freshrec.training.dedup import DedupWindow
 from freshrec.training.examples import Example, ExampleBuilder
+from freshrec.training.frequency import ItemFrequency
+from freshrec.training.replay import InteractionReplay
 
 __all__ = [
     "BatchReport",
@@ -57,6 +70,8 @@ __all__ = [
     "OnlineTrainer",
     "TrainerConfig",
     "checkpoint_key",
+    "frequency_key",
+    "replay_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -123,6 +138,21 @@ def checkpoint_key(group: str) -> str:
     return f"trainer:{group}:checkpoint"
 
 
+def replay_key(group: str) -> str:
+    """Metadata blob holding a consumer group's replay ring."""
+    return f"trainer:{group}:replay"
+
+
+def frequency_key(group: str) -> str:
+    """Metadata blob holding a consumer group's item-frequency buckets."""
+    return f"trainer:{group}:item_freq"
+
+
+def _unit(key: str) -> float:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
 class OnlineTrainer:
     """Trains the model from micro-batches, committing rows, offsets and checkpoint atomically."""
 
@@ -163,6 +193,15 @@ class OnlineTrainer:
         self._meta = tables.backend
         self._offsets_key = f"offsets:{config.group}"
         self.dedup = DedupWindow(config.dedup_window, f"dedup:{config.group}")
+        self.frequency = self._new_frequency()
+        self.replay = InteractionReplay(config.replay_capacity, replay_key(config.group))
+
+    def _new_frequency(self) -> ItemFrequency:
+        return ItemFrequency(
+            self.config.frequency_buckets,
+            self.config.frequency_alpha,
+            frequency_key(self.config.group),
+        )
 
     # ----------------------------------------------------------------- checkpoint
 
@@ -189,10 +228,27 @@ class OnlineTrainer:
             self._fresh_state()
         else:
             tensors, meta = decode_tensors(blob)
+            found = int(meta.get("model_format", 1))
+            if found != MODEL_FORMAT:
+                raise ConfigError(
+                    f"the checkpoint of group {config_group!r} holds a dense model of format "
+                    f"{found}, this trainer trains format {MODEL_FORMAT}: train into a new "
+                    "consumer group (FRESHREC_TRAINER__GROUP) or namespace"
+                )
             self._load_dense(tensors)
             self.builder.load_state(bytes.fromhex(meta["builder"]))
             self.batches = int(meta["batches"])
             self.published_version = int(meta["published_version"])
+            self.frequency = self._new_frequency()
+            self.frequency.load(
+                self._meta.get_blob(self.frequency.key, group=config_group),
+                int(meta.get("frequency_step", 0)),
+            )
+            self.replay = InteractionReplay(self.config.replay_capacity, self.replay.key)
+            self.replay.load(
+                self._meta.get_blob(self.replay.key, group=config_group),
+                int(meta.get("replay_count", 0)),
+            )
             logger.info(
                 "restored checkpoint: %d batches, %d partitions", self.batches, len(self.offsets)
             )
@@ -204,6 +260,8 @@ class OnlineTrainer:
         self.model = RankingModel(self.config.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.dense_lr)
         self.builder = ExampleBuilder(self.config.examples)
+        self.frequency = self._new_frequency()
+        self.replay = InteractionReplay(self.config.replay_capacity, self.replay.key)
         self.batches = 0
         self.published_version = 0
 
@@ -284,11 +342,17 @@ class OnlineTrainer:
             self.offsets[(message.topic, message.partition)] = message.offset + 1
         self.batches += 1
         with self._meta.transaction(group=self.config.group) as txn:
-            loss, written = self._step(examples, txn) if examples else (float("nan"), 0)
+            salt = f"{messages[0].topic}:{messages[0].partition}:{messages[0].offset}"
+            loss, written = self._step(examples, salt, txn) if examples else (float("nan"), 0)
             txn.put_hash(
                 self._offsets_key, {f"{t}:{p}": off for (t, p), off in self.offsets.items()}
             )
-            for write in self.dedup.drain_writes():
+            writes = (
+                *self.dedup.drain_writes(),
+                *self.frequency.drain_writes(),
+                *self.replay.drain_writes(),
+            )
+            for write in writes:
                 txn.put_blob_range(write.key, write.start, write.data)
             self._stage_checkpoint(txn)
             if examples:
@@ -307,25 +371,58 @@ class OnlineTrainer:
             LOSS.set(loss)
         return BatchReport(len(messages), len(examples), dead, loss, written, freshness)
 
-    def _step(self, examples: list[Example], txn: Transaction) -> tuple[float, int]:
-        users = entity_row_ids("user", [e.user_id for e in examples])
-        items = entity_row_ids("item", [e.item_id for e in examples])
+    def _step(self, examples: list[Example], salt: str, txn: Transaction) -> tuple[float, int]:
+        n = len(examples)
+        replay_users, replay_items = self.replay.sample(self.config.replay_samples, salt)
+        replayed = replay_users.shape[0]
+        users = np.concatenate(
+            [entity_row_ids("user", [e.user_id for e in examples]), replay_users]
+        )
+        negatives = self._sample_negatives(salt)
+        items = np.concatenate(
+            [
+                entity_row_ids("item", [e.item_id for e in examples]),
+                replay_items,
+                entity_row_ids("item", negatives),
+            ]
+        )
         ctx_ids, ctx_rows = context_row_ids([e.context for e in examples])
 
-        u = _Leaf.pull(self.tables.user, users)
-        i = _Leaf.pull(self.tables.item, items)
+        # replayed and sampled rows get gradients but are no occurrence
+        u = _Leaf.pull(self.tables.user, users, counted=n)
+        # (the admission filter counts what users did, not what the trainer drew)
+        i = _Leaf.pull(self.tables.item, items, counted=n)
         c = _Leaf.pull(self.tables.context, ctx_ids)
 
-        context = mean_pool(c.gathered(), ctx_rows, len(examples), self.config.model.context_dim)
+        context = mean_pool(c.gathered(), ctx_rows, n, self.config.model.context_dim)
 
         labels = torch.tensor([e.label for e in examples], dtype=torch.float32)
-        ranking, retrieval = self.model(u.gathered(), i.gathered(), context)
+        user_rows = u.gathered()
+        ranking, _ = self.model(user_rows[:n], i.gathered()[:n], context)
         bce = torch.nn.functional.binary_cross_entropy_with_logits
-        loss_rank = bce(ranking, labels, reduction="sum")
-        loss_retr = bce(retrieval, labels, reduction="sum")
         # a sum, not a batch mean: each row's gradient must not shrink as batches grow (the
         # per-row Adagrad/SGD steps are not scale-free); Adam on the dense part is
-        total = loss_rank + self.config.retrieval_weight * loss_retr
+        loss_rank = bce(ranking, labels, reduction="sum")
+        total = loss_rank
+        fresh = [x for x, e in enumerate(examples) if e.interaction]
+        self.replay.add(users[fresh], items[fresh])  # drawn from the next batch on
+        # a replayed pair whose rows expired (or were never admitted) is not replayed
+        drawn = np.arange(n, n + replayed)
+        alive = u.pulled.exists[u.inverse[drawn]] & i.pulled.exists[i.inverse[drawn]]
+        positives = [*fresh, *drawn[alive].tolist()]
+        if positives and self.config.retrieval_weight > 0:
+            loss_retr = self._retrieval_loss(
+                positives,
+                fresh=len(fresh),
+                users=users,
+                items=items,
+                user_rows=user_rows,
+                item_leaf=i,
+                negatives=negatives,
+            )
+            total = total + self.config.retrieval_weight * loss_retr
+        elif fresh:
+            self.frequency.update(items[fresh])
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
@@ -334,40 +431,107 @@ class OnlineTrainer:
             probs = torch.sigmoid(ranking + self.config.examples.logit_offset).numpy()
         self.auc.update(probs.astype(np.float64), labels.numpy().astype(np.float64))
 
-        self._stage_item_names(i, examples, txn)
+        names: list[str | None] = [e.item_id for e in examples]
+        names += [None] * replayed
+        names += negatives
+        self._stage_item_names(i, names, txn)
         times = np.array([e.event_time for e in examples], dtype=np.float64)
+        latest = float(times.max())
+        item_times = np.concatenate([times, np.full(replayed + len(negatives), latest)])
+        user_times = np.concatenate([times, np.full(replayed, latest)])
         written = 0
         for store, leaf, rows_times in (
-            (self.tables.user, u, times),
-            (self.tables.item, i, times),
+            (self.tables.user, u, user_times),
+            (self.tables.item, i, item_times),
             (self.tables.context, c, times[ctx_rows]),
         ):
             if leaf.pulled.ids.shape[0] == 0:
                 continue
             name = store.config.name
+            # rows only drawn (replayed, sampled negatives) are updated where they exist but
+            # neither created nor kept from expiring: their event time stays what it was
+            keep = np.flatnonzero(leaf.pulled.exists | (leaf.occurrences > 0))
+            row_times = np.where(
+                leaf.occurrences > 0, leaf.latest(rows_times), leaf.pulled.event_time
+            )
             result = store.push(
-                leaf.pulled, leaf.grad(), leaf.occurrences, leaf.latest(rows_times), txn
+                leaf.pulled.take(keep, leaf.pulled.ids[keep]),
+                leaf.grad()[keep],
+                leaf.occurrences[keep],
+                row_times[keep],
+                txn,
             )
             written += int(result.written.shape[0])
             ROWS_WRITTEN.labels(name).inc(int(result.written.shape[0]))
             ROWS_CREATED.labels(name).inc(result.created)
             ROWS_FILTERED.labels(name).inc(result.filtered)
-        return float(loss_rank.item()) / len(examples), written
+        return float(loss_rank.item()) / n, written
+
+    def _sample_negatives(self, salt: str) -> list[str]:
+        """`retrieval_negatives` recently seen items, drawn uniformly (with replacement) by a
+        hash of the batch's first offset: the same batch always draws the same items."""
+        pool = self.builder.recent_items()
+        if not pool:
+            return []
+        count = self.config.retrieval_negatives
+        return [pool[int(_unit(f"{salt}:{j}") * len(pool))] for j in range(count)]
+
+    def _retrieval_loss(
+        self,
+        positives: list[int],
+        *,
+        fresh: int,
+        users: IdArray,
+        items: IdArray,
+        user_rows: torch.Tensor,
+        item_leaf: _Leaf,
+        negatives: list[str],
+    ) -> torch.Tensor:
+        """The sampled softmax of the batch's interactions (the first `fresh` of
+        `positives`, then the replayed ones) over every distinct item of the batch (its
+        examples' and replayed items, and the sampled negatives), logQ-corrected.
+
+        A candidate's expected occurrences among the columns are `P * p(item)` from the
+        `P` positives (`p` the streaming frequency estimate, updated with this batch's fresh
+        interactions first; replayed ones are drawn in proportion to the same frequencies)
+        plus `M / pool` from `M` uniform draws out of the recent-item pool.
+        """
+        index = np.asarray(positives, dtype=np.int64)
+        self.frequency.update(items[index[:fresh]])
+        target = item_leaf.inverse[index]
+        columns = item_leaf.pulled.ids
+        expected = len(positives) * self.frequency.probability(columns)
+        pool = len(self.builder.recent_items())
+        if negatives and pool:
+            expected = expected + len(negatives) / pool
+        # another item the same user interacted with in this batch is no negative for them
+        pos_users = users[index]
+        same_user = pos_users[:, None] == pos_users[None, :]
+        mask = np.zeros((index.shape[0], columns.shape[0]), dtype=np.bool_)
+        rows, others = np.nonzero(same_user)
+        mask[rows, target[others]] = True
+        mask[np.arange(index.shape[0]), target] = False
+        queries = retrieval_query(user_rows[torch.from_numpy(index)])
+        return retrieval_softmax_loss(
+            queries,
+            item_leaf.tensor,
+            torch.from_numpy(target),
+            torch.from_numpy(np.log(expected).astype(np.float32)),
+            torch.from_numpy(mask),
+        )
 
     @staticmethod
-    def _stage_item_names(leaf: _Leaf, examples: list[Example], txn: Transaction) -> None:
-        """Remember raw item ids of new rows so the ranker can answer with them."""
+    def _stage_item_names(leaf: _Leaf, names: list[str | None], txn: Transaction) -> None:
+        """Remember raw item ids of new rows so the ranker can answer with them (a replayed
+        row is named already, unless it expired: then it keeps its numeric id)."""
         new = ~leaf.pulled.exists
         if not new.any():
             return
-        _, first = np.unique(leaf.inverse, return_index=True)  # first example of each row
-        txn.put_hash(
-            ITEM_NAMES_KEY,
-            {
-                str(int(leaf.pulled.ids[u])): examples[int(first[u])].item_id
-                for u in np.flatnonzero(new)
-            },
-        )
+        _, first = np.unique(leaf.inverse, return_index=True)  # first mention of each row
+        named = {str(int(leaf.pulled.ids[u])): names[int(first[u])] for u in np.flatnonzero(new)}
+        fields = {k: v for k, v in named.items() if v is not None}
+        if fields:
+            txn.put_hash(ITEM_NAMES_KEY, fields)
 
     def _publish_if_due(self, txn: Transaction) -> bool:
         now = self._clock()
@@ -397,6 +561,9 @@ class OnlineTrainer:
             "batches": self.batches,
             "published_version": self.published_version,
             "builder": self.builder.state().hex(),
+            "frequency_step": self.frequency.step,
+            "replay_count": self.replay.count,
+            "model_format": MODEL_FORMAT,
         }
         txn.put_blob(checkpoint_key(self.config.group), encode_tensors(self._dense_tensors(), meta))
 
@@ -406,6 +573,7 @@ class OnlineTrainer:
             "version": self.published_version,
             "published_at": self._clock(),
             "model": vars(self.config.model),
+            "model_format": MODEL_FORMAT,
             "logit_offset": self.config.examples.logit_offset,
             "watermark": self.builder.watermark,
         }
@@ -453,12 +621,17 @@ class _Leaf:
     tensor: torch.Tensor
 
     @classmethod
-    def pull(cls, store: EmbeddingStore, ids: IdArray) -> _Leaf:
-        unique, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    def pull(cls, store: EmbeddingStore, ids: IdArray, counted: int | None = None) -> _Leaf:
+        """Pull the unique rows of `(B,)` ids; only the first `counted` ids (all when None)
+        count as occurrences."""
+        unique, inverse = np.unique(ids, return_inverse=True)
+        inverse = inverse.reshape(-1).astype(np.int64)
+        head = inverse if counted is None else inverse[:counted]
+        counts = np.bincount(head, minlength=unique.shape[0])
         pulled = store.pull(unique.astype(np.uint64))
         tensor = torch.from_numpy(np.array(pulled.vectors, dtype=np.float32, copy=True))
         tensor.requires_grad_(True)
-        return cls(pulled, inverse.astype(np.int64), counts.astype(np.int64), tensor)
+        return cls(pulled, inverse, counts.astype(np.int64), tensor)
 
     def gathered(self) -> torch.Tensor:
         return self.tensor[torch.from_numpy(self.inverse)]

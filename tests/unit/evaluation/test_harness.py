@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from freshrec.errors import ConfigError
 from freshrec.offline.evaluation import EvalConfig, run_eval
+from freshrec.offline.evaluation.peers import als_unavailable
 from services.cli.evaluate import eval_command
 
 from .synthetic import synthetic_ratings
@@ -22,7 +23,11 @@ SMALL = EvalConfig(
     windows=4,
     rank_sample=0.5,
 )
+PEERS = {"cooccurrence", "als"}
+SCORES_ONLY = {*PEERS, "online_retrieval"}  # scores, not probabilities: no log loss
 METHODS = {
+    "online_retrieval",
+    "online_no_user",
     "online",
     "hashing",
     "frozen",
@@ -108,11 +113,20 @@ def test_summary_holds_every_method_metric_and_sweep(
     out, summary = first_run
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
     methods = summary["methods"]
-    assert set(methods) == METHODS
+    if als_unavailable() is None:
+        assert set(methods) == METHODS | PEERS
+    else:  # said so in the summary, not a crash
+        assert set(methods) == METHODS | {"cooccurrence"}
+        assert "implicit is not installed" in summary["notes"]["als"]
     for name, method in methods.items():
-        for key in ("auc", "logloss", "recall_at_50", "ndcg_at_50"):
+        keys = ("auc", "recall_at_50", "ndcg_at_50", "recall_at_50_second_half")
+        for key in (*keys, "logloss") if name not in SCORES_ONLY else keys:
             assert isinstance(method[key], float), (name, key)
+        for key in ("auc", "recall_at_50", "ndcg_at_50"):
             assert len(method["windows"][key]) == 4, (name, key)
+        assert isinstance(method["recall_at_50_diff_se"], float)
+        if name in SCORES_ONLY:
+            assert method["logloss"] is None
         assert method["examples"] == 900
         assert 0 < method["queries"] == summary["meta"]["queries"]
     assert 0.0 <= methods["online"]["auc"] <= 1.0
@@ -198,3 +212,22 @@ def test_command_runs_on_an_events_file(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["meta"]["events"] == 300
     assert summary["meta"]["batch_size"] == 64
+
+
+def test_without_implicit_the_summary_says_so_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from freshrec.offline.evaluation import harness  # noqa: PLC0415
+
+    monkeypatch.setattr(harness, "als_unavailable", lambda: "implicit is not installed (test)")
+    summary = run_eval(
+        tmp_path,
+        batch_size=64,
+        progress=False,
+        events=EVENTS[:300],
+        config=_main_run_only(windows=2, rank_sample=0.5),
+        workers=1,
+    )
+    assert "als" not in summary["methods"] and "cooccurrence" in summary["methods"]
+    assert summary["notes"]["als"].startswith("not run: implicit is not installed")
+    assert "`als`: not run" in (tmp_path / "summary.md").read_text()

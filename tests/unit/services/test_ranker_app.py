@@ -61,6 +61,9 @@ async def test_a_known_user_gets_k_items_best_first(ranker: httpx.AsyncClient) -
     assert body["fallback"] is False
     assert body["model_version"] is None  # nothing published: retrieval scores
     assert body["index_version"] >= 1
+    # the reply says what its scores are
+    assert body["scoring"] == "log P(interact) + like_weight * log P(like | interact)"
+    assert body["like_weight"] == 1.0
     items = body["items"]
     assert len(items) == 5 and {i["item_id"] for i in items} <= set(ITEMS)
     scores = [i["score"] for i in items]
@@ -70,6 +73,14 @@ async def test_a_known_user_gets_k_items_best_first(ranker: httpx.AsyncClient) -
         json={"user_id": "u1", "k": 5, "exclude_item_ids": [items[0]["item_id"]]},
     )
     assert items[0]["item_id"] not in {i["item_id"] for i in excluded.json()["items"]}
+
+
+async def test_the_like_weight_knob_is_reported() -> None:
+    settings = _settings(like_weight=0.0)
+    async with asgi_client(create_app(settings, _tables()), "http://ranker") as client:
+        response = await client.post("/v1/recommend", json={"user_id": "u1", "k": 3})
+    assert response.status_code == 200, response.text
+    assert response.json()["like_weight"] == 0.0
 
 
 async def test_an_unknown_user_is_answered_from_the_fallbacks(ranker: httpx.AsyncClient) -> None:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 
 from freshrec.errors import ConfigError
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT
+from freshrec.offline.evaluation.peers import AlsConfig
 from freshrec.training.trainer import TrainerConfig
 
 __all__ = ["DEFAULT_STALENESS", "EvalConfig"]
@@ -55,6 +57,14 @@ class EvalConfig:
             global one in the popularity baseline's probabilities.
         user_context: attach the user's age, gender and occupation to MovieLens events as
             context features.
+        peers: replay the item-to-item co-occurrence and ALS peers in the main run.
+        als: the ALS peer's knobs.
+        cooccurrence_recent: the co-occurrence peer scores from each user's last this many
+            items (None: the whole history).
+        like_weight: the serving order's weight of `log P(like | interact)` against
+            `log P(interact)` (the ranker's `FRESHREC_RANKER__LIKE_WEIGHT`).
+        candidates: retrieval candidates the ranking head re-orders, as the ranker's
+            `FRESHREC_RANKER__CANDIDATES` (None: every item).
         trainer: the trainer's knobs; `batch_size` is taken from this config, and the dense
             model's seed from the run's seed.
     """
@@ -73,6 +83,11 @@ class EvalConfig:
     trainer_auc_window: int | None = 1024
     popularity_prior: float = 10.0
     user_context: bool = True
+    peers: bool = True
+    als: AlsConfig = field(default_factory=AlsConfig)
+    cooccurrence_recent: int | None = 10
+    like_weight: float = DEFAULT_LIKE_WEIGHT
+    candidates: int | None = 500
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
@@ -93,10 +108,15 @@ class EvalConfig:
             raise ConfigError("hashing_memory_ratio must be > 0")
         if self.trainer_auc_window is not None and self.trainer_auc_window < 1:
             raise ConfigError("trainer_auc_window must be >= 1 (or None)")
+        if self.like_weight < 0:
+            raise ConfigError("like_weight must be >= 0")
+        if self.candidates is not None and self.candidates < 1:
+            raise ConfigError("candidates must be >= 1 (or None)")
         if self.popularity_prior < 0:
             raise ConfigError("popularity_prior must be >= 0")
         names = [name for name, _ in self.staleness]
-        reserved = {"online", "hashing", "frozen", "popularity"}
+        reserved = {"online", "hashing", "frozen", "popularity", "cooccurrence", "als"}
+        reserved |= {"online_retrieval", "online_no_user"}
         if len(set(names)) != len(names) or reserved & set(names):
             raise ConfigError(f"staleness names must be unique and not in {sorted(reserved)}")
         if any(not (interval > 0 and math.isfinite(interval)) for _, interval in self.staleness):

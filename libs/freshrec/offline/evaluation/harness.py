@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -40,7 +41,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from freshrec.errors import ConfigError
 from freshrec.offline.evaluation.config import EvalConfig
-from freshrec.offline.evaluation.metrics import summarise
+from freshrec.offline.evaluation.metrics import paired_difference, summarise
+from freshrec.offline.evaluation.peers import als_unavailable
 from freshrec.offline.evaluation.prequential import RunResult, ServingPlan, replay_run
 from freshrec.offline.evaluation.report import write_plots, write_summary_md
 from freshrec.offline.evaluation.stores import RunStores, StoreKind
@@ -272,7 +274,9 @@ def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
     )  # fmt: skip
     query_window = stream.ex_window[stream.queries.example]
 
-    def summary_of(result: RunResult, name: str, ranking: bool) -> dict[str, Any]:
+    def summary_of(
+        result: RunResult, name: str, ranking: bool, probabilistic: bool = True
+    ) -> dict[str, Any]:
         return summarise(
             result.scores[name],
             stream.ex_label,
@@ -281,6 +285,7 @@ def _evaluate(run: _Run, *, workers: int) -> dict[str, Any]:
             windows=config.windows,
             k=config.k,
             ranking=ranking,
+            probabilistic=probabilistic,
         )
 
     # Sweep replays need no ranking queries: ship them a lighter stream.
@@ -332,13 +337,16 @@ def _collect(
     *,
     tasks: list[SweepTask],
     futures: Mapping[str, Future[RunResult]],
-    summary_of: Callable[[RunResult, str, bool], dict[str, Any]],
+    summary_of: Callable[..., dict[str, Any]],
 ) -> dict[str, Any]:
     stream, base, config, trainer_config, stores, bar = (
         run.stream, run.base, run.config, run.trainer_config, run.stores, run.bar
     )  # fmt: skip
     batches, sweep_batches, frozen_at = run.batches, run.sweep_batches, run.frozen_at
     timing: dict[str, float] = {}
+    als_missing = als_unavailable() if config.peers else None
+    if als_missing is not None:
+        logger.warning("the ALS peer is skipped: %s", als_missing)
     main_plan = ServingPlan(
         live="online",
         staleness=config.staleness,
@@ -349,6 +357,14 @@ def _collect(
         ranking=True,
         k=config.k,
         trainer_auc_window=config.trainer_auc_window,
+        cooccurrence="cooccurrence" if config.peers else None,
+        als="als" if config.peers and als_missing is None else None,
+        als_config=config.als,
+        cooccurrence_recent=config.cooccurrence_recent,
+        seed=trainer_config.model.seed,
+        variants=(("online_retrieval", "retrieval"), ("online_no_user", "no_user")),
+        like_weight=config.like_weight,
+        candidates=config.candidates,
     )
     with stores.open("online", base) as tables:
         main = replay_run(
@@ -380,6 +396,8 @@ def _collect(
                 ranking=True,
                 k=config.k,
                 trainer_auc_window=config.trainer_auc_window,
+                like_weight=config.like_weight,
+                candidates=config.candidates,
             ),
             on_batch=bar.run("hashing"),
         )
@@ -395,10 +413,20 @@ def _collect(
         "buckets": buckets,
         **collision_summary(stats),
     }
+    methods["online_retrieval"] = summary_of(main, "online_retrieval", True, False)
+    methods["online_no_user"] = summary_of(main, "online_no_user", True)
     methods["frozen"] = {**summary_of(main, "frozen", True), "frozen_at": iso_time(frozen_at)}
     for name, interval in config.staleness:
         methods[name] = {**summary_of(main, name, True), "sync_interval_s": interval}
     methods["popularity"] = summary_of(main, "popularity", True)
+    notes: dict[str, str] = {}
+    if config.peers:
+        methods["cooccurrence"] = summary_of(main, "cooccurrence", True, False)
+        if als_missing is None:
+            methods["als"] = {**summary_of(main, "als", True, False), "refits": main.als_fits}
+        else:
+            notes["als"] = f"not run: {als_missing}"
+    _compare(methods, main=main, hashing=hashing, stream=stream, frozen_at=frozen_at, k=config.k)
 
     runs: dict[str, RunResult] = {}
     for task in tasks:
@@ -434,4 +462,37 @@ def _collect(
             }
         )
         sweeps[setting.sweep].append(entry)
-    return {"methods": methods, "sweeps": sweeps, "timing": {"runs_s": timing}}
+    return {
+        "methods": methods,
+        "notes": notes,
+        "sweeps": sweeps,
+        "timing": {"runs_s": timing},
+    }
+
+
+def _compare(
+    methods: dict[str, dict[str, Any]],
+    *,
+    main: RunResult,
+    hashing: RunResult,
+    stream: EvalStream,
+    frozen_at: float,
+    k: int,
+) -> None:
+    """Add to each method its paired Recall@k difference to `online` (with its standard
+    error) and its Recall@k / NDCG@k on the second half of the stream (queries at or after
+    `frozen_at`, the half the hyperparameters were not chosen on)."""
+    recall_key, ndcg_key = f"recall_at_{k}", f"ndcg_at_{k}"
+    query_time = stream.ex_time[stream.queries.example]
+    second = query_time >= frozen_at
+    reference = main.scores["online"].recall
+    for name, method in methods.items():
+        scores = (hashing if name == "hashing" else main).scores[name]
+        diff, se = paired_difference(scores.recall, reference)
+        method[f"{recall_key}_diff_vs_online"] = None if math.isnan(diff) else diff
+        method[f"{recall_key}_diff_se"] = None if math.isnan(se) else se
+        half = scores.recall[second]
+        method[f"{recall_key}_second_half"] = float(half.mean()) if half.size else None
+        method[f"{ndcg_key}_second_half"] = float(scores.ndcg[second].mean()) if half.size else None
+        _, half_se = paired_difference(half, reference[second])
+        method[f"{recall_key}_second_half_diff_se"] = None if math.isnan(half_se) else half_se

@@ -17,7 +17,14 @@ import numpy.typing as npt
 
 from freshrec.training.auc import auc
 
-__all__ = ["EPS", "MethodScores", "expected_rank_metrics", "log_loss", "summarise"]
+__all__ = [
+    "EPS",
+    "MethodScores",
+    "expected_rank_metrics",
+    "log_loss",
+    "paired_difference",
+    "summarise",
+]
 
 EPS = 1e-7
 """Probabilities are clipped to `[EPS, 1 - EPS]` for the log loss."""
@@ -98,6 +105,7 @@ def summarise(
     windows: int,
     k: int,
     ranking: bool = True,
+    probabilistic: bool = True,
 ) -> dict[str, object]:
     """Overall and per-window metrics of one method (NaN written as None).
 
@@ -109,6 +117,8 @@ def summarise(
         windows: number of windows `W`.
         k: the ranking cut-off (names the keys).
         ranking: include the ranking metrics.
+        probabilistic: `scores.probs` are probabilities (False: plain scores, for the AUC
+            only; the log loss is None).
 
     Returns:
         `{"auc", "logloss", "examples", ["recall_at_k", "ndcg_at_k", "queries"],
@@ -124,7 +134,7 @@ def summarise(
     def block(ex: npt.NDArray[np.bool_], qs: npt.NDArray[np.bool_]) -> dict[str, float | None]:
         out: dict[str, float | None] = {
             "auc": _clean(auc(scores.probs[ex], labels[ex])),
-            "logloss": _clean(log_loss(scores.probs[ex], labels[ex])),
+            "logloss": _clean(log_loss(scores.probs[ex], labels[ex])) if probabilistic else None,
         }
         if ranking:
             out[recall_key] = _clean(_mean(scores.recall[qs]))
@@ -151,3 +161,25 @@ def summarise(
             per_window[key].append(value)
     result["windows"] = per_window
     return result
+
+
+def paired_difference(
+    values: npt.NDArray[np.float64], reference: npt.NDArray[np.float64]
+) -> tuple[float, float]:
+    """Mean per-query difference `values - reference` and its standard error.
+
+    Both methods answered the same queries, so the paired difference removes the
+    between-query variance that two separate standard errors would double count.
+
+    Args:
+        values: `(Q,)` per-query metric of one method.
+        reference: `(Q,)` the same metric of the reference method, same queries.
+
+    Returns:
+        `(mean difference, standard error)`; NaN with fewer than two queries.
+    """
+    diff = values - reference
+    n = diff.shape[0]
+    if n < 2:
+        return float("nan"), float("nan")
+    return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(n))

@@ -13,7 +13,9 @@ no prediction ever sees its own label. The serving copies of one replay share it
   that would overwrite it, and only when some later example will be served from it;
 - the frozen copy serves the state trained on everything before `frozen_at` (the batch plan
   cuts there) for the rest of the stream; before `frozen_at` it is the live copy;
-- popularity serves counts gathered up to the start of the batch, like the live copy.
+- popularity serves counts gathered up to the start of the batch, like the live copy;
+- the peers (`peers.py`: item-to-item co-occurrence, periodically refitted ALS) are
+  updated with each batch's interactions after it trained, like the live copy.
 
 States are identified by the number of batches trained, so copies holding the same state
 share their scores instead of recomputing them.
@@ -25,17 +27,21 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT
 from freshrec.offline.evaluation.metrics import MethodScores
+from freshrec.offline.evaluation.peers import AlsConfig, Cooccurrence, PeriodicAls
 from freshrec.offline.evaluation.scoring import (
     LiveRows,
     ScoringState,
+    ServingOrder,
     Snapshotter,
+    Variant,
     context_means,
     model_scores,
     predict,
@@ -72,6 +78,15 @@ class ServingPlan:
         ranking: answer the stream's ranking queries.
         k: ranking cut-off.
         trainer_auc_window: window of the trainer's own AUC gauge (None: its default).
+        cooccurrence: method name of the item-to-item co-occurrence peer (None: none).
+        als: method name of the periodically refitted ALS peer (None: none).
+        als_config: the ALS peer's knobs.
+        cooccurrence_recent: the co-occurrence peer's history window (None: all).
+        seed: seeds the ALS peer.
+        variants: (method name, `Variant`) of extra ways to score the live copy (the
+            retrieval head alone, zeroed user rows).
+        like_weight: the serving order's weight of `log P(like | interact)`.
+        candidates: retrieval candidates the ranking head re-orders (None: all items).
     """
 
     live: str
@@ -83,11 +98,22 @@ class ServingPlan:
     ranking: bool = True
     k: int = 50
     trainer_auc_window: int | None = None
+    cooccurrence: str | None = None
+    als: str | None = None
+    als_config: AlsConfig = field(default_factory=AlsConfig)
+    cooccurrence_recent: int | None = None
+    seed: int = 0
+    variants: tuple[tuple[str, Variant], ...] = ()
+    like_weight: float = DEFAULT_LIKE_WEIGHT
+    candidates: int | None = 500
 
     def methods(self) -> list[str]:
         """Every method name this plan scores."""
-        names = [self.live, *(name for name, _ in self.staleness)]
-        names += [n for n in (self.frozen, self.popularity) if n is not None]
+        names = [self.live, *(name for name, _ in self.variants)]
+        names += [name for name, _ in self.staleness]
+        names += [
+            n for n in (self.frozen, self.popularity, self.cooccurrence, self.als) if n is not None
+        ]
         return names
 
 
@@ -102,6 +128,7 @@ class RunResult:
         trainer_auc: the trainer's own streaming AUC at the end (over its gauge's window).
         batches: micro-batches trained.
         seconds: wall time of the replay.
+        als_fits: how often the ALS peer was refitted.
     """
 
     scores: dict[str, MethodScores]
@@ -110,6 +137,7 @@ class RunResult:
     trainer_auc: float
     batches: int
     seconds: float
+    als_fits: int = 0
 
 
 def _served_later(after: float, upto: float, upcoming: float, interval: float) -> bool:
@@ -140,6 +168,7 @@ class _BatchScores:
         config: TrainerConfig,
         k: int,
         ranking: bool,
+        serving: ServingOrder,
     ) -> None:
         lo, hi = examples
         qlo, qhi = queries
@@ -159,10 +188,11 @@ class _BatchScores:
         self.context_dim = config.model.context_dim
         self.offset = config.examples.logit_offset
         self.k = k
+        self.serving = serving
         self._context: dict[int, torch.Tensor] = {}
-        self._probs: dict[int, npt.NDArray[np.float64]] = {}
-        self._recall: dict[int, npt.NDArray[np.float64]] = {}
-        self._ndcg: dict[int, npt.NDArray[np.float64]] = {}
+        self._probs: dict[tuple[int, Variant], npt.NDArray[np.float64]] = {}
+        self._recall: dict[tuple[int, Variant], npt.NDArray[np.float64]] = {}
+        self._ndcg: dict[tuple[int, Variant], npt.NDArray[np.float64]] = {}
 
     def _context_of(self, state: ScoringState) -> torch.Tensor:
         if state.key not in self._context:
@@ -171,20 +201,22 @@ class _BatchScores:
             )
         return self._context[state.key]
 
-    def probs(self, state: ScoringState) -> npt.NDArray[np.float64]:
+    def probs(self, state: ScoringState, variant: Variant = "serve") -> npt.NDArray[np.float64]:
         """`(n,)` probabilities of the batch's examples under `state`."""
-        if state.key not in self._probs:
-            self._probs[state.key] = predict(
-                state, self.users, self.items, self._context_of(state), self.offset
+        key = (state.key, variant)
+        if key not in self._probs:
+            self._probs[key] = predict(
+                state, self.users, self.items, self._context_of(state), self.offset, variant=variant
             )
-        return self._probs[state.key]
+        return self._probs[key]
 
     def ranks(
-        self, state: ScoringState, which: npt.NDArray[np.bool_]
+        self, state: ScoringState, which: npt.NDArray[np.bool_], variant: Variant = "serve"
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Recall and NDCG of the batch's queries under `state`, computed where `which`."""
-        recall = self._recall.setdefault(state.key, np.full(self.q_local.shape[0], np.nan))
-        ndcg = self._ndcg.setdefault(state.key, np.full(self.q_local.shape[0], np.nan))
+        key = (state.key, variant)
+        recall = self._recall.setdefault(key, np.full(self.q_local.shape[0], np.nan))
+        ndcg = self._ndcg.setdefault(key, np.full(self.q_local.shape[0], np.nan))
         todo = np.flatnonzero(which & np.isnan(recall))
         if todo.size:
             local = self.q_local[todo]
@@ -194,6 +226,9 @@ class _BatchScores:
                 self._context_of(state)[torch.from_numpy(local)],
                 self.stream.catalog,
                 self.sizes[todo],
+                history=[self.history[int(i)] for i in todo],
+                serving=self.serving,
+                variant=variant,
             )
             recall[todo], ndcg[todo] = rank_queries(
                 scores,
@@ -205,13 +240,17 @@ class _BatchScores:
         return recall, ndcg
 
     def record(
-        self, target: MethodScores, state: ScoringState, examples: npt.NDArray[np.bool_]
+        self,
+        target: MethodScores,
+        state: ScoringState,
+        examples: npt.NDArray[np.bool_],
+        variant: Variant = "serve",
     ) -> None:
         """Store `state`'s scores of the selected examples, and of their queries, in `target`."""
-        target.probs[self.lo : self.hi][examples] = self.probs(state)[examples]
+        target.probs[self.lo : self.hi][examples] = self.probs(state, variant)[examples]
         if self.ranking:
             asked = examples[self.q_local]
-            recall, ndcg = self.ranks(state, asked)
+            recall, ndcg = self.ranks(state, asked, variant)
             target.recall[self.qlo : self.qhi][asked] = recall[asked]
             target.ndcg[self.qlo : self.qhi][asked] = ndcg[asked]
 
@@ -285,6 +324,11 @@ def replay_run(
     """
     started = time.perf_counter()
     trainer = OnlineTrainer(tables, trainer_config, clock=_replay_clock)
+    serving = ServingOrder(
+        like_weight=plan.like_weight,
+        logit_offset=trainer_config.examples.logit_offset,
+        candidates=plan.candidates,
+    )
     snapshotter = (
         Snapshotter(tables.by_name(), stream.universe) if plan.staleness or plan.frozen else None
     )
@@ -303,6 +347,11 @@ def replay_run(
     snap_ends: list[float] = []
     snap_states: list[ScoringState] = []
     popularity = _Popularity(stream, plan.popularity_prior) if plan.popularity is not None else None
+    peers: dict[str, Cooccurrence | PeriodicAls] = {}
+    if plan.cooccurrence is not None:
+        peers[plan.cooccurrence] = Cooccurrence(stream, plan.cooccurrence_recent)
+    if plan.als is not None:
+        peers[plan.als] = PeriodicAls(stream, plan.als_config, plan.seed)
     windows = stream.window_edges.shape[0] - 1
     next_window = 1
     rows_per_window: list[int] = []
@@ -331,9 +380,12 @@ def replay_run(
             config=trainer_config,
             k=plan.k,
             ranking=plan.ranking,
+            serving=serving,
         )
         everything = np.ones(hi - lo, dtype=np.bool_)
         batch.record(scores[plan.live], live, everything)
+        for name, variant in plan.variants:
+            batch.record(scores[name], live, everything, variant)
         times = stream.ex_time[lo:hi]
         for name, interval in plan.staleness:
             boundary = np.floor(times / interval) * interval
@@ -353,6 +405,21 @@ def replay_run(
             target.probs[lo:hi] = popularity.probs(lo, hi)
             if batch.ranking:
                 target.recall[qlo:qhi], target.ndcg[qlo:qhi] = popularity.ranks(batch, plan.k)
+        for name, peer in peers.items():
+            if isinstance(peer, PeriodicAls):
+                peer.before_batch(start)
+            target = scores[name]
+            target.probs[lo:hi] = peer.pair_scores(lo, hi)
+            if batch.ranking:
+                target.recall[qlo:qhi], target.ndcg[qlo:qhi] = peer.ranks(
+                    lo,
+                    q_local=batch.q_local,
+                    sizes=batch.sizes,
+                    available=batch.available,
+                    target=batch.target,
+                    history=batch.history,
+                    k=plan.k,
+                )
 
         report = trainer.train_batch(stream.messages[start:end])
         if report.examples != hi - lo or report.dead_letters:
@@ -362,6 +429,8 @@ def replay_run(
             )
         if popularity is not None:
             popularity.update(start, end, lo, hi)
+        for peer in peers.values():
+            peer.update(start, end)
         previous_end = batch_end
 
         if snapshotter is not None and snap_states and end < stream.n_events:
@@ -401,6 +470,7 @@ def replay_run(
         trainer_auc=trainer.auc.value(),
         batches=len(batches),
         seconds=seconds,
+        als_fits=sum(p.fits for p in peers.values() if isinstance(p, PeriodicAls)),
     )
 
 

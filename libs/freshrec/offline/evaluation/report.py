@@ -46,7 +46,22 @@ def _method_note(name: str, method: Mapping[str, Any]) -> str:
         return f"serving syncs every {method['sync_interval_s']:g} s of event time"
     if name == "popularity":
         return "item counts so far"
+    if name == "online_retrieval":
+        return "online's retrieval head alone (what FAISS serves)"
+    if name == "online_no_user":
+        return "online with every user row zeroed"
+    if name == "cooccurrence":
+        return "item-to-item cosine co-occurrence, updated after every batch"
+    if name == "als":
+        return f"implicit ALS refitted daily on all interactions so far ({method['refits']} fits)"
     return ""
+
+
+def _diff(method: Mapping[str, Any], key: str) -> str:
+    diff, se = method.get(f"{key}_diff_vs_online"), method.get(f"{key}_diff_se")
+    if diff is None or se is None:
+        return "-"
+    return f"{diff:+.4f} ± {se:.4f}"
 
 
 def markdown_tables(summary: Mapping[str, Any]) -> str:
@@ -61,22 +76,36 @@ def markdown_tables(summary: Mapping[str, Any]) -> str:
         + ("" if span is None else f" and {span:g} s")
         + "; rows are the user + item rows kept at the end (and the most at any window end)."
     )
+    recall = f"recall_at_{k}"
     lines = [
         *_table(
-            ["method", "AUC", "log loss", f"Recall@{k}", f"NDCG@{k}", "rows", "notes"],
+            [
+                "method",
+                "AUC",
+                "log loss",
+                f"Recall@{k}",
+                f"NDCG@{k}",
+                "Δ Recall vs online (paired SE)",
+                f"2nd half Recall@{k}",
+                "rows",
+                "notes",
+            ],
             [
                 [
                     name,
                     m["auc"],
                     m["logloss"],
-                    m[f"recall_at_{k}"],
+                    m[recall],
                     m[f"ndcg_at_{k}"],
+                    _diff(m, recall),
+                    m.get(f"{recall}_second_half"),
                     m.get("rows", "-"),
                     _method_note(name, m),
                 ]
                 for name, m in methods.items()
             ],
         ),
+        *[f"\n`{name}`: {note}" for name, note in summary.get("notes", {}).items()],
         "",
         sweep_note,
         "",

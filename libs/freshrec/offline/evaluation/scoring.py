@@ -17,14 +17,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from freshrec.models.features import mean_pool
-from freshrec.models.model import RankingModel
+from freshrec.models.model import DEFAULT_LIKE_WEIGHT, RankingModel
 from freshrec.offline.evaluation.metrics import expected_rank_metrics
 from freshrec.table.base import EmbeddingStore, FloatArray, IdArray
 
@@ -32,8 +32,10 @@ __all__ = [
     "LiveRows",
     "RowSource",
     "ScoringState",
+    "ServingOrder",
     "SnapshotRows",
     "Snapshotter",
+    "Variant",
     "context_means",
     "model_scores",
     "predict",
@@ -193,14 +195,23 @@ def _gather(rows: RowSource, table: str, ids: IdArray) -> torch.Tensor:
     return torch.from_numpy(rows.vectors(table, unique))[torch.from_numpy(inverse)]
 
 
+Variant = Literal["serve", "retrieval", "no_user"]
+"""How a serving copy scores: `serve` is the product's order (retrieval top-N re-ordered by
+the serving score); `retrieval` the retrieval head alone, what FAISS serves before the
+ranking head re-orders; `no_user` the serving order with every user row zeroed (what is
+left without personalisation)."""
+
+
 def predict(
     state: ScoringState,
     users: IdArray,
     items: IdArray,
     context: torch.Tensor,
     logit_offset: float,
+    *,
+    variant: Variant = "serve",
 ) -> npt.NDArray[np.float64]:
-    """Predicted probabilities of `(user, item, context)` triples.
+    """Predicted probabilities (preference) of `(user, item, context)` triples.
 
     Args:
         state: the serving copy.
@@ -208,16 +219,21 @@ def predict(
         items: `(B,)` item row ids.
         context: `(B, C)` mean context rows.
         logit_offset: added to the ranking logit (undoes negative subsampling).
+        variant: `serve` and `no_user` give the ranking head's `P(like | interact)` (with
+            zero user rows for `no_user`); `retrieval` the retrieval logit (a score, not a
+            probability).
 
     Returns:
-        `(B,)` float64 probabilities.
+        `(B,)` float64 probabilities (scores for `retrieval`).
     """
     with torch.no_grad():
-        ranking, _ = state.model(
-            _gather(state.rows, "user", users), _gather(state.rows, "item", items), context
-        )
-        probs = torch.sigmoid(ranking + logit_offset).numpy()
-    return probs.astype(np.float64)
+        user_rows = _gather(state.rows, "user", users)
+        if variant == "no_user":
+            user_rows = torch.zeros_like(user_rows)
+        ranking, retrieval = state.model(user_rows, _gather(state.rows, "item", items), context)
+        out = retrieval if variant == "retrieval" else torch.sigmoid(ranking + logit_offset)
+        values: npt.NDArray[np.float64] = out.numpy().astype(np.float64)
+    return values
 
 
 def rank_queries(
@@ -262,8 +278,16 @@ def model_scores(
     context: torch.Tensor,
     catalog: IdArray,
     sizes: npt.NDArray[np.int64],
+    *,
+    history: Sequence[npt.NDArray[np.int64]],
+    serving: ServingOrder,
+    variant: Variant = "serve",
 ) -> list[npt.NDArray[np.float32]]:
-    """Ranking logits of catalog prefixes, one batched `score_candidates` pass per query.
+    """Serving scores of catalog prefixes, one batched pass per query.
+
+    With `serving.candidates`, only the retrieval head's top candidates (the user's
+    earlier items excluded, as the ranker asks FAISS) keep their serving score; the rest
+    score `-inf`, which is what the live ranker does by never seeing them.
 
     Args:
         state: the serving copy.
@@ -271,17 +295,55 @@ def model_scores(
         context: `(Q, C)` mean context rows.
         catalog: `(I,)` item row ids.
         sizes: `(Q,)` how many leading catalog items each query scores.
+        history: per query, catalog indexes the user interacted with (not candidates).
+        serving: how the serving score combines the heads.
+        variant: see `Variant`.
 
     Returns:
-        Per query, `(sizes[q],)` float32 logits.
+        Per query, `(sizes[q],)` float32 scores.
     """
     if users.shape[0] == 0:
         return []
     longest = int(sizes.max())
+    out: list[npt.NDArray[np.float32]] = []
     with torch.no_grad():
         items = torch.from_numpy(state.rows.vectors("item", catalog[:longest]))
         user_rows = _gather(state.rows, "user", users)
-        return [
-            state.model.score_candidates(user_rows[q], items[: int(sizes[q])], context[q]).numpy()
-            for q in range(users.shape[0])
-        ]
+        if variant == "no_user":
+            user_rows = torch.zeros_like(user_rows)
+        weight = 0.0 if variant == "retrieval" else serving.like_weight
+        for q in range(users.shape[0]):
+            size = int(sizes[q])
+            grid_items = items[:size].unsqueeze(0)
+            user = user_rows[q : q + 1]
+            scores = state.model.serving_grid(
+                user,
+                grid_items,
+                context[q : q + 1],
+                like_weight=weight,
+                logit_offset=serving.logit_offset,
+            )[0].numpy()
+            if serving.candidates is not None and weight != 0.0 and size > serving.candidates:
+                retrieval = state.model.retrieval_grid(user, grid_items)[0].numpy().copy()
+                retrieval[history[q]] = -np.inf
+                kept = np.argpartition(-retrieval, serving.candidates - 1)[: serving.candidates]
+                cut = np.full(size, -np.inf, dtype=np.float32)
+                cut[kept] = scores[kept]
+                scores = cut
+            out.append(scores)
+    return out
+
+
+@dataclass(frozen=True)
+class ServingOrder:
+    """How served candidates are ordered (the ranker's settings, mirrored).
+
+    Attributes:
+        like_weight: weight of `log P(like | interact)` against `log P(interact)`.
+        logit_offset: added to ranking logits (undoes negative subsampling).
+        candidates: retrieval candidates the ranking head re-orders (None: every item).
+    """
+
+    like_weight: float = DEFAULT_LIKE_WEIGHT
+    logit_offset: float = 0.0
+    candidates: int | None = 500

@@ -30,6 +30,8 @@ from freshrec.training.trainer import Message
 
 __all__ = ["EVAL_TOPIC", "EvalStream", "Queries", "plan_batches", "prepare_stream"]
 
+_INTERACTIONS = frozenset({"rating", "click", "like", "purchase"})
+
 EVAL_TOPIC = "freshrec-eval"
 """Topic name the replayed messages carry (they never touch Kafka)."""
 
@@ -68,11 +70,15 @@ class EvalStream:
         messages: `E` encoded messages (what the trainer consumes), offsets `0..E-1`.
         event_time: `(E,)` float64 event times, non-decreasing.
         event_item: `(E,)` int64 catalog index of each event's item.
+        event_user: `(E,)` int64 index of each event's user (order of first appearance).
+        event_interaction: `(E,)` bool: the event is an interaction (a rating, click, like
+            or purchase; not an impression).
         window_edges: `(W + 1,)` int64 event indexes cutting the stream into windows.
         ex_event: `(X,)` int64 index of the event that completes each example (non-decreasing).
         ex_user: `(X,)` uint64 user row ids.
         ex_item: `(X,)` uint64 item row ids.
         ex_item_index: `(X,)` int64 catalog index of each example's item (-1: not in catalog).
+        ex_user_index: `(X,)` int64 user index (as in `event_user`) of each example's user.
         ex_label: `(X,)` float64 0/1 labels.
         ex_time: `(X,)` float64 event times.
         ex_window: `(X,)` int64 window of each example.
@@ -87,11 +93,14 @@ class EvalStream:
     messages: list[Message]
     event_time: Float64Array
     event_item: Int64Array
+    event_user: Int64Array
+    event_interaction: npt.NDArray[np.bool_]
     window_edges: Int64Array
     ex_event: Int64Array
     ex_user: IdArray
     ex_item: IdArray
     ex_item_index: Int64Array
+    ex_user_index: Int64Array
     ex_label: Float64Array
     ex_time: Float64Array
     ex_window: Int64Array
@@ -185,6 +194,8 @@ def prepare_stream(
     catalog_index: dict[str, int] = {}
     catalog_names: list[str] = []
     event_item = np.empty(n, dtype=np.int64)
+    event_user = np.empty(n, dtype=np.int64)
+    user_index: dict[str, int] = {}
     history: dict[str, list[int]] = {}
     history_sets: dict[str, set[int]] = {}
     ex_event: list[int] = []
@@ -206,6 +217,7 @@ def prepare_stream(
             slot = catalog_index[item] = available
             catalog_names.append(item)
         event_item[index] = slot
+        event_user[index] = user_index.setdefault(user, len(user_index))
         for example in builder.add([event], [event.timestamp]):
             x = len(ex_event)
             ex_event.append(index)
@@ -232,6 +244,7 @@ def prepare_stream(
             history.setdefault(user, []).append(slot)
 
     ex_item_index = np.array([catalog_index.get(i, -1) for i in ex_items], dtype=np.int64)
+    ex_user_index = np.array([user_index[u] for u in ex_users], dtype=np.int64)
     ctx_ids, ctx_example = context_row_ids(ex_contexts)
     ex_event_arr = np.array(ex_event, dtype=np.int64)
     ex_window = np.searchsorted(window_edges, ex_event_arr, side="right") - 1
@@ -250,11 +263,14 @@ def prepare_stream(
         messages=messages,
         event_time=times,
         event_item=event_item,
+        event_user=event_user,
+        event_interaction=np.array([e.type in _INTERACTIONS for e in parsed], dtype=np.bool_),
         window_edges=window_edges,
         ex_event=ex_event_arr,
         ex_user=ex_user,
         ex_item=ex_item,
         ex_item_index=ex_item_index,
+        ex_user_index=ex_user_index,
         ex_label=np.array(ex_labels, dtype=np.float64),
         ex_time=np.array(ex_times, dtype=np.float64),
         ex_window=np.clip(ex_window, 0, windows - 1).astype(np.int64),
