@@ -328,9 +328,7 @@ class AsyncFreshrecClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(ingest_url, ranker_url, api_key, max_batch_events, retry)
-        self._http = httpx.AsyncClient(
-            headers=self.headers, timeout=timeout_s, transport=transport
-        )
+        self._http = httpx.AsyncClient(headers=self.headers, timeout=timeout_s, transport=transport)
 
     async def __aenter__(self) -> AsyncFreshrecClient:
         return self
