@@ -35,6 +35,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from freshrec import errors
+from freshrec.api.answers import Recommendation, RecommendedItem, Row
 from freshrec.stream.events import DEFAULT_MAX_BATCH_EVENTS, Event
 
 __all__ = [
@@ -59,32 +60,6 @@ _BY_STATUS: dict[int, type[errors.FreshrecError]] = {
     429: errors.Overloaded,
     503: errors.DependencyUnavailable,
 }
-
-
-class RecommendedItem(BaseModel):
-    item_id: str
-    score: float
-
-
-class Recommendation(BaseModel):
-    """The ranker's answer to `POST /v1/recommend`."""
-
-    items: list[RecommendedItem]
-    model_version: int | None
-    index_version: int
-    fallback: bool
-
-
-class Row(BaseModel):
-    """One embedding row, as `GET /v1/tables/{table}/rows/{row_id}` answers it."""
-
-    table: str
-    id: str
-    vector: list[float]
-    event_time: float
-    wall_time: float
-    count: int
-    age_s: float
 
 
 class RetryPolicy(BaseModel):
@@ -165,19 +140,38 @@ def _gave_up(accepted: int, attempts: int, last: httpx.Response | None, cause: s
 
 
 class _Base:
+    """What both clients share: their arguments, URLs, request bodies and retry protocol.
+
+    Args:
+        ingest_url: ingest's base URL, e.g. `http://127.0.0.1:8001`; needed by `send_events`.
+        ranker_url: the ranker's base URL; needed by `recommend` and `row`.
+        api_key: sent as `Authorization: Bearer …` when given.
+        timeout_s: bound on each HTTP request.
+        max_batch_events: events per POST at most (the server's `max_batch_events`).
+        retry: how refused or unanswered batches are retried.
+        transport: an httpx transport instead of the network (tests, custom TLS, proxies);
+            `httpx.BaseTransport` for the blocking client, `httpx.AsyncBaseTransport` for the
+            asyncio one.
+    """
+
     def __init__(
         self,
-        ingest_url: str | None,
-        ranker_url: str | None,
-        api_key: str | None,
-        max_batch_events: int,
-        retry: RetryPolicy | None,
+        ingest_url: str | None = None,
+        ranker_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+        retry: RetryPolicy | None = None,
+        transport: Any = None,
     ) -> None:
         self.ingest_url = ingest_url
         self.ranker_url = ranker_url
         self.headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
         self.max_batch_events = max_batch_events
         self.retry = retry or RetryPolicy()
+        self.timeout_s = timeout_s
+        self._transport = transport
 
     def _url(self, base: str | None, path: str, what: str) -> str:
         if base is None:
@@ -233,31 +227,17 @@ class _Base:
 
 
 class FreshrecClient(_Base):
-    """A blocking client of ingest (`ingest_url`) and the ranker (`ranker_url`).
+    """A blocking client of ingest and the ranker (the arguments are `_Base`'s)."""
 
-    Args:
-        ingest_url: ingest's base URL, e.g. `http://127.0.0.1:8001`; needed by `send_events`.
-        ranker_url: the ranker's base URL; needed by `recommend` and `row`.
-        api_key: sent as `Authorization: Bearer …` when given.
-        timeout_s: bound on each HTTP request.
-        max_batch_events: events per POST at most (the server's `max_batch_events`).
-        retry: how refused or unanswered batches are retried.
-        transport: an httpx transport instead of the network (tests, custom TLS, proxies).
-    """
+    @property
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                headers=self.headers, timeout=self.timeout_s, transport=self._transport
+            )
+        return self._client
 
-    def __init__(
-        self,
-        ingest_url: str | None = None,
-        ranker_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 10.0,
-        max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
-        retry: RetryPolicy | None = None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        super().__init__(ingest_url, ranker_url, api_key, max_batch_events, retry)
-        self._http = httpx.Client(headers=self.headers, timeout=timeout_s, transport=transport)
+    _client: httpx.Client | None = None
 
     def __enter__(self) -> FreshrecClient:
         return self
@@ -266,7 +246,8 @@ class FreshrecClient(_Base):
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._client is not None:
+            self._client.close()
 
     def send_events(self, events: Iterable[EventLike]) -> int:
         """Post `events` in batches until each is accepted; the number accepted.
@@ -316,19 +297,15 @@ class FreshrecClient(_Base):
 class AsyncFreshrecClient(_Base):
     """`FreshrecClient` for asyncio: the same arguments, methods and errors, awaited."""
 
-    def __init__(
-        self,
-        ingest_url: str | None = None,
-        ranker_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout_s: float = 10.0,
-        max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
-        retry: RetryPolicy | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(ingest_url, ranker_url, api_key, max_batch_events, retry)
-        self._http = httpx.AsyncClient(headers=self.headers, timeout=timeout_s, transport=transport)
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers=self.headers, timeout=self.timeout_s, transport=self._transport
+            )
+        return self._client
+
+    _client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> AsyncFreshrecClient:
         return self
@@ -337,7 +314,8 @@ class AsyncFreshrecClient(_Base):
         await self.close()
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def send_events(self, events: Iterable[EventLike]) -> int:
         """See `FreshrecClient.send_events`."""

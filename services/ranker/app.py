@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from freshrec.api import api_key_guard, install_common
+from freshrec.api.answers import Recommendation, Row
 from freshrec.api.errors import error_response
 from freshrec.api.limits import BodyLimitsConfig
 from freshrec.ranking import Query, RankerConfig, RankerRuntime
@@ -23,10 +24,7 @@ from services.ranker.settings import RankerSettings
 from services.ranker.status import status_router
 
 __all__ = [
-    "ItemOut",
     "RecommendRequest",
-    "RecommendResponse",
-    "RowResponse",
     "bounded_request_model",
     "create_app",
     "runtime_config",
@@ -87,34 +85,6 @@ def bounded_request_model(settings: RankerSettings) -> type[RecommendRequest]:
             ),
         ),
     )
-
-
-class ItemOut(BaseModel):
-    item_id: str
-    score: float
-
-
-class RecommendResponse(BaseModel):
-    items: list[ItemOut]
-    model_version: int | None
-    index_version: int
-    fallback: bool
-    scoring: str = Field(
-        SCORING,
-        description="What `score` is: log P(interact) (the retrieval head, up to a per-user "
-        "constant) + like_weight * log P(like | interact) (the ranking head).",
-    )
-    like_weight: float
-
-
-class RowResponse(BaseModel):
-    table: str
-    id: str
-    vector: list[float]
-    event_time: float
-    wall_time: float
-    count: int
-    age_s: float
 
 
 def runtime_config(settings: RankerSettings) -> RankerConfig:
@@ -181,7 +151,7 @@ def _routes(settings: RankerSettings) -> APIRouter:
         """Top-k items for a user, scored from the freshest rows."""
         exclude = tuple(str(i) for i in body.exclude_item_ids)
         result = await runtime.recommend(Query(str(body.user_id), body.k, body.context, exclude))
-        # serialized directly: the shape is RecommendResponse's (documented by response_model)
+        # serialized directly: the shape is Recommendation's (documented by response_model)
         payload = {
             "items": [
                 {"item_id": item_id, "score": score}
@@ -202,14 +172,14 @@ def _routes(settings: RankerSettings) -> APIRouter:
         "/v1/recommend",
         recommend,
         methods=["POST"],
-        response_model=RecommendResponse,
+        response_model=Recommendation,
         responses=recommend_responses,
         dependencies=recommend_deps,
     )
 
     @router.get(
         "/v1/tables/{table}/rows/{row_id}",
-        response_model=RowResponse,
+        response_model=Row,
         responses=row_responses,
         dependencies=[Depends(guard)],
     )
@@ -217,10 +187,10 @@ def _routes(settings: RankerSettings) -> APIRouter:
         runtime: Runtime,
         table: Annotated[str, Path(max_length=32)],
         row_id: Annotated[str, Path(min_length=1, max_length=256)],
-    ) -> RowResponse:
+    ) -> Row:
         """One row: vector, update times and occurrence count (raw id, hashed per table)."""
         row = await runtime.read_row(table, row_id)
-        return RowResponse(
+        return Row(
             table=row.table,
             id=str(row.id),
             vector=[float(v) for v in row.vector],

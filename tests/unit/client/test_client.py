@@ -127,7 +127,8 @@ def test_recommend_and_row_answers_are_typed() -> None:
         if request.url.path == "/v1/recommend":
             return httpx.Response(200, json={"items": [{"item_id": "i1", "score": 0.5}],
                                              "model_version": 3, "index_version": 7,
-                                             "fallback": False})  # fmt: skip
+                                             "fallback": False, "scoring": "s",
+                                             "like_weight": 1.0})  # fmt: skip
         return httpx.Response(404, json={"error": "NotFound", "message": "no such row"})
 
     with _client(Script(ranker)) as client:
