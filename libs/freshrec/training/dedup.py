@@ -16,7 +16,7 @@ at any point can make a retry neither count twice nor be lost. See docs/specs/tr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,12 +24,29 @@ import numpy.typing as npt
 
 from freshrec.table.ids import hash_feature
 
-__all__ = ["EMPTY_SLOT", "DedupWindow", "RingWrite", "event_hash"]
+__all__ = ["EMPTY_SLOT", "DedupWindow", "RingWrite", "event_hash", "slot_runs"]
 
 EMPTY_SLOT = 0
 """Ring value of a slot that holds no event id (a dead letter, a duplicate, never written)."""
 
 _SLOT_BYTES = 8
+
+
+def slot_runs(slots: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """The maximal runs of consecutive slots in `slots`, as `(start, stop)` (stop exclusive).
+
+    A state blob's changed slots are written as one SETRANGE per run, not one per slot.
+    """
+    ordered = sorted(set(slots))
+    if not ordered:
+        return
+    start = previous = ordered[0]
+    for slot in ordered[1:]:
+        if slot != previous + 1:
+            yield start, previous + 1
+            start = slot
+        previous = slot
+    yield start, previous + 1
 
 
 @dataclass(frozen=True)
@@ -151,15 +168,9 @@ class DedupWindow:
         for (topic, partition), state in self._partitions.items():
             if not state.dirty:
                 continue
-            slots = sorted(set(state.dirty))
+            slots = list(state.dirty)
             state.dirty.clear()
             key = self.ring_key(topic, partition)
-            run_start = previous = slots[0]
-            for slot in [*slots[1:], None]:
-                if slot is not None and slot == previous + 1:
-                    previous = slot
-                    continue
-                data = state.ring[run_start : previous + 1].astype("<u8").tobytes()
-                yield RingWrite(key, run_start * _SLOT_BYTES, data)
-                if slot is not None:
-                    run_start = previous = slot
+            for start, stop in slot_runs(slots):
+                data = state.ring[start:stop].astype("<u8").tobytes()
+                yield RingWrite(key, start * _SLOT_BYTES, data)

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import numpy as np
 import numpy.typing as npt
 
-from freshrec.training.dedup import RingWrite
+from freshrec.training.dedup import RingWrite, slot_runs
 
 __all__ = ["InteractionReplay"]
 
@@ -106,19 +106,8 @@ class InteractionReplay:
 
     def drain_writes(self) -> Iterator[RingWrite]:
         """The slots filled since the last drain, as contiguous byte ranges."""
-        if not self._dirty:
-            return
-        slots = sorted(self._dirty)
+        slots = list(self._dirty)
         self._dirty.clear()
-        run_start = previous = slots[0]
-        for slot in [*slots[1:], None]:
-            if slot is not None and slot == previous + 1:
-                previous = slot
-                continue
-            pairs = np.stack(
-                [self.users[run_start : previous + 1], self.items[run_start : previous + 1]],
-                axis=1,
-            )
-            yield RingWrite(self.key, run_start * _SLOT_BYTES, pairs.astype("<u8").tobytes())
-            if slot is not None:
-                run_start = previous = slot
+        for start, stop in slot_runs(slots):
+            pairs = np.stack([self.users[start:stop], self.items[start:stop]], axis=1)
+            yield RingWrite(self.key, start * _SLOT_BYTES, pairs.astype("<u8").tobytes())

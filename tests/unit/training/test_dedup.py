@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from freshrec.training.dedup import DedupWindow, RingWrite
+from freshrec.training.dedup import DedupWindow, RingWrite, slot_runs
 
 
 def _apply(ring: bytearray, writes: list[RingWrite]) -> bytearray:
@@ -84,3 +84,9 @@ def test_skipped_offsets_are_cleared() -> None:
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least one"):
         DedupWindow(size=0, key_prefix="k")
+
+
+def test_slot_runs_are_the_maximal_consecutive_runs() -> None:
+    assert list(slot_runs([])) == []
+    assert list(slot_runs([5])) == [(5, 6)]
+    assert list(slot_runs([3, 1, 2, 2, 7, 9, 8, 12])) == [(1, 4), (7, 10), (12, 13)]
