@@ -25,7 +25,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
 from freshrec.models import decode_tensors
-from freshrec.stream.events import Event, encode_event
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event
 from freshrec.table import RedisTableBackend, TableBackend, Tables, load_tables, open_tables
 from freshrec.table.base import EmbeddingStore, Rows
 from freshrec.training import checkpoint_key

@@ -15,7 +15,8 @@ from kafka import KafkaProducer
 
 from freshrec.settings import default_table_config_path
 from freshrec.stream.consumer import KafkaEventSource
-from freshrec.stream.events import Event, encode_event, event_key
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event, event_key
 from freshrec.stream.reader import ReaderConfig, run_reader
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables

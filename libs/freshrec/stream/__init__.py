@@ -25,22 +25,24 @@ from freshrec.stream.deadletter import DeadLetter, DeadLetterWriter
 from freshrec.stream.events import (
     SCHEMA_VERSION,
     AcceptedEvent,
-    ConsumedEvent,
     Event,
     EventBatch,
     EventErrorDetail,
     EventType,
     InvalidEvents,
     PoisonMessage,
-    decode_event,
-    encode_event,
     event_batch_json_schema,
-    event_key,
-    read_event,
     validate_events,
 )
 from freshrec.stream.ingest import EventIngestor
 from freshrec.stream.memory import InMemoryEventSink, InMemoryEventSource, PartitionLog
+from freshrec.stream.messages import (
+    ConsumedEvent,
+    decode_event,
+    encode_event,
+    event_key,
+    read_event,
+)
 from freshrec.stream.producer import EventProducer, ProducerConnection
 from freshrec.stream.topics import ensure_topics
 

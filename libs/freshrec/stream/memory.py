@@ -21,7 +21,8 @@ from freshrec.stream.base import (
     PartitionOwner,
     SourceLag,
 )
-from freshrec.stream.events import Event, encode_event, event_key
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event, event_key
 
 __all__ = ["InMemoryEventSink", "InMemoryEventSource", "PartitionLog"]
 

@@ -30,7 +30,8 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from freshrec.errors import BrokerUnavailable
 from freshrec.stream.base import EventSink
-from freshrec.stream.events import Event, encode_event, event_key
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event, event_key
 from freshrec.stream.metrics import BROKER_ERRORS, PRODUCE_LATENCY
 from freshrec.stream.topics import (
     RECONNECT_BACKOFF_MAX_MS,

@@ -32,12 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
-from prometheus_client import Counter, Gauge, Histogram
 
 from freshrec.errors import ConfigError
-from freshrec.metrics import BatchHistogram
 from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.model import (
     MODEL_FORMAT,
@@ -52,8 +49,9 @@ from freshrec.models.published import (
 )
 from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.base import Message
-from freshrec.stream.events import ConsumedEvent, PoisonMessage, read_event
-from freshrec.table.base import EmbeddingStore, IdArray, Pulled, Transaction
+from freshrec.stream.events import PoisonMessage
+from freshrec.stream.messages import ConsumedEvent, read_event
+from freshrec.table.base import IdArray, Transaction
 from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
@@ -61,6 +59,27 @@ from freshrec.training.config import TrainerConfig
 from freshrec.training.dedup import DedupWindow
 from freshrec.training.examples import Example, ExampleBuilder
 from freshrec.training.frequency import ItemFrequency
+from freshrec.training.keys import checkpoint_key, frequency_key, replay_key
+from freshrec.training.leaf import Leaf
+from freshrec.training.metrics import (
+    AUC,
+    BATCHES,
+    COMMIT_SECONDS,
+    DEAD_LETTERS,
+    DENSE_VERSION,
+    DUPLICATES,
+    EVENTS_CONSUMED,
+    EXAMPLES,
+    FRESHNESS,
+    LOSS,
+    ROWS_CREATED,
+    ROWS_EXPIRED,
+    ROWS_FILTERED,
+    ROWS_WRITTEN,
+    TABLE_BYTES,
+    TABLE_ROWS,
+    WATERMARK,
+)
 from freshrec.training.replay import InteractionReplay
 
 __all__ = [
@@ -75,46 +94,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-EVENTS_CONSUMED = Counter(
-    "freshrec_trainer_events_consumed_total", "Messages consumed from the events topic."
-)
-EXAMPLES = Counter("freshrec_trainer_examples_total", "Training examples built from events.")
-BATCHES = Counter("freshrec_trainer_batches_total", "Micro-batches committed.")
-DUPLICATES = Counter(
-    "freshrec_trainer_duplicate_events_total",
-    "Messages skipped because their event id was already trained (producer retries).",
-)
-DEAD_LETTERS = Counter(
-    "freshrec_trainer_dead_letters_total",
-    "Messages sent to the dead-letter topic, by reason kind.",
-    ["reason"],
-)
-LOSS = Gauge("freshrec_trainer_loss", "Log loss of the last micro-batch (before its update).")
-AUC = Gauge("freshrec_trainer_auc", "AUC of the most recent predictions, made before training.")
-DENSE_VERSION = Gauge("freshrec_trainer_dense_version", "Last published dense model version.")
-WATERMARK = Gauge("freshrec_trainer_watermark_seconds", "Highest event time seen (unix s).")
-ROWS_WRITTEN = Counter(
-    "freshrec_table_rows_written_total", "Rows written by the trainer.", ["table"]
-)
-ROWS_CREATED = Counter("freshrec_table_rows_created_total", "Rows created.", ["table"])
-ROWS_FILTERED = Counter(
-    "freshrec_table_rows_filtered_total", "Updates dropped by the admission filter.", ["table"]
-)
-ROWS_EXPIRED = Counter("freshrec_table_rows_expired_total", "Rows removed by expiry.", ["table"])
-TABLE_ROWS = Gauge("freshrec_table_rows", "Rows in the table.", ["table"])
-TABLE_BYTES = Gauge("freshrec_table_bytes", "Estimated bytes the table uses in Redis.", ["table"])
-FRESHNESS = BatchHistogram(
-    "freshrec_freshness_event_to_row_seconds",
-    "Time from an event accepted by ingest to its rows committed in the table.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
-)
-COMMIT_SECONDS = Histogram(
-    "freshrec_trainer_batch_duration_seconds",
-    "Time to train and commit one micro-batch.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-)
-
 
 DeadLetterSink = Callable[[Message, str, str], None]
 """Receives a message the trainer cannot use, a reason code and a longer explanation."""
@@ -131,21 +110,6 @@ class BatchReport:
     rows_written: int
     freshness_s: tuple[float, ...] = ()
     """Seconds from each example's event accepted by ingest to its rows committed."""
-
-
-def checkpoint_key(group: str) -> str:
-    """Metadata blob holding a consumer group's trainer checkpoint."""
-    return f"trainer:{group}:checkpoint"
-
-
-def replay_key(group: str) -> str:
-    """Metadata blob holding a consumer group's replay ring."""
-    return f"trainer:{group}:replay"
-
-
-def frequency_key(group: str) -> str:
-    """Metadata blob holding a consumer group's item-frequency buckets."""
-    return f"trainer:{group}:item_freq"
 
 
 def _unit(key: str) -> float:
@@ -389,10 +353,10 @@ class OnlineTrainer:
         ctx_ids, ctx_rows = context_row_ids([e.context for e in examples])
 
         # replayed and sampled rows get gradients but are no occurrence
-        u = _Leaf.pull(self.tables.user, users, counted=n)
+        u = Leaf.pull(self.tables.user, users, counted=n)
         # (the admission filter counts what users did, not what the trainer drew)
-        i = _Leaf.pull(self.tables.item, items, counted=n)
-        c = _Leaf.pull(self.tables.context, ctx_ids)
+        i = Leaf.pull(self.tables.item, items, counted=n)
+        c = Leaf.pull(self.tables.context, ctx_ids)
 
         context = mean_pool(c.gathered(), ctx_rows, n, self.config.model.context_dim)
 
@@ -484,7 +448,7 @@ class OnlineTrainer:
         users: IdArray,
         items: IdArray,
         user_rows: torch.Tensor,
-        item_leaf: _Leaf,
+        item_leaf: Leaf,
         negatives: list[str],
     ) -> torch.Tensor:
         """The sampled softmax of the batch's interactions (the first `fresh` of
@@ -521,7 +485,7 @@ class OnlineTrainer:
         )
 
     @staticmethod
-    def _stage_item_names(leaf: _Leaf, names: list[str | None], txn: Transaction) -> None:
+    def _stage_item_names(leaf: Leaf, names: list[str | None], txn: Transaction) -> None:
         """Remember raw item ids of new rows so the ranker can answer with them (a replayed
         row is named already, unless it expired: then it keeps its numeric id)."""
         new = ~leaf.pulled.exists
@@ -609,39 +573,3 @@ class OnlineTrainer:
             "offsets": {f"{t}:{p}": o for (t, p), o in self.offsets.items()},
             "auc": self.auc.value(),
         }
-
-
-@dataclass
-class _Leaf:
-    """Unique rows of one table as a leaf tensor, plus the map back to the batch."""
-
-    pulled: Pulled
-    inverse: npt.NDArray[np.int64]
-    occurrences: npt.NDArray[np.int64]
-    tensor: torch.Tensor
-
-    @classmethod
-    def pull(cls, store: EmbeddingStore, ids: IdArray, counted: int | None = None) -> _Leaf:
-        """Pull the unique rows of `(B,)` ids; only the first `counted` ids (all when None)
-        count as occurrences."""
-        unique, inverse = np.unique(ids, return_inverse=True)
-        inverse = inverse.reshape(-1).astype(np.int64)
-        head = inverse if counted is None else inverse[:counted]
-        counts = np.bincount(head, minlength=unique.shape[0])
-        pulled = store.pull(unique.astype(np.uint64))
-        tensor = torch.from_numpy(np.array(pulled.vectors, dtype=np.float32, copy=True))
-        tensor.requires_grad_(True)
-        return cls(pulled, inverse, counts.astype(np.int64), tensor)
-
-    def gathered(self) -> torch.Tensor:
-        return self.tensor[torch.from_numpy(self.inverse)]
-
-    def grad(self) -> npt.NDArray[np.float32]:
-        if self.tensor.grad is None:
-            return np.zeros(self.pulled.vectors.shape, dtype=np.float32)
-        return self.tensor.grad.numpy().astype(np.float32, copy=False)
-
-    def latest(self, times: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        out = np.zeros(self.pulled.ids.shape[0], dtype=np.float64)
-        np.maximum.at(out, self.inverse, times)
-        return out

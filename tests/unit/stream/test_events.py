@@ -20,12 +20,10 @@ from freshrec.stream.events import (
     EventBatch,
     EventType,
     PoisonMessage,
-    decode_event,
-    encode_event,
     event_batch_json_schema,
-    event_key,
     validate_events,
 )
+from freshrec.stream.messages import decode_event, encode_event, event_key
 from tests.unit.stream.samples import DROP, NOW, sample_event
 
 

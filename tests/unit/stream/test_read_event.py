@@ -16,9 +16,11 @@ from freshrec.stream.events import (
     EARLIEST_TIMESTAMP_S,
     ID_MAX_CHARS,
     UINT64_MAX,
-    ConsumedEvent,
     Event,
     PoisonMessage,
+)
+from freshrec.stream.messages import (
+    ConsumedEvent,
     _plainly_valid,
     decode_event,
     encode_event,

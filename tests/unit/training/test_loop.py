@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY
 
 from freshrec.errors import StoreUnavailable
 from freshrec.models.published import PUBLISHED_VERSION_KEY
-from freshrec.stream.events import Event, encode_event
+from freshrec.stream.events import Event
 from freshrec.stream.memory import InMemoryEventSource
+from freshrec.stream.messages import encode_event
 from freshrec.table import InMemoryTableBackend, Transaction, load_tables, open_tables
 from freshrec.training import BatchReport, Message, OnlineTrainer, TrainerConfig, TrainingLoop
 from tests.waiting import wait_until

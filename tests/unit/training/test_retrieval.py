@@ -11,7 +11,8 @@ import torch
 
 from freshrec.models import RankingModel, retrieval_query, retrieval_softmax_loss
 from freshrec.models.model import ModelConfig
-from freshrec.stream.events import Event, encode_event
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event
 from freshrec.table import InMemoryTableBackend, Tables, load_tables, open_tables
 from freshrec.training import ExampleBuilder, ExampleConfig, Message, OnlineTrainer, TrainerConfig
 from freshrec.training.frequency import ItemFrequency

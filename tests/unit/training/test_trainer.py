@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from freshrec.models import load_published_dense
-from freshrec.stream.events import Event, encode_event
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event
 from freshrec.table import InMemoryTableBackend, Tables, hash_feature, load_tables, open_tables
 from freshrec.training import (
     ExampleBuilder,

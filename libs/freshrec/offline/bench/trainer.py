@@ -28,7 +28,8 @@ from kafka.admin import KafkaAdminClient
 
 from freshrec.settings import default_table_config_path
 from freshrec.stream.consumer import KafkaEventSource
-from freshrec.stream.events import Event, encode_event
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 
 from freshrec.errors import InvalidInput
 from freshrec.models.features import context_row_ids, entity_row_ids
-from freshrec.stream.events import Event, encode_event
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event
 from freshrec.training.examples import ExampleBuilder, ExampleConfig
 from freshrec.training.trainer import Message
 
