@@ -111,7 +111,32 @@ def _query_users(stream: EvalStream, lo: int, q_local: npt.NDArray[np.int64]) ->
     return [int(u) for u in stream.ex_user_index[lo + q_local]]
 
 
-class Cooccurrence:
+class _Peer:
+    """What both peers share: ranking one batch's queries from their per-user item scores."""
+
+    stream: EvalStream
+
+    def query_scores(self, users: list[int], sizes: npt.NDArray[np.int64]) -> list[Float64Array]:
+        """Each query user's scores of the first `size` items (the items seen so far)."""
+        raise NotImplementedError
+
+    def ranks(
+        self,
+        lo: int,
+        *,
+        q_local: npt.NDArray[np.int64],
+        sizes: npt.NDArray[np.int64],
+        available: npt.NDArray[np.int64],
+        target: npt.NDArray[np.int64],
+        history: list[npt.NDArray[np.int64]],
+        k: int,
+    ) -> tuple[Float64Array, Float64Array]:
+        """Recall@k and NDCG@k of one batch's queries."""
+        scores = self.query_scores(_query_users(self.stream, lo, q_local), sizes)
+        return rank_queries(scores, available, target, history, k)
+
+
+class Cooccurrence(_Peer):
     """Online item-to-item co-occurrence with cosine normalisation.
 
     Args:
@@ -162,21 +187,8 @@ class Cooccurrence:
             )
         return out
 
-    def ranks(
-        self,
-        lo: int,
-        *,
-        q_local: npt.NDArray[np.int64],
-        sizes: npt.NDArray[np.int64],
-        available: npt.NDArray[np.int64],
-        target: npt.NDArray[np.int64],
-        history: list[npt.NDArray[np.int64]],
-        k: int,
-    ) -> tuple[Float64Array, Float64Array]:
-        """Recall@k and NDCG@k of one batch's queries."""
-        users = _query_users(self.stream, lo, q_local)
-        scores = [self._user_scores(u, int(n)) for u, n in zip(users, sizes, strict=True)]
-        return rank_queries(scores, available, target, history, k)
+    def query_scores(self, users: list[int], sizes: npt.NDArray[np.int64]) -> list[Float64Array]:
+        return [self._user_scores(u, int(n)) for u, n in zip(users, sizes, strict=True)]
 
     def update(self, start: int, end: int) -> None:
         """Add the interactions of events `[start, end)`."""
@@ -198,7 +210,7 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-class PeriodicAls:
+class PeriodicAls(_Peer):
     """`implicit` ALS refitted on all interactions so far once per `refit_every_s`."""
 
     def __init__(self, stream: EvalStream, config: AlsConfig, seed: int) -> None:
@@ -303,24 +315,11 @@ class PeriodicAls:
                 out[x - lo] = float(self.item_factors[item] @ row)
         return out
 
-    def ranks(
-        self,
-        lo: int,
-        *,
-        q_local: npt.NDArray[np.int64],
-        sizes: npt.NDArray[np.int64],
-        available: npt.NDArray[np.int64],
-        target: npt.NDArray[np.int64],
-        history: list[npt.NDArray[np.int64]],
-        k: int,
-    ) -> tuple[Float64Array, Float64Array]:
-        """Recall@k and NDCG@k of one batch's queries."""
-        users = _query_users(self.stream, lo, q_local)
+    def query_scores(self, users: list[int], sizes: npt.NDArray[np.int64]) -> list[Float64Array]:
         self._fold_in(users)
-        scores = [
+        return [
             self._item_scores(self._user_row(u), int(n)) for u, n in zip(users, sizes, strict=True)
         ]
-        return rank_queries(scores, available, target, history, k)
 
     def update(self, start: int, end: int) -> None:
         """Add the interactions of events `[start, end)` (used from the next refit on)."""
