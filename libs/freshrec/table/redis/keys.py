@@ -54,16 +54,25 @@ class TableKeys:
     feed: str
 
     @classmethod
-    def of(cls, namespace: str, table: str) -> TableKeys:
-        """The keys of `table` under `namespace`."""
-        base = f"{namespace}:t:{table}:"
+    def of(cls, namespace: str, table: str, tag: str | None = None) -> TableKeys:
+        """The keys of `table` under `namespace`.
+
+        Args:
+            namespace: prefix of every key of the deployment.
+            table: the table's name.
+            tag: a Redis Cluster hash tag (``{...}``) that every key of this table shard
+                carries after the table name, so they all share one slot (layout version 2,
+                `docs/specs/table.md`); None for the single-server layout (version 1).
+        """
+        base = f"{namespace}:t:{table}:" if tag is None else f"{namespace}:t:{table}:{tag}:"
+        feed = f"{namespace}:feed:{table}" if tag is None else f"{namespace}:feed:{table}:{tag}"
         return cls(
             base=base,
             row_prefix=(base + "r:").encode(),
             stats=base + "stats",
             index_set=base + "xb",
             pending_set=base + "pb",
-            feed=f"{namespace}:feed:{table}",
+            feed=feed,
         )
 
     def rows(self, ids: IdArray) -> list[bytes]:

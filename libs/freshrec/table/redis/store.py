@@ -20,6 +20,7 @@ than argument by argument. Driver errors surface as `StoreUnavailable`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -86,6 +87,8 @@ class RedisEmbeddingStore(EmbeddingStore):
         config: the table.
         feed_maxlen: approximate number of change-feed entries kept (MAXLEN ~).
         clock: wall clock (unix seconds) for wall time and TTL deadlines.
+        keys: the table's key names; None for the single-server layout. A Redis Cluster
+            table passes one shard's hash-tagged keys (`TableKeys.of` with a tag).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         *,
         feed_maxlen: int = 100_000,
         clock: Callable[[], float] = time.time,
+        keys: TableKeys | None = None,
     ) -> None:
         if feed_maxlen < 1:
             raise ConfigError("feed_maxlen must be >= 1")
@@ -107,7 +111,7 @@ class RedisEmbeddingStore(EmbeddingStore):
         self.optimizer = make_optimizer(config.optimizer)
         self.width = self.optimizer.state_width(config.dim)
         self.dtype = row_dtype(config.dim, self.width)
-        self.keys = TableKeys.of(self.namespace, config.name)
+        self.keys = keys if keys is not None else TableKeys.of(self.namespace, config.name)
         self._base = self.keys.base
         self._row_prefix = self.keys.row_prefix
         self._key_head = b"$%d\r\n" % (len(self._row_prefix) + 8) + self._row_prefix
@@ -119,6 +123,23 @@ class RedisEmbeddingStore(EmbeddingStore):
         self._expiry = RedisExpiry(self.client, self.keys, config, clock, feed_maxlen)
 
     # ---- keys and plumbing -------------------------------------------------------------
+
+    def bound_to(self, client: redis.Redis) -> RedisEmbeddingStore:
+        """This store speaking through `client` (e.g. one pinned, WATCHing connection)."""
+        view = copy.copy(self)
+        view.client = client
+        return view
+
+    def watch_pending(self, ids: IdArray) -> None:
+        """WATCH the pending counts a `pull` of `ids` reads (counting filter), if any."""
+        if not ids.shape[0] or not keeps_counts(self.config.admission):
+            return
+        generation = self._clock_generation()
+        if generation is None:
+            raw = self._run("pull", lambda: self.client.hget(self.stats_key, "pgen"))
+            generation = int(cast(bytes, raw)) if raw is not None else 0
+        keys = [self._pending_key(generation), self._pending_key(generation - 1)]
+        self._run("pull", lambda: self.client.execute_command("WATCH", *keys))  # type: ignore[no-untyped-call]
 
     def row_keys(self, ids: IdArray) -> list[bytes]:
         """The row key of each id, `B` byte strings."""

@@ -1,0 +1,519 @@
+"""The Redis Cluster table backend: commit records, guarded shard applies, metadata by group.
+
+MULTI/EXEC cannot span slots, so a transaction is atomic within its commit group's slot only
+(`Atomicity.GROUP`). A trainer's batch commits in two steps (`docs/specs/trainer-state.md`,
+"On Redis Cluster"):
+
+1. **Commit record.** One MULTI/EXEC in the group's slot writes the group's metadata (its
+   partitions' offsets, its checkpoint) together with the batch's *commit record*: a fresh
+   batch id and every table's gradient step, split by shard. Once this EXEC returns, the
+   batch is committed: its offsets have moved on and its steps will be applied.
+2. **Apply, shard by shard.** For each shard the record touches, under WATCH of the rows it
+   changes and the shard's *applied* hash: if ``applied[group]`` already names this batch, the
+   shard is done; otherwise read the rows as they are now, run the optimizer step on them, and
+   write the rows, the shard's feed entry, its counters and ``applied[group] = batch`` in one
+   MULTI/EXEC. Another writer touching those rows in between aborts the EXEC and the shard is
+   read again — a concurrent trainer's update is never overwritten (no lost update).
+
+A crash after step 1 leaves a record whose shards are partly applied; the first transaction
+the group opens in a new process replays it (step 2 again), and the applied hash makes that
+idempotent. A crash before step 1 commits nothing: the batch is consumed again.
+
+Durability: replication is asynchronous. With ``wait_replicas=n`` every EXEC above is
+followed by ``WAIT n`` and a commit only counts once `n` replicas have it
+(`StoreUnavailable` otherwise, and the trainer retries the batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+import orjson
+import redis
+from prometheus_client import Counter
+
+from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
+from freshrec.table.base import Atomicity, TableBackend, Transaction, UpdateResult
+from freshrec.table.config import TableConfig
+from freshrec.table.records import IdArray
+from freshrec.table.redis.backend import RedisTableBackend
+from freshrec.table.redis.connection import TABLE_OP_SECONDS, RedisTransaction
+from freshrec.table.redis_cluster.router import (
+    Node,
+    PinnedPool,
+    SlotRouter,
+    parse_nodes,
+    shard_of,
+    shard_tag,
+    tag_slot,
+)
+from freshrec.table.redis_cluster.store import RedisClusterEmbeddingStore, ShardUpdate
+from freshrec.table.resp import EXEC, MULTI, pack_command
+
+__all__ = ["ClusterTransaction", "RedisClusterTableBackend", "decode_record", "encode_record"]
+
+logger = logging.getLogger(__name__)
+
+RECORD_MAGIC = b"FRCR1"
+RECORD_KEY = "commit"
+# A shard's apply retries this often when concurrent writers keep changing its rows.
+MAX_APPLY_ATTEMPTS = 64
+
+APPLY_RETRIES = Counter(
+    "freshrec_table_apply_retries_total",
+    "Shard applies read again because another writer changed their rows under WATCH.",
+)
+
+
+def group_tag(group: str | None) -> str:
+    """The hash tag of commit group `group`'s metadata (``{m.<group>}``; ``{m}`` for None)."""
+    if group is not None and ("{" in group or "}" in group):
+        raise InvalidInput(f"a commit group name has no braces: {group!r}")
+    return "{m}" if group is None else "{m." + group + "}"
+
+
+class ClusterTransaction(RedisTransaction):
+    """The metadata of one commit group (atomic in its slot) plus tables' gradient steps.
+
+    Args:
+        backend: the cluster backend.
+        group: the commit group.
+    """
+
+    def __init__(self, backend: RedisClusterTableBackend, group: str | None) -> None:
+        super().__init__(backend.group_client(group), backend.namespace, group)
+        self.backend = backend
+        self._updates: list[ShardUpdate] = []
+        self._tag = group_tag(group)
+
+    def _meta(self, key: str) -> str:
+        return f"{self.namespace}:meta:{self._tag}:{key}"
+
+    def stage_updates(self, updates: Sequence[ShardUpdate]) -> None:
+        """Add tables' gradient steps (applied at commit, see the module docstring)."""
+        for update in updates:
+            if update.store.backend is not self.backend:
+                raise TypeError("a ClusterTransaction takes steps of its own backend's tables")
+        self._updates.extend(updates)
+
+    def commit(self) -> None:
+        updates = self._updates
+        self._updates = []
+        if not updates:
+            self.backend.commit_group(self, None)
+            return
+        batch = uuid.uuid4().hex
+        self.put_blob(RECORD_KEY, encode_record(batch, updates))
+        self.backend.commit_group(self, batch)
+        self.backend.apply_record(self.group, batch, updates)
+
+    def discard(self) -> None:
+        super().discard()
+        self._updates = []
+
+
+class RedisClusterTableBackend(TableBackend):
+    """Tables of one namespace on a Redis Cluster (`Atomicity.GROUP`).
+
+    Args:
+        router: the cluster's slot router (closed with the backend).
+        namespace: prefix of every key this deployment owns (no braces).
+        shards: shards per table; part of the layout (changing it needs a snapshot restore).
+        wait_replicas: replicas every commit waits for (``WAIT``); 0 does not wait.
+        wait_timeout_ms: how long a commit waits for them before it fails.
+    """
+
+    atomicity = Atomicity.GROUP
+
+    def __init__(
+        self,
+        router: SlotRouter,
+        namespace: str = "freshrec",
+        *,
+        shards: int = 12,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
+        if "{" in namespace or "}" in namespace:
+            raise ConfigError(f"a Redis Cluster namespace has no braces: {namespace!r}")
+        if not 1 <= shards <= 1024:
+            raise ConfigError(f"shards must be 1..1024, got {shards}")
+        self.router = router
+        self.namespace = namespace
+        self.shards = shards
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._tags = [shard_tag(s, shards) for s in range(shards)]
+        self._slots = [tag_slot(t) for t in self._tags]
+        self._connections = [
+            RedisTableBackend(router.slot_client(slot), namespace) for slot in self._slots
+        ]
+        self._stores: dict[str, RedisClusterEmbeddingStore] = {}
+        self._recovered: set[str | None] = set()
+
+    @classmethod
+    def from_nodes(
+        cls,
+        nodes: str | Sequence[Node],
+        namespace: str = "freshrec",
+        *,
+        socket_timeout_s: float | None = None,
+        shards: int = 12,
+        wait_replicas: int = 0,
+    ) -> RedisClusterTableBackend:
+        """A backend over a new router for startup `nodes` (``"host:port,..."``)."""
+        startup = parse_nodes(nodes) if isinstance(nodes, str) else list(nodes)
+        router = SlotRouter(startup, socket_timeout_s=socket_timeout_s)
+        return cls(router, namespace, shards=shards, wait_replicas=wait_replicas)
+
+    # ---- layout ------------------------------------------------------------------------
+
+    def tag(self, shard: int) -> str:
+        """The hash tag of shard `shard`."""
+        return self._tags[shard]
+
+    def shard_of(self, ids: IdArray) -> np.ndarray:
+        """`(B,)` shard of each id."""
+        return shard_of(ids, self.shards)
+
+    def shard_connection(self, shard: int) -> RedisTableBackend:
+        """The connection (slot client + namespace) of shard `shard`."""
+        return self._connections[shard]
+
+    def group_client(self, group: str | None) -> redis.Redis:
+        """A client on the slot of commit group `group`."""
+        return self.router.slot_client(tag_slot(group_tag(group)))
+
+    def applied_key(self, shard: int) -> str:
+        """The hash of shard `shard` naming, per commit group, the last batch applied there."""
+        return f"{self.namespace}:applied:{self._tags[shard]}"
+
+    # ---- TableBackend ------------------------------------------------------------------
+
+    def transaction(self, group: str | None = None) -> ClusterTransaction:
+        if group not in self._recovered:
+            self.recover(group)
+        return ClusterTransaction(self, group)
+
+    def own(self, txn: Transaction) -> ClusterTransaction:
+        """`txn` as a transaction of this backend (`TypeError` otherwise)."""
+        if not isinstance(txn, ClusterTransaction) or txn.backend is not self:
+            raise TypeError("a Redis Cluster table needs a transaction of its own backend")
+        return txn
+
+    def _meta_key(self, key: str, group: str | None) -> str:
+        return f"{self.namespace}:meta:{group_tag(group)}:{key}"
+
+    def _run(self, op: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            self.router.invalidate()
+            raise StoreUnavailable(f"Redis Cluster failed during {op}: {exc}") from exc
+        except StoreUnavailable:
+            self.router.invalidate()
+            raise
+        finally:
+            TABLE_OP_SECONDS.labels("meta", op).observe(time.perf_counter() - started)
+
+    def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:
+        client = self.group_client(group)
+        raw = self._run("get_hash", lambda: client.hgetall(self._meta_key(key, group)))
+        return {k.decode(): v for k, v in cast(dict[bytes, bytes], raw).items()}
+
+    def get_hash_fields(
+        self, key: str, fields: Sequence[str], *, group: str | None = None
+    ) -> list[bytes | None]:
+        if not fields:
+            return []
+        client = self.group_client(group)
+        raw = self._run(
+            "get_hash_fields", lambda: client.hmget(self._meta_key(key, group), list(fields))
+        )
+        return cast(list[bytes | None], raw)
+
+    def get_blob(self, key: str, *, group: str | None = None) -> bytes | None:
+        client = self.group_client(group)
+        return cast(
+            bytes | None, self._run("get_blob", lambda: client.get(self._meta_key(key, group)))
+        )
+
+    def ping(self) -> bool:
+        return self.router.ping()
+
+    def store(
+        self,
+        config: TableConfig,
+        *,
+        feed_maxlen: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> RedisClusterEmbeddingStore:
+        """The store of table `config.name` (see `RedisClusterEmbeddingStore`)."""
+        store = RedisClusterEmbeddingStore(self, config, feed_maxlen=feed_maxlen, clock=clock)
+        self._stores[config.name] = store
+        return store
+
+    def close(self) -> None:
+        self.router.close()
+
+    def fan_out(self, commands: Mapping[int, Sequence[bytes]]) -> dict[int, list[Any]]:
+        """Send each shard's packed commands to its master and read every reply.
+
+        All shards of one master share one connection, and every master's commands are sent
+        before any reply is read, so the masters work in parallel: one round trip in all.
+
+        Args:
+            commands: shard → its packed commands (one reply each).
+
+        Returns:
+            shard → its replies, in order.
+        """
+        by_node: dict[Node, list[int]] = {}
+        for shard in commands:
+            by_node.setdefault(self.router.master_of(self._slots[shard]), []).append(shard)
+        held: list[tuple[redis.ConnectionPool, Any, list[int]]] = []
+        out: dict[int, list[Any]] = {}
+        try:
+            for node, shards in by_node.items():
+                pool = self.router.pool_at(node)
+                conn = pool.get_connection()
+                held.append((pool, conn, shards))
+                conn.send_packed_command([c for s in shards for c in commands[s]])  # type: ignore[no-untyped-call]
+            for _pool, conn, shards in held:
+                for s in shards:
+                    out[s] = [conn.read_response() for _ in commands[s]]
+        except BaseException:
+            for _pool, conn, _shards in held:
+                conn.disconnect()
+            raise
+        finally:
+            for pool, conn, _shards in held:
+                pool.release(conn)
+        return out
+
+    # ---- the commit protocol -----------------------------------------------------------
+
+    def _exec(self, conn: Any, chunks: Sequence[bytes], commands: int, *, watched: bool) -> bool:
+        """MULTI, `chunks`, EXEC (and WAIT) on `conn`; False when WATCH aborted it."""
+        tail = [EXEC]
+        if self.wait_replicas:
+            tail.append(pack_command(["WAIT", self.wait_replicas, self.wait_timeout_ms]))
+        conn.send_packed_command([MULTI, *chunks, *tail])
+        replies = [conn.read_response() for _ in range(commands + 1 + len(tail))]
+        results = replies[commands + 1]
+        if results is None:
+            if not watched:
+                raise StoreUnavailable("Redis Cluster transaction was aborted")
+            return False
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise StoreUnavailable(
+                f"Redis Cluster transaction had {len(failed)} failing commands: {failed[0]}"
+            )
+        if self.wait_replicas and int(replies[-1]) < self.wait_replicas:
+            raise StoreUnavailable(
+                f"commit reached {replies[-1]} replicas of the {self.wait_replicas} required"
+            )
+        return True
+
+    def _with_connection(self, slot: int, op: str, fn: Callable[[Any], Any]) -> Any:
+        def run() -> Any:
+            pool = self.router.pool_at(self.router.master_of(slot))
+            conn = pool.get_connection()
+            try:
+                return fn(conn)
+            except BaseException:
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                raise
+            finally:
+                pool.release(conn)
+
+        return self._run(op, run)
+
+    def commit_group(self, txn: ClusterTransaction, batch: str | None) -> None:
+        """Step 1: the group's metadata (and commit record) in one MULTI/EXEC in its slot."""
+        chunks, commands = txn._chunks, txn._commands
+        txn._chunks, txn._commands = [], 0
+        if not commands:
+            return
+        slot = tag_slot(group_tag(txn.group))
+        self._with_connection(
+            slot, "commit", lambda conn: self._exec(conn, chunks, commands, watched=False)
+        )
+
+    def apply_record(
+        self, group: str | None, batch: str, updates: Sequence[ShardUpdate]
+    ) -> list[UpdateResult]:
+        """Step 2 for every shard of a committed record."""
+        by_shard: dict[int, list[ShardUpdate]] = {}
+        for update in updates:
+            by_shard.setdefault(update.shard, []).append(update)
+        results: list[UpdateResult] = []
+        for shard in sorted(by_shard):
+            results += self.apply_shard(shard, by_shard[shard], group=group, batch=batch)
+        return results
+
+    def apply_shard(
+        self,
+        shard: int,
+        updates: Sequence[ShardUpdate],
+        *,
+        group: str | None,
+        batch: str | None,
+    ) -> list[UpdateResult]:
+        """Apply `updates` (all of shard `shard`) to the rows as they are, under WATCH.
+
+        Args:
+            shard: the shard.
+            updates: gradient steps of tables on this backend, all in `shard`.
+            group: the commit group; with `batch`, the shard's applied hash records it.
+            batch: the batch id of the commit record; None applies without a record.
+
+        Returns:
+            One `UpdateResult` per update (empty when the batch was applied here already).
+        """
+        applied = self.applied_key(shard)
+        field = "" if group is None else group
+
+        def attempt(conn: Any) -> list[UpdateResult] | None:
+            pinned = redis.Redis(connection_pool=PinnedPool(conn))
+            watch: list[bytes | str] = [applied]
+            for u in updates:
+                part = u.store.parts[shard]
+                watch += [part.stats_key, *part.row_keys(u.ids)]
+            conn.send_packed_command(
+                [pack_command(["WATCH", *watch]), pack_command(["HGET", applied, field])]
+            )
+            conn.read_response()
+            last = _text(conn.read_response())
+            if batch is not None and last == batch:
+                conn.send_packed_command([pack_command(["UNWATCH"])])
+                conn.read_response()
+                return []
+            now = updates[0].store.clock()
+            staged = RedisTransaction(pinned, self.namespace, group)
+            results = []
+            for u in updates:
+                part = u.store.parts[shard]
+                view = part.bound_to(pinned)
+                view.watch_pending(u.ids)
+                pulled = view.pull(u.ids)
+                plan = u.plan(pulled, now)
+                view._stage_push(staged, plan, pulled, float(np.max(u.event_time)), now)
+                results.append(
+                    UpdateResult(
+                        written=plan.ids, created=int(plan.created.sum()), filtered=plan.filtered
+                    )
+                )
+            if batch is not None:
+                staged.stage("HSET", applied, field, batch)
+            ok = self._exec(conn, staged._chunks, staged._commands, watched=True)
+            return results if ok else None
+
+        slot = self._slots[shard]
+        for tries in range(MAX_APPLY_ATTEMPTS):
+            done = self._with_connection(slot, "apply", attempt)
+            if done is not None:
+                APPLY_RETRIES.inc(tries)
+                return cast(list[UpdateResult], done)
+            time.sleep(random.uniform(0.0, 0.002 * (tries + 1)))
+        raise StoreUnavailable(
+            f"shard {shard}: rows kept changing under {MAX_APPLY_ATTEMPTS} apply attempts"
+        )
+
+    def recover(self, group: str | None) -> int:
+        """Replay commit group `group`'s last record on the shards that lack it.
+
+        Called by the first transaction of each group in this process; idempotent.
+
+        Returns:
+            How many shards it applied (0 when the record was complete).
+        """
+        raw = self.get_blob(RECORD_KEY, group=group)
+        replayed = 0
+        if raw:
+            batch, updates = decode_record(raw, self._stores)
+            pending = {u.shard for u in updates}
+            for shard in sorted(pending):
+                mine = [u for u in updates if u.shard == shard]
+                if self.apply_shard(shard, mine, group=group, batch=batch):
+                    replayed += 1
+            if replayed:
+                logger.warning(
+                    "commit group %s: replayed batch %s on %d shards after a crash",
+                    group,
+                    batch,
+                    replayed,
+                )
+        self._recovered.add(group)
+        return replayed
+
+
+def _text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def encode_record(batch: str, updates: Sequence[ShardUpdate]) -> bytes:
+    """A commit record: batch id and every step (layout in `docs/specs/trainer-state.md`)."""
+    header = {
+        "batch": batch,
+        "updates": [
+            {"table": u.store.config.name, "shard": u.shard, "n": int(u.ids.shape[0])}
+            for u in updates
+        ],
+    }
+    head = orjson.dumps(header)
+    body = b"".join(
+        u.ids.astype("<u8").tobytes()
+        + np.ascontiguousarray(u.grads, dtype="<f4").tobytes()
+        + u.occurrences.astype("<i8").tobytes()
+        + u.event_time.astype("<f8").tobytes()
+        for u in updates
+    )
+    return RECORD_MAGIC + struct.pack("<I", len(head)) + head + body
+
+
+def decode_record(
+    raw: bytes, stores: Mapping[str, RedisClusterEmbeddingStore]
+) -> tuple[str, list[ShardUpdate]]:
+    """The batch id and steps of a commit record, on the tables `stores` has open.
+
+    Raises:
+        ConfigError: the record names a table that is not open, or is not a commit record.
+    """
+    if not raw.startswith(RECORD_MAGIC):
+        raise ConfigError("not a freshrec commit record")
+    at = len(RECORD_MAGIC)
+    (size,) = struct.unpack_from("<I", raw, at)
+    at += 4
+    header = orjson.loads(raw[at : at + size])
+    at += size
+    out = []
+    for item in header["updates"]:
+        store = stores.get(item["table"])
+        if store is None:
+            raise ConfigError(
+                f"the commit record names table {item['table']!r}, which is not open; "
+                "open every table before the first transaction"
+            )
+        n, dim = int(item["n"]), store.config.dim
+        ids = np.frombuffer(raw, "<u8", n, at).astype(np.uint64)
+        at += 8 * n
+        grads = np.frombuffer(raw, "<f4", n * dim, at).reshape(n, dim).astype(np.float32)
+        at += 4 * n * dim
+        occ = np.frombuffer(raw, "<i8", n, at).astype(np.int64)
+        at += 8 * n
+        times = np.frombuffer(raw, "<f8", n, at).astype(np.float64)
+        at += 8 * n
+        out.append(ShardUpdate(store, int(item["shard"]), ids, grads, occ, times))
+    return str(header["batch"]), out
