@@ -14,7 +14,11 @@ from pydantic import BaseModel, Field, SecretStr, field_validator, model_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from freshrec.table.backends import RedisBackendConfig
+from freshrec.table.backends import (
+    RedisBackendConfig,
+    RedisClusterBackendConfig,
+    redis_backend_config,
+)
 
 __all__ = ["CommonSettings", "default_table_config_path"]
 
@@ -34,6 +38,26 @@ class CommonSettings(BaseSettings):
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis holding the table, offsets and models."
+    )
+    redis_cluster_nodes: str = Field(
+        "",
+        description="Redis Cluster startup nodes (host:port, comma-separated); when set, the "
+        "table, offsets and models live on the cluster instead of `redis_url` "
+        "(docs/scaling.md).",
+    )
+    redis_cluster_shards: int = Field(
+        12,
+        ge=1,
+        le=1024,
+        description="Shards per table on the Redis Cluster; part of the key layout, so "
+        "changing it needs a snapshot restore.",
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="On the Redis Cluster, replicas every commit waits for (WAIT) before it "
+        "counts; 0 trusts asynchronous replication (a failover can lose the last commits).",
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
     namespace: str = Field(
@@ -90,14 +114,22 @@ class CommonSettings(BaseSettings):
             self.dead_letter_topic = f"{self.namespace}.events.dlq"
         return self
 
-    def table_backend(self, socket_timeout_s: float | None = None) -> RedisBackendConfig:
-        """The table backend these settings name: Redis at `redis_url`, keys under `namespace`.
+    def table_backend(
+        self, socket_timeout_s: float | None = None
+    ) -> RedisBackendConfig | RedisClusterBackendConfig:
+        """The table backend these settings name: the Redis Cluster at `redis_cluster_nodes`
+        when set, else Redis at `redis_url`; keys under `namespace`.
 
         Args:
             socket_timeout_s: per-command socket timeout (None: wait as long as it takes).
         """
-        return RedisBackendConfig(
-            url=self.redis_url, namespace=self.namespace, socket_timeout_s=socket_timeout_s
+        return redis_backend_config(
+            self.redis_url,
+            self.namespace,
+            cluster_nodes=self.redis_cluster_nodes,
+            shards=self.redis_cluster_shards,
+            wait_replicas=self.redis_wait_replicas,
+            socket_timeout_s=socket_timeout_s,
         )
 
 

@@ -17,7 +17,7 @@ from freshrec.stream.base import EventSource
 from freshrec.stream.consumer import KafkaEventSource
 from freshrec.stream.deadletter import DeadLetterWriter
 from freshrec.stream.topics import ensure_topics
-from freshrec.table import RedisTableBackend, TableBackend, load_tables, open_tables
+from freshrec.table import TableBackend, load_tables, open_backend, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 from freshrec.training.loop import RETRY_FIRST_S, RETRY_MAX_S
 from services.trainer.settings import TrainerSettings
@@ -98,9 +98,7 @@ def main(settings: TrainerSettings | None = None) -> None:
     )
     stop = _stop_on_signals()
     # a bounded socket timeout: a Redis that stalls is an outage the loop rides out
-    backend = RedisTableBackend.from_url(
-        settings.redis_url, settings.namespace, socket_timeout_s=_REDIS_TIMEOUT_S
-    )
+    backend = open_backend(settings.table_backend(socket_timeout_s=_REDIS_TIMEOUT_S))
     dead_letters = DeadLetterWriter(settings.kafka_bootstrap, settings.dead_letter_topic)
     parts = TrainerParts(build_trainer(settings, backend, dead_letters), backend, dead_letters)
     config = uvicorn.Config(

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import redis
 
 from freshrec.models import entity_row_ids
 from freshrec.offline.bench.soak import SteadyProducer
 from freshrec.offline.bench.soak import consumed as trainer_consumed
 from freshrec.settings import default_table_config_path
-from freshrec.table import RedisTableBackend, load_tables, open_tables
+from freshrec.table import load_tables, open_backend, open_tables
+from freshrec.table.backends import redis_backend_config
 from tests.e2e.conftest import Stack
 from tests.waiting import wait_until
 
@@ -61,21 +61,30 @@ def assert_trained_exactly_once(stack: Stack, stream: SteadyProducer, redis_url:
         f"all {stream.messages} messages consumed",
         detail=lambda: f"consumed {consumed(stack)}",
     )
-    client = redis.Redis.from_url(redis_url)
-    try:
-        tables = open_tables(
-            load_tables(default_table_config_path()), RedisTableBackend(client, stack.namespace)
+    backend = open_backend(
+        redis_backend_config(
+            redis_url,
+            stack.namespace,
+            cluster_nodes=stack.env.get("FRESHREC_REDIS_CLUSTER_NODES", ""),
         )
+    )
+    try:
+        tables = open_tables(load_tables(default_table_config_path()), backend)
         users = [f"u{n}" for n in range(USERS)]
         ids = entity_row_ids("user", users)
         rows = tables.user.read_rows(ids)
         want = stream.acked
         got = dict(zip(rows.ids.tolist(), rows.count.tolist(), strict=True))
         expected = dict(zip(ids.tolist(), (want[u] for u in users), strict=True))
-        assert got == expected, "every acknowledged event trained exactly once"
+        diff = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
+        assert got == expected, (
+            f"every acknowledged event trained exactly once: {len(diff)} users differ, "
+            f"trained {sum(got.values())} of {sum(expected.values())}, e.g. "
+            f"{list(diff.values())[:5]} (trained, acknowledged)"
+        )
         assert int(np.sum(rows.count)) == sum(want.values())
     finally:
-        client.close()
+        backend.close()
 
 
 def ride_through(stack: Stack, fault: Callable[[], None], what: str) -> float:

@@ -39,7 +39,8 @@ from freshrec.ranking.recommender import Query, Recommendation, Recommender
 from freshrec.retrieval import IndexFollower, RowMirror, build_retriever
 from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig
 from freshrec.settings import default_table_config_path
-from freshrec.table import RedisTableBackend, Tables, TableStats, load_tables, open_tables
+from freshrec.table import Tables, TableStats, load_tables, open_backend, open_tables
+from freshrec.table.backends import redis_backend_config
 from freshrec.table.ids import hash_feature
 from freshrec.threads import limit_compute_threads
 
@@ -54,6 +55,10 @@ class RankerConfig:
 
     Attributes:
         redis_url: Redis holding the tables and models (unused with prepared tables).
+        redis_cluster_nodes: Redis Cluster startup nodes; when set, used instead of
+            `redis_url`.
+        redis_cluster_shards: shards per table on the cluster.
+        redis_wait_replicas: replicas a cluster commit waits for (the ranker only reads).
         namespace: key prefix of the deployment in Redis.
         table_config: YAML file defining the embedding tables.
         index: the retriever and its search parameters.
@@ -71,6 +76,9 @@ class RankerConfig:
     """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster_nodes: str = ""
+    redis_cluster_shards: int = 12
+    redis_wait_replicas: int = 0
     namespace: str = "freshrec"
     table_config: Path = field(default_factory=default_table_config_path)
     index: ExactConfig | FlatConfig | IvfConfig | HnswConfig = field(default_factory=FlatConfig)
@@ -123,8 +131,15 @@ class RankerRuntime:
         self._owns_backend = tables is None
         if tables is None:
             # a bounded socket timeout: a stalled Redis becomes a 503, not a hung request
-            backend = RedisTableBackend.from_url(
-                config.redis_url, config.namespace, socket_timeout_s=2.0
+            backend = open_backend(
+                redis_backend_config(
+                    config.redis_url,
+                    config.namespace,
+                    cluster_nodes=config.redis_cluster_nodes,
+                    shards=config.redis_cluster_shards,
+                    wait_replicas=config.redis_wait_replicas,
+                    socket_timeout_s=2.0,
+                )
             )
             tables = open_tables(load_tables(config.table_config), backend)
         self.tables = tables

@@ -170,6 +170,18 @@ class TableBackend(abc.ABC):
                 group's shard.
         """
 
+    def recover(self, group: str | None) -> int:
+        """Complete commit group `group`'s last commit if a crash cut it short.
+
+        Call it before reading the group's offsets or checkpoint after a (re)start or an
+        outage. A backend whose transactions are atomic (`Atomicity.BACKEND`) has nothing to
+        complete; a sharded one replays the group's commit record on the shards that lack it.
+
+        Returns:
+            How many shards were completed (0: nothing was pending).
+        """
+        return 0
+
     @abc.abstractmethod
     def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:
         """Read a metadata hash staged with `Transaction.put_hash`.

@@ -176,6 +176,8 @@ class OnlineTrainer:
             The next offset to consume per (topic, partition).
         """
         config_group = self.config.group
+        # a commit cut short (crash, outage mid-commit) is completed before its offsets count
+        self._meta.recover(config_group)
         raw = self._meta.get_hash(self._offsets_key, group=config_group)
         self.offsets = {}
         for name, value in raw.items():
@@ -302,15 +304,15 @@ class OnlineTrainer:
         EVENTS_CONSUMED.inc(len(messages))
         EXAMPLES.inc(len(examples))
 
+        # `self.offsets` (what the status page reports) moves only once the batch committed
+        offsets = dict(self.offsets)
         for message in messages:
-            self.offsets[(message.topic, message.partition)] = message.offset + 1
+            offsets[(message.topic, message.partition)] = message.offset + 1
         self.batches += 1
         with self._meta.transaction(group=self.config.group) as txn:
             salt = f"{messages[0].topic}:{messages[0].partition}:{messages[0].offset}"
             loss, written = self._step(examples, salt, txn) if examples else (float("nan"), 0)
-            txn.put_hash(
-                self._offsets_key, {f"{t}:{p}": off for (t, p), off in self.offsets.items()}
-            )
+            txn.put_hash(self._offsets_key, {f"{t}:{p}": off for (t, p), off in offsets.items()})
             writes = (
                 *self.dedup.drain_writes(),
                 *self.frequency.drain_writes(),
@@ -322,6 +324,7 @@ class OnlineTrainer:
             if examples:
                 self._unpublished = True
             self._publish_if_due(txn)
+        self.offsets = offsets
         committed = self._clock()
         lags = np.maximum(committed - np.fromiter((e.accepted_at for e in examples), float), 0.0)
         FRESHNESS.observe_many(lags)

@@ -111,8 +111,13 @@ class ClusterTransaction(RedisTransaction):
             return
         batch = uuid.uuid4().hex
         self.put_blob(RECORD_KEY, encode_record(batch, updates))
-        self.backend.commit_group(self, batch)
-        self.backend.apply_record(self.group, batch, updates)
+        try:
+            self.backend.commit_group(self, batch)
+            self.backend.apply_record(self.group, batch, updates)
+        except BaseException:
+            # the record may have committed: the group's next transaction completes it
+            self.backend.pending(self.group)
+            raise
 
     def discard(self) -> None:
         super().discard()
@@ -429,10 +434,15 @@ class RedisClusterTableBackend(TableBackend):
             f"shard {shard}: rows kept changing under {MAX_APPLY_ATTEMPTS} apply attempts"
         )
 
+    def pending(self, group: str | None) -> None:
+        """Mark `group`'s last commit as possibly incomplete: its next transaction recovers."""
+        self._recovered.discard(group)
+
     def recover(self, group: str | None) -> int:
         """Replay commit group `group`'s last record on the shards that lack it.
 
-        Called by the first transaction of each group in this process; idempotent.
+        The trainer calls it before reading its offsets; the first transaction of each group
+        in a process (and the first after a failed commit) calls it too. Idempotent.
 
         Returns:
             How many shards it applied (0 when the record was complete).
