@@ -79,6 +79,24 @@ def bench_soak(
     _show("soak", soak_bench(out, minutes, seed))
 
 
+@bench_app.command("cluster")
+def bench_cluster(
+    out: BenchOut = Path("results/bench"),
+    nodes: Annotated[
+        str,
+        typer.Option(help="Redis Cluster startup nodes; default FRESHREC_REDIS_CLUSTER_NODES."),
+    ] = "",
+) -> None:
+    """The Redis Cluster table against raw per-node MGET/SET, lost updates, CPU per event
+    with 1-3 writers (cluster.json); needs `make up FRESHREC_TOPOLOGY=cluster`."""
+    from freshrec.offline.bench.cluster import run_cluster_bench  # noqa: PLC0415
+    from freshrec.settings import CommonSettings  # noqa: PLC0415
+
+    settings = CommonSettings()
+    where = nodes or settings.redis_cluster_nodes or "127.0.0.1:7000"
+    _show("cluster", run_cluster_bench(where, settings.redis_url, out))
+
+
 @bench_app.command("all")
 def bench_all(out: BenchOut = Path("results/bench")) -> None:
     """Every benchmark above, one after another."""
