@@ -129,54 +129,62 @@ func decodeStream(name string, r *bufio.Reader) ([]object, []string, error) {
 	}
 }
 
+// decodeDocument decodes one document. Strict errors (unknown or duplicate fields) are
+// reported, and the object, decoded as the API server would have decoded it leniently, is
+// still returned for the cross-object checks, so that one misspelt field does not also make
+// its Service "select nothing". Only a document that cannot be decoded at all returns nil.
 func decodeDocument(doc []byte, where string) (*object, []string) {
-	// lenient first, for the object's name; duplicate keys are caught by the strict pass
+	var problems []string
 	var head header
-	_ = yaml.Unmarshal(doc, &head)
+	_ = yaml.Unmarshal(doc, &head) // lenient first, so that every error names its object
 	id := label(head.Kind, head.Metadata.Name)
-	fail := func(format string, args ...any) (*object, []string) {
-		return nil, []string{fmt.Sprintf("%s: %s (%s)", id, fmt.Sprintf(format, args...), where)}
+	report := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf("%s: %s (%s)", id, fmt.Sprintf(format, args...), where))
 	}
 
 	data, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
-		return fail("invalid YAML: %v", err)
+		report("invalid YAML: %v", err)
+		if data, err = yaml.YAMLToJSON(doc); err != nil {
+			return nil, problems
+		}
 	}
 	if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
-		return nil, nil // a document of comments only (an empty template)
+		return nil, problems // a document of comments only (an empty template)
 	}
 	if err := json.Unmarshal(data, &head); err != nil {
-		return fail("not a Kubernetes object: %v", err)
+		report("not a Kubernetes object: %v", err)
+		return nil, problems
 	}
 	id = label(head.Kind, head.Metadata.Name)
 	if head.APIVersion == "" || head.Kind == "" {
-		return fail("apiVersion and kind are required")
+		report("apiVersion and kind are required")
+		return nil, problems
 	}
 	gv, err := schema.ParseGroupVersion(head.APIVersion)
 	if err != nil {
-		return fail("%v", err)
+		report("%v", err)
+		return nil, problems
 	}
 	gvk := gv.WithKind(head.Kind)
 	typed, err := newTyped(gvk)
 	if err != nil {
-		return fail("%v", err)
+		report("%v", err)
+		return nil, problems
 	}
 	// case-sensitive, like the API server: `Limits:` is as unknown as `limitz:`
 	strict, err := sigsjson.UnmarshalStrict(
 		data, typed, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields,
 	)
-	var problems []string
-	if err != nil {
-		problems = append(problems, fmt.Sprintf("%s: %v (%s)", id, err, where))
-	}
 	for _, e := range strict {
-		problems = append(problems, fmt.Sprintf("%s: %v (%s)", id, e, where))
+		report("%v", e)
+	}
+	if err != nil {
+		report("%v", err)
+		return nil, problems
 	}
 	if head.Metadata.Name == "" {
-		problems = append(problems, fmt.Sprintf("%s: metadata.name is required (%s)", id, where))
-	}
-	if len(problems) > 0 {
-		return nil, problems
+		report("metadata.name is required")
 	}
 	return &object{
 		gvk:       gvk,
@@ -184,7 +192,7 @@ func decodeDocument(doc []byte, where string) (*object, []string) {
 		namespace: head.Metadata.Namespace,
 		source:    where,
 		obj:       typed,
-	}, nil
+	}, problems
 }
 
 func kindCounts(objects []object) string {
