@@ -13,7 +13,7 @@ export MYPY_CACHE_DIR := $(CACHE)/mypy
 export RUFF_CACHE_DIR := $(CACHE)/ruff
 export PIP_CACHE_DIR  ?= $(HOME)/.cache/pip
 
-.PHONY: help install up down status run test test-unit lint format bench soak eval clean
+.PHONY: help install up down status run test test-unit lint format chart bench soak eval clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -25,8 +25,9 @@ $(DEPS_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,eval]'
 	@rm -f $(VENV)/.deps-* && touch $@
 
-install: $(DEPS_STAMP) ## Install freshrec, its pinned deps (venv outside the clone) and Debian packages
+install: $(DEPS_STAMP) ## Install freshrec, its pinned deps (venv outside the clone), Debian packages, helm + chart checker
 	@bash deploy/local/system-deps.sh
+	@bash deploy/helm/tools.sh
 	@$(PY) -m pip install -q --no-deps -e . >/dev/null
 	@$(SERVERS) fetch
 
@@ -51,6 +52,10 @@ lint: install ## ruff check, ruff format --check, mypy --strict on libs/ and ser
 format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix libs services tests
 	$(VENV)/bin/ruff format libs services tests
+
+chart: ## Render the Helm chart (default and production values) and check every object strictly
+	@bash deploy/helm/tools.sh
+	@bash deploy/helm/tools.sh check
 
 test-unit: install ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
