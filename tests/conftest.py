@@ -48,9 +48,10 @@ def servers() -> Iterator[Servers]:
     redis_port = int(os.environ.get("FRESHREC_REDIS_PORT", "6379"))
     kafka_port = int(os.environ.get("FRESHREC_KAFKA_PORT", "9092"))
     started = not (_port_open(redis_port) and _port_open(kafka_port))
+    env = {**os.environ, "FRESHREC_TOPOLOGY": "single"}
     if started:
         proc = subprocess.run(
-            ["bash", str(SERVERS), "up"], capture_output=True, text=True, check=False
+            ["bash", str(SERVERS), "up"], env=env, capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
             pytest.fail(
@@ -63,7 +64,9 @@ def servers() -> Iterator[Servers]:
         )
     finally:
         if started:
-            subprocess.run(["bash", str(SERVERS), "down"], capture_output=True, check=False)
+            subprocess.run(
+                ["bash", str(SERVERS), "down"], env=env, capture_output=True, check=False
+            )
 
 
 @pytest.fixture(scope="session")
