@@ -172,7 +172,7 @@ class ClusterServers:
     @property
     def startup_nodes(self) -> list[ClusterNode]:
         """Every Redis node, for `redis.cluster.RedisCluster(startup_nodes=...)`."""
-        return [ClusterNode("127.0.0.1", port) for port in self.redis_ports]
+        return [ClusterNode("127.0.0.1", port) for port in self.redis_ports]  # type: ignore[no-untyped-call]
 
     @property
     def bootstrap(self) -> str:
@@ -197,7 +197,8 @@ class ClusterServers:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"servers.sh {action} {which} (cluster) hung:\n{exc.stderr}", pytrace=False)
+            log = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr
+            pytest.fail(f"servers.sh {action} {which} (cluster) hung:\n{log}", pytrace=False)
         if proc.returncode != 0 and action != "status":
             pytest.fail(
                 f"servers.sh {action} {which} (cluster topology) failed:\n{proc.stderr}",
@@ -241,7 +242,7 @@ class ClusterServers:
     def _redis(self, port: int, *command: str) -> str | None:
         client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1)
         try:
-            reply = client.execute_command(*command)
+            reply = client.execute_command(*command)  # type: ignore[no-untyped-call]
         except redis.RedisError:
             return None
         finally:
@@ -280,7 +281,7 @@ class ClusterServers:
         """The role the node itself reports (`ROLE`): master or replica; None when down."""
         client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1)
         try:
-            reply = client.execute_command("ROLE")
+            reply = client.execute_command("ROLE")  # type: ignore[no-untyped-call]
         except redis.RedisError:
             return None
         finally:
@@ -343,13 +344,15 @@ class ClusterServers:
                 return None
             return next((r for r in replicas if self.role(r) == "master"), None)
 
-        return wait_until(
+        found = wait_until(
             promoted,
             timeout_s,
             f"a replica of killed master {port} ({replicas}) promoted, cluster_state:ok",
             interval_s=0.2,
             detail=lambda: {p: self.cluster_info(p).get("cluster_state") for p in others},
         )
+        assert found is not None  # wait_until returns only a truthy value
+        return found
 
     def restart_redis_node(self, port: int) -> None:
         """Start the stopped node on `port` on its data; return once it is a synced replica.

@@ -32,11 +32,16 @@ def admin(cluster_servers: ClusterServers) -> Iterator[KafkaAdminClient]:
     client.close()
 
 
+def _owner(client: RedisCluster, key: str) -> int:
+    """The port of the master serving `key`'s slot."""
+    return int(client.get_node_from_key(key).port)  # type: ignore[no-untyped-call]
+
+
 def _covered_slots(port: int) -> list[int]:
     """How many times each slot is served, from `CLUSTER SLOTS` of the node on `port`."""
     client = redis.Redis(port=port)
     try:
-        ranges = client.execute_command("CLUSTER", "SLOTS")
+        ranges = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
     finally:
         client.close()
     counts = [0] * REDIS_SLOTS
@@ -74,7 +79,7 @@ def test_redis_cluster_client_writes_and_reads_back_across_masters(
         for i, key in enumerate(keys):
             client.set(key, f"v{i}".encode())
         assert [client.get(key) for key in keys] == [f"v{i}".encode() for i in range(60)]
-        owners = {client.get_node_from_key(key).port for key in keys}
+        owners = {_owner(client, key) for key in keys}
         assert owners == set(cluster_servers.redis_masters())
         assert client.config_get("appendonly") == {"appendonly": "yes"}
     finally:
@@ -145,12 +150,13 @@ def test_private_redis_cluster_fails_over_a_killed_master_and_it_rejoins_as_repl
         try:
             key = next(
                 k for k in (f"k{i}" for i in range(1000))
-                if client.get_node_from_key(k).port == victim
+                if _owner(client, k) == victim
             )  # fmt: skip
             client.set(key, b"before")
             # replication is asynchronous: wait for the replica before the master dies
-            node = client.get_node_from_key(key)
-            assert client.execute_command("WAIT", 1, 5000, target_nodes=node) == 1
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            waited = client.execute_command("WAIT", 1, 5000, target_nodes=node)  # type: ignore[no-untyped-call]
+            assert waited == 1
             replicas = private.replicas_of(victim)
 
             promoted = private.kill_redis_master(victim)
