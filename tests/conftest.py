@@ -76,11 +76,16 @@ def cluster_servers() -> Iterator[ClusterServers]:
     `servers.sh up` runs either way: it starts nothing when every node answers, and returns
     once the Redis Cluster is ok and every broker is live. Only a session that found a node
     not answering stops the topology (`servers.sh down`: the processes of its pid files) at
-    the end.
+    the end, or at once when `up` failed.
     """
     cluster = ClusterServers.from_env()
     started = not cluster.answering()
-    cluster.up()
+    try:
+        cluster.up()
+    except BaseException:
+        if started:  # nodes started before the failure must not outlive the session
+            cluster.down(check=False)
+        raise
     try:
         yield cluster
     finally:
