@@ -7,6 +7,10 @@ VENV    ?= $(CACHE)/venv
 PY      := $(VENV)/bin/python
 PYTHON  ?= python3
 SERVERS := bash deploy/local/servers.sh
+# Which local servers `make up` / `down` / `status` act on: single (one Redis, one Kafka node)
+# or cluster (a Redis Cluster and a 3-node Kafka; docs/scaling.md). `make test` always
+# manages the single ones; its cluster tests start (or find) the cluster themselves.
+export FRESHREC_TOPOLOGY ?= single
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PYTHONPATH := $(CURDIR)/libs:$(CURDIR)
 export MYPY_CACHE_DIR := $(CACHE)/mypy
@@ -18,6 +22,7 @@ export PIP_CACHE_DIR  ?= $(HOME)/.cache/pip
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@echo "  knobs: FRESHREC_TOPOLOGY=single|cluster picks the servers of up/down/status (README, docs/scaling.md)"
 
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,14 +36,14 @@ install: $(DEPS_STAMP) ## Install freshrec, its pinned deps (venv outside the cl
 	@$(PY) -m pip install -q --no-deps -e . >/dev/null
 	@$(SERVERS) fetch
 
-up: install ## Start Redis and Kafka on 127.0.0.1
+up: install ## Start Redis and Kafka on 127.0.0.1 (FRESHREC_TOPOLOGY=single|cluster)
 	@$(SERVERS) up
 
-down: ## Stop the services and servers `make up`/`make run` started
+down: ## Stop the services and servers `make up`/`make run` started (FRESHREC_TOPOLOGY)
 	@-$(VENV)/bin/freshrec stack down 2>/dev/null
 	@$(SERVERS) down
 
-status: ## Show which servers answer
+status: ## Show which servers answer, node by node (FRESHREC_TOPOLOGY)
 	@$(SERVERS) status
 
 run: up ## Start the servers and services, replay MovieLens live, print recommendations
@@ -60,8 +65,8 @@ chart: ## Render the Helm chart (default and production values) and check every 
 test-unit: install ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-test: install ## Lint, then unit + integration + e2e tests against real Redis and Kafka
-	@set -u; was_up=0; $(SERVERS) status >/dev/null 2>&1 && was_up=1; \
+test: install ## Lint, then unit + integration + e2e tests against real Redis and Kafka (single and cluster)
+	@set -u; export FRESHREC_TOPOLOGY=single; was_up=0; $(SERVERS) status >/dev/null 2>&1 && was_up=1; \
 	status=0; \
 	$(MAKE) --no-print-directory lint || status=$$?; \
 	if [ $$status = 0 ]; then $(SERVERS) up || status=$$?; fi; \

@@ -2,7 +2,8 @@
 
 Servers already answering are used as they are; otherwise the session starts them with
 `deploy/local/servers.sh` and stops them at the end. A server that cannot be started fails
-the tests that need it with the reason, never a skip.
+the tests that need it with the reason, never a skip. `cluster_servers` does the same for the
+cluster topology (a Redis Cluster and a 3-node Kafka, `FRESHREC_TOPOLOGY=cluster`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 import redis
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from tests.cluster_servers import ClusterServers
 from tests.private_servers import PrivateKafka, PrivateRedis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +48,10 @@ def servers() -> Iterator[Servers]:
     redis_port = int(os.environ.get("FRESHREC_REDIS_PORT", "6379"))
     kafka_port = int(os.environ.get("FRESHREC_KAFKA_PORT", "9092"))
     started = not (_port_open(redis_port) and _port_open(kafka_port))
+    env = {**os.environ, "FRESHREC_TOPOLOGY": "single"}
     if started:
         proc = subprocess.run(
-            ["bash", str(SERVERS), "up"], capture_output=True, text=True, check=False
+            ["bash", str(SERVERS), "up"], env=env, capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
             pytest.fail(
@@ -61,7 +64,33 @@ def servers() -> Iterator[Servers]:
         )
     finally:
         if started:
-            subprocess.run(["bash", str(SERVERS), "down"], capture_output=True, check=False)
+            subprocess.run(
+                ["bash", str(SERVERS), "down"], env=env, capture_output=True, check=False
+            )
+
+
+@pytest.fixture(scope="session")
+def cluster_servers() -> Iterator[ClusterServers]:
+    """The cluster topology on the ports of the `FRESHREC_*_CLUSTER_PORT` knobs.
+
+    `servers.sh up` runs either way: it starts nothing when every node answers, and returns
+    once the Redis Cluster is ok and every broker is live. Only a session that found a node
+    not answering stops the topology (`servers.sh down`: the processes of its pid files) at
+    the end, or at once when `up` failed.
+    """
+    cluster = ClusterServers.from_env()
+    started = not cluster.answering()
+    try:
+        cluster.up()
+    except BaseException:
+        if started:  # nodes started before the failure must not outlive the session
+            cluster.down(check=False)
+        raise
+    try:
+        yield cluster
+    finally:
+        if started:
+            cluster.down()
 
 
 @pytest.fixture

@@ -102,6 +102,7 @@ class PrivateKafka:
         self.run_dir = run_dir
         self.env = {
             **os.environ,
+            "FRESHREC_TOPOLOGY": "single",
             "FRESHREC_KAFKA_PORT": str(self.port),
             "FRESHREC_RUN_DIR": str(run_dir),
             "FRESHREC_START_TIMEOUT": "90",

@@ -51,6 +51,7 @@ class _Servers:
         self.kafka_port = free_port_pair()
         self.env = {
             **os.environ,
+            "FRESHREC_TOPOLOGY": "single",
             "FRESHREC_RUN_DIR": str(run),
             "FRESHREC_REDIS_PORT": str(self.redis_port),
             "FRESHREC_KAFKA_PORT": str(self.kafka_port),
