@@ -175,6 +175,11 @@ class ClusterServers:
         return [ClusterNode("127.0.0.1", port) for port in self.redis_ports]  # type: ignore[no-untyped-call]
 
     @property
+    def redis_nodes(self) -> str:
+        """Every Redis node as `host:port,...` (`FRESHREC_REDIS_CLUSTER_NODES`)."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.redis_ports)
+
+    @property
     def bootstrap(self) -> str:
         """Kafka bootstrap servers: every broker, `host:port,...`."""
         return ",".join(f"127.0.0.1:{port}" for port in self.kafka_ports.values())

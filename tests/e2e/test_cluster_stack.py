@@ -1,10 +1,11 @@
-"""The stack on a real Redis Cluster: one trainer, killed mid-stream, trains exactly once.
+"""The stack on a real Redis Cluster and 3-broker Kafka: a killed trainer trains exactly once.
 
-The services run with `FRESHREC_REDIS_CLUSTER_NODES` set, so the table, the offsets, the
-trainer's checkpoint and the published model live on the cluster (layout version 2, commit
-records; `docs/scaling.md`). The trainer is killed with SIGKILL while a careful producer
-streams; the supervisor restarts it, it replays its last commit record, and every
-acknowledged event is trained exactly once. The ranker then serves from the cluster.
+The services run with `FRESHREC_REDIS_CLUSTER_NODES` set and the 3-broker Kafka as
+bootstrap, so the table, the offsets, the trainer's checkpoint and the published model live
+on the cluster (layout version 2, commit records; `docs/scaling.md`). The trainer is killed
+with SIGKILL while a careful producer streams; the supervisor restarts it, it completes its
+last commit record, and every acknowledged event is trained exactly once. The ranker then
+serves from the cluster.
 """
 
 from __future__ import annotations
@@ -18,16 +19,24 @@ import httpx
 import pytest
 
 from freshrec.table.redis_cluster import RedisClusterTableBackend
+from tests.cluster_servers import ClusterServers
+from tests.conftest import Servers
 from tests.e2e.conftest import Stack, ready
 from tests.e2e.streams import ride_through
 from tests.waiting import wait_until
 
 
 @pytest.fixture
+def stack_servers(servers: Servers, cluster_servers: ClusterServers) -> Servers:
+    """The stack's Kafka is the 3-broker cluster (RF 3, min ISR 2)."""
+    return Servers(redis_url=servers.redis_url, kafka_bootstrap=cluster_servers.bootstrap)
+
+
+@pytest.fixture
 def on_cluster(
-    request: pytest.FixtureRequest, namespace: str, monkeypatch: pytest.MonkeyPatch
+    cluster_servers: ClusterServers, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    nodes = str(request.getfixturevalue("cluster_servers").redis_nodes)
+    nodes = cluster_servers.redis_nodes
     monkeypatch.setenv("FRESHREC_REDIS_CLUSTER_NODES", nodes)
     yield nodes
     backend = RedisClusterTableBackend.from_nodes(nodes, namespace=namespace)

@@ -106,10 +106,18 @@ def test_ensure_topics_creates_the_events_topic_replicated_3_with_min_isr_2(
         assert ensure_topics(cluster_servers.bootstrap, {topic: CLUSTER_EVENTS_PARTITIONS}) == [
             topic
         ]
+
+        def replicated() -> bool:
+            # a loaded broker may answer metadata before every replica has registered
+            (described,) = admin.describe_topics([topic])
+            found = described["partitions"]
+            return len(found) >= 6 and all(
+                sorted(p["replica_nodes"]) == list(KAFKA_NODE_IDS) for p in found
+            )
+
+        wait_until(replicated, 30, "every partition on the 3 brokers")
         (described,) = admin.describe_topics([topic])
         partitions = described["partitions"]
-        assert len(partitions) >= 6
-        assert all(sorted(p["replica_nodes"]) == list(KAFKA_NODE_IDS) for p in partitions)
         # leaders spread over the brokers, so losing one moves only a third of them
         assert {p["leader_id"] for p in partitions} == set(KAFKA_NODE_IDS)
         configs = admin.describe_configs(

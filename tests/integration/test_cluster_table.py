@@ -21,14 +21,15 @@ from freshrec.table import InMemoryEmbeddingStore
 from freshrec.table.config import AdagradConfig, TableConfig
 from freshrec.table.redis_cluster import RedisClusterTableBackend
 from freshrec.table.redis_cluster.backend import RECORD_KEY, decode_record
+from tests.cluster_servers import ClusterServers
 from tests.integration.test_table_parity import CONFIG, _replay, _rows
 
 ITEMS = TableConfig(name="item", dim=8, optimizer=AdagradConfig(lr=0.05))
 
 
 @pytest.fixture(scope="module")
-def cluster_nodes(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("cluster_servers").redis_nodes)
+def cluster_nodes(cluster_servers: ClusterServers) -> str:
+    return cluster_servers.redis_nodes
 
 
 @pytest.fixture

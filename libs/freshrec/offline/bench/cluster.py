@@ -71,7 +71,7 @@ def _round_trips() -> Iterator[list[int]]:
 
     def counted(self: Any, command: Any, check_health: bool = True) -> None:
         counter[0] += 1
-        original(self, command, check_health)
+        original(self, command, check_health)  # type: ignore[no-untyped-call]
 
     redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
     try:

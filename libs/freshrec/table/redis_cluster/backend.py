@@ -40,7 +40,7 @@ import redis
 from prometheus_client import Counter
 
 from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
-from freshrec.table.base import Atomicity, TableBackend, Transaction, UpdateResult
+from freshrec.table.base import Atomicity, Transaction, UpdateResult
 from freshrec.table.config import TableConfig
 from freshrec.table.records import IdArray
 from freshrec.table.redis.backend import RedisTableBackend
@@ -54,7 +54,11 @@ from freshrec.table.redis_cluster.router import (
     shard_tag,
     tag_slot,
 )
-from freshrec.table.redis_cluster.store import RedisClusterEmbeddingStore, ShardUpdate
+from freshrec.table.redis_cluster.store import (
+    RedisClusterEmbeddingStore,
+    ShardedBackend,
+    ShardUpdate,
+)
 from freshrec.table.resp import EXEC, MULTI, pack_command
 
 __all__ = ["ClusterTransaction", "RedisClusterTableBackend", "decode_record", "encode_record"]
@@ -124,7 +128,7 @@ class ClusterTransaction(RedisTransaction):
         self._updates = []
 
 
-class RedisClusterTableBackend(TableBackend):
+class RedisClusterTableBackend(ShardedBackend):
     """Tables of one namespace on a Redis Cluster (`Atomicity.GROUP`).
 
     Args:
@@ -207,11 +211,10 @@ class RedisClusterTableBackend(TableBackend):
             self.recover(group)
         return ClusterTransaction(self, group)
 
-    def own(self, txn: Transaction) -> ClusterTransaction:
-        """`txn` as a transaction of this backend (`TypeError` otherwise)."""
+    def stage_updates(self, txn: Transaction, updates: Sequence[ShardUpdate]) -> None:
         if not isinstance(txn, ClusterTransaction) or txn.backend is not self:
             raise TypeError("a Redis Cluster table needs a transaction of its own backend")
-        return txn
+        txn.stage_updates(updates)
 
     def _meta_key(self, key: str, group: str | None) -> str:
         return f"{self.namespace}:meta:{group_tag(group)}:{key}"

@@ -16,11 +16,12 @@ another trainer wrote them in between: no update is lost to a concurrent writer.
 
 from __future__ import annotations
 
+import abc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,20 +36,20 @@ from freshrec.table.base import (
     LookupResult,
     Pulled,
     Rows,
+    TableBackend,
     TableStats,
     Transaction,
     UpdateResult,
 )
 from freshrec.table.config import TableConfig
 from freshrec.table.optimizers import make_optimizer
+from freshrec.table.redis.backend import RedisTableBackend
 from freshrec.table.redis.keys import TableKeys
 from freshrec.table.redis.store import RedisEmbeddingStore
+from freshrec.table.redis_cluster.router import SlotRouter
 from freshrec.table.update import UpdatePlan, check_ids, fresh_rows, plan_update
 
-if TYPE_CHECKING:
-    from freshrec.table.redis_cluster.backend import RedisClusterTableBackend
-
-__all__ = ["ClusterCursor", "RedisClusterEmbeddingStore", "ShardUpdate"]
+__all__ = ["ClusterCursor", "RedisClusterEmbeddingStore", "ShardUpdate", "ShardedBackend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,49 @@ class ShardUpdate:
             event_time=self.event_time,
             now=now,
         )
+
+
+class ShardedBackend(TableBackend):
+    """What a sharded store needs of its backend (`RedisClusterTableBackend` implements it).
+
+    Attributes:
+        router: the cluster's slot router.
+        shards: shards per table.
+    """
+
+    router: SlotRouter
+    shards: int
+
+    @abc.abstractmethod
+    def tag(self, shard: int) -> str:
+        """The hash tag of shard `shard`."""
+
+    @abc.abstractmethod
+    def shard_of(self, ids: IdArray) -> np.ndarray:
+        """`(B,)` shard of each id."""
+
+    @abc.abstractmethod
+    def shard_connection(self, shard: int) -> RedisTableBackend:
+        """The single-slot connection of shard `shard`."""
+
+    @abc.abstractmethod
+    def fan_out(self, commands: Mapping[int, Sequence[bytes]]) -> dict[int, list[Any]]:
+        """Each shard's packed commands sent to its master; shard → replies."""
+
+    @abc.abstractmethod
+    def apply_shard(
+        self,
+        shard: int,
+        updates: Sequence[ShardUpdate],
+        *,
+        group: str | None,
+        batch: str | None,
+    ) -> list[UpdateResult]:
+        """Apply `updates` of shard `shard` to the rows as they are (see the backend)."""
+
+    @abc.abstractmethod
+    def stage_updates(self, txn: Transaction, updates: Sequence[ShardUpdate]) -> None:
+        """Add gradient steps to `txn` (a transaction of this backend; `TypeError` else)."""
 
 
 class ClusterCursor:
@@ -128,11 +172,11 @@ class RedisClusterEmbeddingStore(EmbeddingStore):
         clock: wall clock (unix seconds) for wall time and TTL deadlines.
     """
 
-    backend: RedisClusterTableBackend
+    backend: ShardedBackend
 
     def __init__(
         self,
-        backend: RedisClusterTableBackend,
+        backend: ShardedBackend,
         config: TableConfig,
         *,
         feed_maxlen: int = 100_000,
@@ -291,7 +335,7 @@ class RedisClusterEmbeddingStore(EmbeddingStore):
                 self.backend.apply_shard(u.shard, [u], group=None, batch=None) for u in updates
             ]
             return _merge([r[0] for r in results if r])
-        self.backend.own(txn).stage_updates(updates)
+        self.backend.stage_updates(txn, updates)
         plan = plan_update(
             self.config,
             self.optimizer,
