@@ -22,7 +22,7 @@ from freshrec.table.config import AdagradConfig, TableConfig
 from freshrec.table.redis_cluster import RedisClusterTableBackend
 from freshrec.table.redis_cluster.backend import RECORD_KEY, decode_record
 from tests.cluster_servers import ClusterServers
-from tests.integration.test_table_parity import CONFIG, _replay, _rows
+from tests.integration.test_table_parity import CONFIG, assert_matches_reference
 
 ITEMS = TableConfig(name="item", dim=8, optimizer=AdagradConfig(lr=0.05))
 
@@ -59,26 +59,9 @@ def _clock() -> float:
 def test_cluster_store_matches_reference_bit_for_bit(cluster: RedisClusterTableBackend) -> None:
     memory = InMemoryEmbeddingStore(CONFIG, clock=_clock)
     store = cluster.store(CONFIG, clock=_clock)
-    removed_memory, removed_cluster = _replay(memory), _replay(store)
-    assert sum(r.size for r in removed_memory) > 0
-    for a, b in zip(removed_memory, removed_cluster, strict=True):
-        np.testing.assert_array_equal(a, b)
-    want = _rows(memory)
-    assert len(want) > 50
-    assert _rows(store) == want
-    probe = np.array([*list(want)[:20], 1, 2, 3], dtype=np.uint64)
-    a, b = memory.lookup(probe), store.lookup(probe)
-    np.testing.assert_array_equal(a.vectors, b.vectors)
-    np.testing.assert_array_equal(a.exists, b.exists)
+    probe = assert_matches_reference(memory, store)
     rows = store.read_rows(probe)
     np.testing.assert_array_equal(rows.ids, probe[:20])
-    ours, theirs = store.stats(), memory.stats()
-    assert (ours.rows, ours.created_total, ours.filtered_total, ours.expired_total) == (
-        theirs.rows,
-        theirs.created_total,
-        theirs.filtered_total,
-        theirs.expired_total,
-    )
 
 
 def test_each_shard_lives_in_one_slot_and_shards_spread_over_masters(

@@ -61,17 +61,15 @@ def _rows(store: EmbeddingStore) -> dict[int, bytes]:
     return out
 
 
-def test_redis_store_matches_reference_bit_for_bit(
-    redis_client: redis.Redis, namespace: str
-) -> None:
-    def clock() -> float:
-        return 1_700_000_000.0
+def assert_matches_reference(memory: EmbeddingStore, store: EmbeddingStore) -> np.ndarray:
+    """Replay the same stream into both; rows, expiries, lookups, pulls and counters agree.
 
-    memory = InMemoryEmbeddingStore(CONFIG, clock=clock)
-    store = RedisTableBackend(redis_client, namespace).store(CONFIG, clock=clock)
-    removed_memory, removed_redis = _replay(memory), _replay(store)
+    Returns:
+        The probe ids: 20 with rows, then 3 without.
+    """
+    removed_memory, removed_store = _replay(memory), _replay(store)
     assert sum(r.size for r in removed_memory) > 0
-    for a, b in zip(removed_memory, removed_redis, strict=True):
+    for a, b in zip(removed_memory, removed_store, strict=True):
         np.testing.assert_array_equal(a, b)
     want = _rows(memory)
     assert len(want) > 50
@@ -89,6 +87,18 @@ def test_redis_store_matches_reference_bit_for_bit(
         sb.filtered_total,
         sb.expired_total,
     )
+    return probe
+
+
+def test_redis_store_matches_reference_bit_for_bit(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    def clock() -> float:
+        return 1_700_000_000.0
+
+    memory = InMemoryEmbeddingStore(CONFIG, clock=clock)
+    store = RedisTableBackend(redis_client, namespace).store(CONFIG, clock=clock)
+    assert_matches_reference(memory, store)
     feed_a = [(c.op, c.ids.tolist()) for c in memory.changes("0", count=1000)]
     feed_b = [(c.op, c.ids.tolist()) for c in store.changes("0", count=1000)]
     flat = lambda feed, op: sorted(i for o, ids in feed if o == op for i in ids)  # noqa: E731
