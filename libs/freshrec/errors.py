@@ -14,6 +14,7 @@ HTTP status it maps to, so one exception handler per service can serialise them 
     ├── SnapshotError (422)           a corrupt or mismatched snapshot file
     └── DependencyUnavailable (503)   a server freshrec needs does not answer
         ├── StoreUnavailable          Redis
+        │   └── CommitConflict        a fenced commit found its expected state moved on
         └── BrokerUnavailable         Kafka
 
 Driver errors are wrapped at the boundary: ``raise StoreUnavailable(...) from exc``.
@@ -24,6 +25,7 @@ from __future__ import annotations
 __all__ = [
     "BodyTimeout",
     "BrokerUnavailable",
+    "CommitConflict",
     "ConfigError",
     "DependencyUnavailable",
     "FreshrecError",
@@ -108,6 +110,14 @@ class DependencyUnavailable(FreshrecError):
 
 class StoreUnavailable(DependencyUnavailable):
     """Redis does not answer."""
+
+
+class CommitConflict(StoreUnavailable):
+    """A transaction's expected state (`Transaction.expect_hash`) changed: nothing committed.
+
+    The writer's view is stale (another writer took over its partitions); it restores from
+    the store, as after an outage.
+    """
 
 
 class BrokerUnavailable(DependencyUnavailable):

@@ -26,7 +26,13 @@ from freshrec.table.backends import redis_backend_config
 from tests.e2e.conftest import Stack
 from tests.waiting import wait_until
 
-__all__ = ["assert_trained_exactly_once", "consumed", "event_stream", "ride_through"]
+__all__ = [
+    "assert_trained_exactly_once",
+    "consumed",
+    "event_stream",
+    "ride_through",
+    "stream_event",
+]
 
 USERS = 300
 FAULT_EVENTS = 10_000
@@ -37,7 +43,8 @@ def consumed(stack: Stack) -> int:
     return trainer_consumed(stack.trainer)
 
 
-def _event(k: int) -> dict[str, Any]:
+def stream_event(k: int) -> dict[str, Any]:
+    """Event `k` of the test streams: user `k % USERS`, item `k % 97`."""
     return {
         "event_id": f"stream-{k}", "type": "rating", "user_id": f"u{k % USERS}",
         "item_id": f"i{k % 97}", "timestamp": time.time() - 60, "value": float(1 + k % 5),
@@ -47,7 +54,7 @@ def _event(k: int) -> dict[str, Any]:
 def event_stream(stack: Stack, events: int, batch: int, pause_s: float) -> SteadyProducer:
     """`events` events in batches of `batch`, one batch every `pause_s`, not yet started."""
     batches = [
-        [_event(k) for k in range(start, min(start + batch, events))]
+        [stream_event(k) for k in range(start, min(start + batch, events))]
         for start in range(0, events, batch)
     ]
     return SteadyProducer(stack.ingest, stack.api_key, batches, pause_s)

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from freshrec.table.redis_cluster import RedisClusterTableBackend
 from tests.cluster_servers import ClusterServers
 from tests.conftest import Servers
+from tests.e2e.cluster import cluster_stack_env, cluster_stack_servers, wipe_cluster_namespace
 from tests.e2e.conftest import Stack, ready
 from tests.e2e.streams import ride_through
 from tests.waiting import wait_until
@@ -28,29 +28,17 @@ from tests.waiting import wait_until
 
 @pytest.fixture
 def stack_servers(servers: Servers, cluster_servers: ClusterServers) -> Servers:
-    """The stack's Kafka is the 3-broker cluster (RF 3, min ISR 2)."""
-    return Servers(redis_url=servers.redis_url, kafka_bootstrap=cluster_servers.bootstrap)
+    return cluster_stack_servers(servers, cluster_servers)
 
 
 @pytest.fixture
-def on_cluster(
-    cluster_servers: ClusterServers, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    nodes = cluster_servers.redis_nodes
-    monkeypatch.setenv("FRESHREC_REDIS_CLUSTER_NODES", nodes)
-    yield nodes
-    backend = RedisClusterTableBackend.from_nodes(nodes, namespace=namespace)
-    try:
-        for node in backend.router.masters():
-            client = backend.router.node_client(node)
-            for key in list(client.scan_iter(match=f"{namespace}:*", count=10_000)):
-                client.unlink(key)
-    finally:
-        backend.close()
+def stack_env(cluster_servers: ClusterServers, namespace: str) -> Iterator[dict[str, str]]:
+    yield cluster_stack_env(cluster_servers)
+    wipe_cluster_namespace(cluster_servers, namespace)
 
 
 def test_a_killed_trainer_on_the_cluster_loses_and_repeats_nothing(
-    on_cluster: str, running_stack: Stack
+    running_stack: Stack,
 ) -> None:
     url = running_stack.url("trainer")
     killed = running_stack.pid("trainer")

@@ -73,6 +73,13 @@ class KafkaSourceConfig(BaseModel):
     )
 
 
+# While the member has no partitions (a rebalance), one poll waits this long for the group
+# join and sync to complete: kafka-python abandons a join that a poll's timeout cuts short
+# and starts another, and in a group of several members each new join restarts the
+# rebalance for all of them, which then never settles.
+JOIN_POLL_MS = 3000
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: KafkaEventSource) -> None:
         self._source = source
@@ -265,7 +272,7 @@ class KafkaEventSource(EventSource):
         deadline = time.monotonic() + timeout_s
         while not self._buffer:
             if not self.consumer.assignment():
-                self._poll_group(200)
+                self._poll_group(JOIN_POLL_MS)
                 if not self.consumer.assignment():
                     return []
             self._poll_group(0)
@@ -284,8 +291,15 @@ class KafkaEventSource(EventSource):
         n = min(max_records, len(self._buffer))
         return [self._buffer.popleft() for _ in range(n)]
 
+    def _rebalancing(self) -> bool:
+        """The member has to (re)join its group (kafka-python's coordinator says so)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return bool(coordinator is not None and coordinator.need_rejoin())
+
     def _poll_group(self, timeout_ms: int) -> None:
         """Group membership only: joins, rebalance callbacks; its partitions are paused."""
+        if self._rebalancing():
+            timeout_ms = max(timeout_ms, JOIN_POLL_MS)
         try:
             self.consumer.poll(timeout_ms=timeout_ms, max_records=1)
         except KafkaError as exc:

@@ -126,6 +126,15 @@ class Transaction(abc.ABC):
         """
 
     @abc.abstractmethod
+    def expect_hash(self, key: str, fields: Mapping[str, int | None]) -> None:
+        """Commit only if the metadata hash `key` still holds `fields` (None: absent).
+
+        The check and the commit are atomic (in the group's shard on a sharded backend):
+        a writer fences off another that took over its work meanwhile. A mismatch at commit
+        raises `CommitConflict` and commits nothing.
+        """
+
+    @abc.abstractmethod
     def commit(self) -> None:
         """Make every staged write visible, atomically as far as the backend's atomicity goes."""
 
@@ -160,7 +169,7 @@ class TableBackend(abc.ABC):
     atomicity: Atomicity = Atomicity.BACKEND
 
     @abc.abstractmethod
-    def transaction(self, group: str | None = None) -> Transaction:
+    def transaction(self, group: str | None = None, *, writer: str | None = None) -> Transaction:
         """A new transaction for commit group `group`.
 
         Args:
@@ -168,10 +177,13 @@ class TableBackend(abc.ABC):
                 for the deployment-wide group. A single-node backend commits every staged
                 write atomically whatever the group; a sharded one only the writes in the
                 group's shard.
+            writer: which of several writers of the group commits (a trainer's member name);
+                a sharded backend keeps one commit record per writer, so members do not
+                replace each other's. None: the group's only writer.
         """
 
     def recover(self, group: str | None) -> int:
-        """Complete commit group `group`'s last commit if a crash cut it short.
+        """Complete the last commit of every writer of group `group` if a crash cut it short.
 
         Call it before reading the group's offsets or checkpoint after a (re)start or an
         outage. A backend whose transactions are atomic (`Atomicity.BACKEND`) has nothing to

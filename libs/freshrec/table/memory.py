@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from freshrec.errors import ConfigError, InvalidInput
+from freshrec.errors import CommitConflict, ConfigError, InvalidInput
 from freshrec.table.admission import keeps_counts
 from freshrec.table.base import (
     Atomicity,
@@ -163,7 +163,9 @@ class InMemoryTableBackend(TableBackend):
         self.tables: dict[str, _TableData] = {}
         self.feeds: dict[str, _Feed] = {}
 
-    def transaction(self, group: str | None = None) -> InMemoryTransaction:
+    def transaction(
+        self, group: str | None = None, *, writer: str | None = None
+    ) -> InMemoryTransaction:
         return InMemoryTransaction(self, group)
 
     def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:
@@ -238,6 +240,7 @@ class InMemoryTransaction(Transaction):
         self.backend = backend
         self.group = group
         self._ops: list[Callable[[], None]] = []
+        self._expect: list[tuple[str, dict[str, int | None]]] = []
 
     def stage(self, op: Callable[[], None]) -> None:
         """Stage a write to run, under the backend's lock, at commit."""
@@ -274,15 +277,30 @@ class InMemoryTransaction(Transaction):
 
         self.stage(op)
 
+    def expect_hash(self, key: str, fields: Mapping[str, int | None]) -> None:
+        if fields:
+            self._expect.append((key, dict(fields)))
+
     def commit(self) -> None:
         ops, self._ops = self._ops, []
+        expected, self._expect = self._expect, []
         with self.backend.changed:
+            for key, fields in expected:
+                stored = self.backend.hashes.get(key, {})
+                for field, want in fields.items():
+                    raw = stored.get(field)
+                    have = None if raw is None else int(raw)
+                    if have != want:
+                        raise CommitConflict(
+                            f"{key} field {field} is {have}, this commit expected {want}"
+                        )
             for op in ops:
                 op()
             self.backend.changed.notify_all()
 
     def discard(self) -> None:
         self._ops = []
+        self._expect = []
 
 
 class InMemoryEmbeddingStore(EmbeddingStore):

@@ -26,6 +26,14 @@ class TrainerOptions(BaseModel):
         min_length=1,
         description="Consumer group id; also names the offsets and checkpoint keys in Redis.",
     )
+    member: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="This trainer's name among several in one consumer group (e.g. the pod "
+        "name; also set FRESHREC_CONSUMER__GROUP_INSTANCE_ID). Set, the trainer keeps its own "
+        "checkpoint and commit record and fences its partitions' offsets; empty: the group's "
+        "only trainer (docs/scaling.md).",
+    )
     dense_lr: float = Field(0.003, gt=0, description="Adam learning rate of dense parameters.")
     retrieval_weight: float = Field(
         1.0,

@@ -1,20 +1,30 @@
-"""Where a consumer group's trainer state lives: the metadata blobs of the table's backend."""
+"""Where a consumer group's trainer state lives: the metadata blobs of the table's backend.
+
+With several trainers in one group (`TrainerOptions.member` set), each member keeps its own
+checkpoint, replay ring and item-frequency estimate (``trainer:<group>:<member>:...``); the
+offsets hash and the partitions' event-id windows stay per group, so a partition moves between
+members with its state.
+"""
 
 from __future__ import annotations
 
 __all__ = ["checkpoint_key", "frequency_key", "replay_key"]
 
 
-def checkpoint_key(group: str) -> str:
-    """Metadata blob holding a consumer group's trainer checkpoint."""
-    return f"trainer:{group}:checkpoint"
+def _state(group: str, member: str) -> str:
+    return f"trainer:{group}:{member}:" if member else f"trainer:{group}:"
 
 
-def replay_key(group: str) -> str:
-    """Metadata blob holding a consumer group's replay ring."""
-    return f"trainer:{group}:replay"
+def checkpoint_key(group: str, member: str = "") -> str:
+    """Metadata blob holding a trainer's checkpoint (dense state, counters)."""
+    return _state(group, member) + "checkpoint"
 
 
-def frequency_key(group: str) -> str:
-    """Metadata blob holding a consumer group's item-frequency buckets."""
-    return f"trainer:{group}:item_freq"
+def replay_key(group: str, member: str = "") -> str:
+    """Metadata blob holding a trainer's replay ring."""
+    return _state(group, member) + "replay"
+
+
+def frequency_key(group: str, member: str = "") -> str:
+    """Metadata blob holding a trainer's item-frequency buckets."""
+    return _state(group, member) + "item_freq"

@@ -99,7 +99,7 @@ class TrainingLoop:
 
     def partitions_assigned(self, partitions: Sequence[Partition]) -> Mapping[Partition, int]:
         """Restore the checkpoint; the source resumes at the offsets stored with the rows."""
-        offsets = self.trainer.restore()
+        offsets = self.trainer.restore(partitions)
         self._batch.clear()
         ASSIGNED.set(len(partitions))
         return {key: offsets[key] for key in partitions if key in offsets}

@@ -51,7 +51,7 @@ from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.base import Message
 from freshrec.stream.events import PoisonMessage
 from freshrec.stream.messages import ConsumedEvent, read_event
-from freshrec.table.base import IdArray, Transaction
+from freshrec.table.base import Atomicity, IdArray, Transaction
 from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
@@ -158,19 +158,30 @@ class OnlineTrainer:
         self._offsets_key = f"offsets:{config.group}"
         self.dedup = DedupWindow(config.dedup_window, f"dedup:{config.group}")
         self.frequency = self._new_frequency()
-        self.replay = InteractionReplay(config.replay_capacity, replay_key(config.group))
+        self.replay = InteractionReplay(
+            config.replay_capacity, replay_key(config.group, config.member)
+        )
+        # a sharded backend commits the deployment-wide keys (published model, item names)
+        # in their own shard, after the batch
+        self._split_global = self._meta.atomicity is Atomicity.GROUP
 
     def _new_frequency(self) -> ItemFrequency:
         return ItemFrequency(
             self.config.frequency_buckets,
             self.config.frequency_alpha,
-            frequency_key(self.config.group),
+            frequency_key(self.config.group, self.config.member),
         )
 
     # ----------------------------------------------------------------- checkpoint
 
-    def restore(self) -> dict[tuple[str, int], int]:
+    def restore(
+        self, partitions: Sequence[tuple[str, int]] | None = None
+    ) -> dict[tuple[str, int], int]:
         """Load the committed checkpoint and offsets (fresh state when there is none).
+
+        Args:
+            partitions: the partitions this trainer now owns; a member of several
+                (`TrainerOptions.member`) keeps and fences only these. None: all stored.
 
         Returns:
             The next offset to consume per (topic, partition).
@@ -179,17 +190,21 @@ class OnlineTrainer:
         # a commit cut short (crash, outage mid-commit) is completed before its offsets count
         self._meta.recover(config_group)
         raw = self._meta.get_hash(self._offsets_key, group=config_group)
+        owned = None if partitions is None or not self.config.member else set(partitions)
         self.offsets = {}
         for name, value in raw.items():
             topic, _, partition = (name.decode() if isinstance(name, bytes) else name).rpartition(
                 ":"
             )
-            self.offsets[(topic, int(partition))] = int(value)
+            if owned is None or (topic, int(partition)) in owned:
+                self.offsets[(topic, int(partition))] = int(value)
         self.dedup = DedupWindow(self.config.dedup_window, f"dedup:{config_group}")
         for (source, number), next_offset in self.offsets.items():
             ring = self._meta.get_blob(self.dedup.ring_key(source, number), group=config_group)
             self.dedup.load(source, number, ring, next_offset)
-        blob = self._meta.get_blob(checkpoint_key(config_group), group=config_group)
+        blob = self._meta.get_blob(
+            checkpoint_key(config_group, self.config.member), group=config_group
+        )
         if blob is None:
             self._fresh_state()
         else:
@@ -308,11 +323,22 @@ class OnlineTrainer:
         offsets = dict(self.offsets)
         for message in messages:
             offsets[(message.topic, message.partition)] = message.offset + 1
+        moved = {key for key in offsets if offsets[key] != self.offsets.get(key)}
         self.batches += 1
-        with self._meta.transaction(group=self.config.group) as txn:
+        member = self.config.member or None
+        glob = self._meta.transaction() if self._split_global else None
+        with self._meta.transaction(group=self.config.group, writer=member) as txn:
+            shared = glob if glob is not None else txn
             salt = f"{messages[0].topic}:{messages[0].partition}:{messages[0].offset}"
-            loss, written = self._step(examples, salt, txn) if examples else (float("nan"), 0)
-            txn.put_hash(self._offsets_key, {f"{t}:{p}": off for (t, p), off in offsets.items()})
+            loss, written = (
+                self._step(examples, salt, txn, shared) if examples else (float("nan"), 0)
+            )
+            if member is not None:
+                # another member that took these partitions over has moved them on: refuse
+                txn.expect_hash(
+                    self._offsets_key, {f"{t}:{p}": self.offsets.get((t, p)) for t, p in moved}
+                )
+            txn.put_hash(self._offsets_key, {f"{t}:{p}": offsets[(t, p)] for t, p in moved})
             writes = (
                 *self.dedup.drain_writes(),
                 *self.frequency.drain_writes(),
@@ -323,7 +349,9 @@ class OnlineTrainer:
             self._stage_checkpoint(txn)
             if examples:
                 self._unpublished = True
-            self._publish_if_due(txn)
+            self._publish_if_due(txn, shared)
+        if glob is not None:
+            glob.commit()
         self.offsets = offsets
         committed = self._clock()
         lags = np.maximum(committed - np.fromiter((e.accepted_at for e in examples), float), 0.0)
@@ -338,7 +366,9 @@ class OnlineTrainer:
             LOSS.set(loss)
         return BatchReport(len(messages), len(examples), dead, loss, written, freshness)
 
-    def _step(self, examples: list[Example], salt: str, txn: Transaction) -> tuple[float, int]:
+    def _step(
+        self, examples: list[Example], salt: str, txn: Transaction, shared: Transaction
+    ) -> tuple[float, int]:
         n = len(examples)
         replay_users, replay_items = self.replay.sample(self.config.replay_samples, salt)
         replayed = replay_users.shape[0]
@@ -401,7 +431,7 @@ class OnlineTrainer:
         names: list[str | None] = [e.item_id for e in examples]
         names += [None] * replayed
         names += negatives
-        self._stage_item_names(i, names, txn)
+        self._stage_item_names(i, names, shared)
         times = np.array([e.event_time for e in examples], dtype=np.float64)
         latest = float(times.max())
         item_times = np.concatenate([times, np.full(replayed + len(negatives), latest)])
@@ -500,11 +530,12 @@ class OnlineTrainer:
         if fields:
             txn.put_hash(ITEM_NAMES_KEY, fields)
 
-    def _publish_if_due(self, txn: Transaction) -> bool:
+    def _publish_if_due(self, txn: Transaction, shared: Transaction) -> bool:
+        """Stage a publish (into `shared`) when one is due; the checkpoint goes in `txn`."""
         now = self._clock()
         if not self._unpublished or now - self._last_publish < self.config.publish_interval_s:
             return False
-        self._stage_publish(txn)
+        self._stage_publish(shared)
         self._last_publish = now
         self._unpublished = False
         return True
@@ -517,10 +548,15 @@ class OnlineTrainer:
         """
         if not self._unpublished:
             return False
-        with self._meta.transaction(group=self.config.group) as txn:
-            published = self._publish_if_due(txn)
+        glob = self._meta.transaction() if self._split_global else None
+        with self._meta.transaction(
+            group=self.config.group, writer=self.config.member or None
+        ) as txn:
+            published = self._publish_if_due(txn, glob if glob is not None else txn)
             if published:  # the checkpoint carries the published version counter
                 self._stage_checkpoint(txn)
+        if glob is not None:
+            glob.commit()
         return published
 
     def _stage_checkpoint(self, txn: Transaction) -> None:
@@ -532,7 +568,10 @@ class OnlineTrainer:
             "replay_count": self.replay.count,
             "model_format": MODEL_FORMAT,
         }
-        txn.put_blob(checkpoint_key(self.config.group), encode_tensors(self._dense_tensors(), meta))
+        txn.put_blob(
+            checkpoint_key(self.config.group, self.config.member),
+            encode_tensors(self._dense_tensors(), meta),
+        )
 
     def _stage_publish(self, txn: Transaction) -> None:
         self.published_version += 1

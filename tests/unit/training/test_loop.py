@@ -314,8 +314,8 @@ class FlakyBackend(InMemoryTableBackend):
         self._check()
         return super().get_hash(key, group=group)
 
-    def transaction(self, group: str | None = None) -> Transaction:
-        txn = super().transaction(group)
+    def transaction(self, group: str | None = None, *, writer: str | None = None) -> Transaction:
+        txn = super().transaction(group, writer=writer)
         commit = txn.commit
 
         def failing_commit() -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from freshrec.errors import CommitConflict
+from freshrec.models import entity_row_ids as entity_ids
 from freshrec.models import load_published_dense
 from freshrec.stream.events import Event
 from freshrec.stream.messages import encode_event
@@ -148,3 +151,31 @@ def test_impressions_join_clicks_and_close_as_negatives() -> None:
     clone = ExampleBuilder(ExampleConfig(join_window_s=10, sampled_negatives=0))
     clone.load_state(state)
     assert clone.state() == state
+
+
+def test_members_of_one_group_fence_a_partition_taken_over() -> None:
+    """Member `a` loses partition 0 to `b`; `a`'s late batch is refused, nothing counted twice."""
+    backend = InMemoryTableBackend()
+    events = _ratings(600, seed=5)
+    batches = [_messages(events[s : s + 100], s) for s in range(0, 600, 100)]
+    a = OnlineTrainer(_stores(backend), TrainerConfig(member="a"))
+    b = OnlineTrainer(_stores(backend), TrainerConfig(member="b"))
+    assert a.restore([("events", 0)]) == {}
+    a.train_batch(batches[0])
+    a.train_batch(batches[1])
+    # the rebalance: `b` owns partition 0 and resumes where `a` committed
+    assert b.restore([("events", 0)]) == {("events", 0): 200}
+    b.train_batch(batches[2])
+    # `a` has not noticed: its next batch of the same partition must not commit
+    with pytest.raises(CommitConflict):
+        a.train_batch(batches[2])
+    b.train_batch(batches[3])
+    assert backend.get_hash("offsets:freshrec-trainer") == {"events:0": b"400"}
+    users = sorted({e.user_id for e in events[:400]})
+    rows = b.tables.user.read_rows(entity_ids("user", users))
+    want = {u: sum(1 for e in events[:400] if e.user_id == u) for u in users}
+    assert dict(zip(users, rows.count.tolist(), strict=True)) == want
+    # each member keeps its own checkpoint
+    assert backend.get_blob("trainer:freshrec-trainer:a:checkpoint") is not None
+    assert backend.get_blob("trainer:freshrec-trainer:b:checkpoint") is not None
+    assert backend.get_blob("trainer:freshrec-trainer:checkpoint") is None

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, cast
 import redis
 from prometheus_client import Histogram
 
-from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
+from freshrec.errors import CommitConflict, ConfigError, InvalidInput, StoreUnavailable
 from freshrec.metrics import LATENCY_BUCKETS_S
 from freshrec.table.base import Atomicity, TableBackend, Transaction
 from freshrec.table.resp import EXEC, MULTI, execute_packed, pack_command
@@ -50,6 +50,7 @@ class RedisTransaction(Transaction):
         self.group = group
         self._chunks: list[bytes] = []
         self._commands = 0
+        self._expect: list[tuple[str, dict[str, int | None]]] = []
 
     def stage_packed(self, chunk: bytes, commands: int) -> None:
         """Stage `commands` RESP-encoded commands (see `freshrec.table.resp`)."""
@@ -77,17 +78,55 @@ class RedisTransaction(Transaction):
             raise InvalidInput("a blob range starts at byte 0 or later")
         self.stage("SETRANGE", self._meta(key), start, bytes(data))
 
+    def expect_hash(self, key: str, fields: Mapping[str, int | None]) -> None:
+        if fields:
+            self._expect.append((self._meta(key), dict(fields)))
+
+    def watch_expected(self, conn: Any) -> bool:
+        """WATCH the expected hashes on `conn` and check them (before MULTI on `conn`).
+
+        Returns:
+            Whether anything is watched (an EXEC that then returns nil was fenced off).
+
+        Raises:
+            CommitConflict: an expected field holds another value now (nothing is watched).
+        """
+        if not self._expect:
+            return False
+        commands = [pack_command(["WATCH", *(key for key, _ in self._expect)])]
+        commands += [pack_command(["HMGET", key, *fields]) for key, fields in self._expect]
+        conn.send_packed_command(commands)
+        conn.read_response()
+        for key, fields in self._expect:
+            found = conn.read_response()
+            for (field, want), got in zip(fields.items(), found, strict=True):
+                have = None if got is None else int(got)
+                if have != want:
+                    conn.send_packed_command([pack_command(["UNWATCH"])])
+                    conn.read_response()
+                    raise CommitConflict(
+                        f"{key} field {field} is {have}, this commit expected {want}"
+                    )
+        return True
+
     def commit(self) -> None:
         chunks, commands = self._chunks, self._commands
-        self.discard()
-        if not commands:
-            return
+        expected = bool(self._expect)
         try:
-            replies = execute_packed(self.client, [MULTI, *chunks, EXEC], commands + 2)
+            if not commands:
+                return
+            if expected:
+                replies = self._fenced(chunks, commands)
+            else:
+                replies = execute_packed(self.client, [MULTI, *chunks, EXEC], commands + 2)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis transaction failed: {exc}") from exc
+        finally:
+            self.discard()
         results = replies[-1]
         if results is None:
+            if expected:
+                raise CommitConflict("an expected hash changed during the commit")
             raise StoreUnavailable("Redis transaction was aborted")
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
@@ -95,9 +134,23 @@ class RedisTransaction(Transaction):
                 f"Redis transaction had {len(failed)} failing commands: {failed[0]}"
             )
 
+    def _fenced(self, chunks: list[bytes], commands: int) -> list[Any]:
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            self.watch_expected(conn)
+            conn.send_packed_command([MULTI, *chunks, EXEC])  # type: ignore[no-untyped-call]
+            return [conn.read_response() for _ in range(commands + 2)]
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
+
     def discard(self) -> None:
         self._chunks = []
         self._commands = 0
+        self._expect = []
 
 
 class RedisConnection(TableBackend):
@@ -132,7 +185,9 @@ class RedisConnection(TableBackend):
         finally:
             TABLE_OP_SECONDS.labels("meta", op).observe(time.perf_counter() - started)
 
-    def transaction(self, group: str | None = None) -> RedisTransaction:
+    def transaction(
+        self, group: str | None = None, *, writer: str | None = None
+    ) -> RedisTransaction:
         return RedisTransaction(self.client, self.namespace, group)
 
     def get_hash(self, key: str, *, group: str | None = None) -> dict[str, bytes]:

@@ -39,7 +39,7 @@ import orjson
 import redis
 from prometheus_client import Counter
 
-from freshrec.errors import ConfigError, InvalidInput, StoreUnavailable
+from freshrec.errors import CommitConflict, ConfigError, InvalidInput, StoreUnavailable
 from freshrec.table.base import Atomicity, Transaction, UpdateResult
 from freshrec.table.config import TableConfig
 from freshrec.table.records import IdArray
@@ -67,8 +67,25 @@ logger = logging.getLogger(__name__)
 
 RECORD_MAGIC = b"FRCR1"
 RECORD_KEY = "commit"
+WRITERS_KEY = "writers"
+
+
+def record_key(writer: str | None) -> str:
+    """The metadata key of a writer's commit record (``commit``, ``commit:<writer>``)."""
+    return RECORD_KEY if writer is None else f"{RECORD_KEY}:{writer}"
+
+
+def applier(group: str | None, writer: str | None) -> str:
+    """The field naming a writer of a group in the shards' applied hashes."""
+    name = "" if group is None else group
+    return name if writer is None else f"{name}/{writer}"
+
+
 # A shard's apply retries this often when concurrent writers keep changing its rows.
 MAX_APPLY_ATTEMPTS = 64
+
+# Batches each shard's applied log keeps (audits; a few hundred kB per shard).
+APPLIED_LOG_LENGTH = 10_000
 
 APPLY_RETRIES = Counter(
     "freshrec_table_apply_retries_total",
@@ -89,11 +106,17 @@ class ClusterTransaction(RedisTransaction):
     Args:
         backend: the cluster backend.
         group: the commit group.
+        writer: which writer of the group commits (its own commit record); None: the only one.
     """
 
-    def __init__(self, backend: RedisClusterTableBackend, group: str | None) -> None:
+    def __init__(
+        self, backend: RedisClusterTableBackend, group: str | None, writer: str | None = None
+    ) -> None:
+        if writer is not None and ("{" in writer or "}" in writer or not writer):
+            raise InvalidInput(f"a writer name is non-empty and has no braces: {writer!r}")
         super().__init__(backend.group_client(group), backend.namespace, group)
         self.backend = backend
+        self.writer = writer
         self._updates: list[ShardUpdate] = []
         self._tag = group_tag(group)
 
@@ -114,10 +137,12 @@ class ClusterTransaction(RedisTransaction):
             self.backend.commit_group(self, None)
             return
         batch = uuid.uuid4().hex
-        self.put_blob(RECORD_KEY, encode_record(batch, updates))
+        self.put_blob(record_key(self.writer), encode_record(batch, updates))
+        if self.writer is not None:
+            self.put_hash(WRITERS_KEY, {self.writer: 1})
         try:
             self.backend.commit_group(self, batch)
-            self.backend.apply_record(self.group, batch, updates)
+            self.backend.apply_record(applier(self.group, self.writer), batch, updates)
         except BaseException:
             # the record may have committed: the group's next transaction completes it
             self.backend.pending(self.group)
@@ -200,16 +225,23 @@ class RedisClusterTableBackend(ShardedBackend):
         """A client on the slot of commit group `group`."""
         return self.router.slot_client(tag_slot(group_tag(group)))
 
+    def applied_log_key(self, shard: int) -> str:
+        """The list of the last `APPLIED_LOG_LENGTH` batches applied to shard `shard`
+        (``<group>[/<writer>]:<batch>``), for audits: a batch is never in it twice."""
+        return f"{self.namespace}:applog:{self._tags[shard]}"
+
     def applied_key(self, shard: int) -> str:
         """The hash of shard `shard` naming, per commit group, the last batch applied there."""
         return f"{self.namespace}:applied:{self._tags[shard]}"
 
     # ---- TableBackend ------------------------------------------------------------------
 
-    def transaction(self, group: str | None = None) -> ClusterTransaction:
+    def transaction(
+        self, group: str | None = None, *, writer: str | None = None
+    ) -> ClusterTransaction:
         if group not in self._recovered:
             self.recover(group)
-        return ClusterTransaction(self, group)
+        return ClusterTransaction(self, group, writer)
 
     def stage_updates(self, txn: Transaction, updates: Sequence[ShardUpdate]) -> None:
         if not isinstance(txn, ClusterTransaction) or txn.backend is not self:
@@ -353,14 +385,21 @@ class RedisClusterTableBackend(ShardedBackend):
         if not commands:
             return
         slot = tag_slot(group_tag(txn.group))
-        self._with_connection(
-            slot, "commit", lambda conn: self._exec(conn, chunks, commands, watched=False)
-        )
+
+        def run(conn: Any) -> None:
+            watched = txn.watch_expected(conn)
+            if not self._exec(conn, chunks, commands, watched=watched):
+                raise CommitConflict("an expected hash changed during the commit")
+
+        try:
+            self._with_connection(slot, "commit", run)
+        finally:
+            txn._expect = []
 
     def apply_record(
-        self, group: str | None, batch: str, updates: Sequence[ShardUpdate]
+        self, group: str, batch: str, updates: Sequence[ShardUpdate]
     ) -> list[UpdateResult]:
-        """Step 2 for every shard of a committed record."""
+        """Step 2 for every shard of a committed record; `group` is the writer's `applier`."""
         by_shard: dict[int, list[ShardUpdate]] = {}
         for update in updates:
             by_shard.setdefault(update.shard, []).append(update)
@@ -423,6 +462,9 @@ class RedisClusterTableBackend(ShardedBackend):
                 )
             if batch is not None:
                 staged.stage("HSET", applied, field, batch)
+                log = self.applied_log_key(shard)
+                staged.stage("RPUSH", log, f"{field}:{batch}")
+                staged.stage("LTRIM", log, -APPLIED_LOG_LENGTH, -1)
             ok = self._exec(conn, staged._chunks, staged._commands, watched=True)
             return results if ok else None
 
@@ -442,30 +484,38 @@ class RedisClusterTableBackend(ShardedBackend):
         self._recovered.discard(group)
 
     def recover(self, group: str | None) -> int:
-        """Replay commit group `group`'s last record on the shards that lack it.
+        """Replay the last record of every writer of `group` on the shards that lack it.
 
         The trainer calls it before reading its offsets; the first transaction of each group
-        in a process (and the first after a failed commit) calls it too. Idempotent.
+        in a process (and the first after a failed commit) calls it too. Idempotent, and safe
+        while the writers are alive: a shard applies a batch once, whoever gets there first.
 
         Returns:
-            How many shards it applied (0 when the record was complete).
+            How many shards it applied (0 when every record was complete).
         """
-        raw = self.get_blob(RECORD_KEY, group=group)
+        writers: list[str | None] = [None]
+        writers += sorted(self.get_hash(WRITERS_KEY, group=group))
         replayed = 0
-        if raw:
+        for writer in writers:
+            raw = self.get_blob(record_key(writer), group=group)
+            if not raw:
+                continue
             batch, updates = decode_record(raw, self._stores)
-            pending = {u.shard for u in updates}
-            for shard in sorted(pending):
+            field = applier(group, writer)
+            done = 0
+            for shard in sorted({u.shard for u in updates}):
                 mine = [u for u in updates if u.shard == shard]
-                if self.apply_shard(shard, mine, group=group, batch=batch):
-                    replayed += 1
-            if replayed:
+                if self.apply_shard(shard, mine, group=field, batch=batch):
+                    done += 1
+            if done:
                 logger.warning(
-                    "commit group %s: replayed batch %s on %d shards after a crash",
+                    "commit group %s, writer %s: replayed batch %s on %d shards after a crash",
                     group,
+                    writer,
                     batch,
-                    replayed,
+                    done,
                 )
+            replayed += done
         self._recovered.add(group)
         return replayed
 
