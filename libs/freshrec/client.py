@@ -276,6 +276,7 @@ class _Base:
         self.timeout_s = timeout_s
         self._transport = transport
         self._given = http_client
+        self._client: Any = None  # the client's own httpx client, made on first use
 
     def _url(self, base: str | None, path: str, what: str) -> str:
         if base is None:
@@ -351,12 +352,27 @@ class FreshrecClient(_Base):
         ingest_url: str | None = None,
         ranker_url: str | None = None,
         *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[RetryNotice], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        http_client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        **options: Any,
     ) -> None:
-        super().__init__(ingest_url, ranker_url, **options)
+        super().__init__(
+            ingest_url,
+            ranker_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_batch_events=max_batch_events,
+            retry=retry,
+            on_retry=on_retry,
+            transport=transport,
+            http_client=http_client,
+        )
         self._sleep = sleep
-        self._client: httpx.Client | None = None
 
     @property
     def _http(self) -> httpx.Client:
@@ -364,7 +380,8 @@ class FreshrecClient(_Base):
             return self._given
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout_s, transport=self._transport)
-        return self._client
+        client: httpx.Client = self._client
+        return client
 
     def __enter__(self) -> FreshrecClient:
         return self
@@ -430,19 +447,14 @@ class FreshrecClient(_Base):
 class AsyncFreshrecClient(_Base):
     """`FreshrecClient` for asyncio: the same arguments, methods and errors, awaited."""
 
-    def __init__(
-        self, ingest_url: str | None = None, ranker_url: str | None = None, **options: Any
-    ) -> None:
-        super().__init__(ingest_url, ranker_url, **options)
-        self._client: httpx.AsyncClient | None = None
-
     @property
     def _http(self) -> httpx.AsyncClient:
         if isinstance(self._given, httpx.AsyncClient):
             return self._given
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout_s, transport=self._transport)
-        return self._client
+        client: httpx.AsyncClient = self._client
+        return client
 
     async def __aenter__(self) -> AsyncFreshrecClient:
         return self
