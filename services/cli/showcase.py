@@ -2,7 +2,8 @@
 
 Events go through the ingest API in event-time order (optionally paced by a speed-up), the
 trainer learns from them as they arrive, and at the end a few users' recommendations are
-printed with movie titles, together with where every endpoint listens.
+printed with movie titles, together with where every endpoint listens. Both directions use
+`freshrec.client`: the replay posts with it, and the recommendations are asked with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from freshrec.client import FreshrecClient, Recommendation
 from freshrec.offline.data import ReplayReport, replay
 from freshrec.offline.data.movielens import MovieLens, load_movielens, movielens_events
 
@@ -53,28 +55,20 @@ def _wait_caught_up(trainer_url: str, timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def _recommend(ranker_url: str, user: str, k: int, seen: list[str]) -> dict[str, Any]:
-    request = {"user_id": user, "k": k, "exclude_item_ids": seen}
-    response = httpx.post(f"{ranker_url}/v1/recommend", json=request, timeout=10)
-    response.raise_for_status()
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def _print_recommendations(
-    console: Console, ml: MovieLens, body: Mapping[str, Any], user: str
+    console: Console, ml: MovieLens, answer: Recommendation, user: str
 ) -> None:
     table = Table(
-        title=f"user {user}: model v{body['model_version']}, index v{body['index_version']}"
-        + (" (fallback)" if body["fallback"] else ""),
+        title=f"user {user}: model v{answer.model_version}, index v{answer.index_version}"
+        + (" (fallback)" if answer.fallback else ""),
         title_justify="left",
     )
     table.add_column("#", justify="right")
     table.add_column("movie")
     table.add_column("score", justify="right")
-    for rank, item in enumerate(body["items"], 1):
-        title = ml.titles.get(item["item_id"], f"item {item['item_id']}")
-        table.add_row(str(rank), title, f"{item['score']:.3f}")
+    for rank, item in enumerate(answer.items, 1):
+        title = ml.titles.get(item.item_id, f"item {item.item_id}")
+        table.add_row(str(rank), title, f"{item.score:.3f}")
     console.print(table)
 
 
@@ -148,11 +142,12 @@ def run_showcase(
     _wait_caught_up(urls["trainer"], timeout_s=120)
 
     recommendations: dict[str, list[dict[str, Any]]] = {}
-    for user in users:
-        # movies the user already rated in the replayed slice are not recommended again
-        seen = sorted({str(i) for i in ml.items[:total][ml.users[:total] == int(user)]})
-        body = _recommend(urls["ranker"], user, k, seen[:1000])
-        recommendations[user] = body["items"]
-        _print_recommendations(console, ml, body, user)
+    with FreshrecClient(ranker_url=urls["ranker"], api_key=api_key) as client:
+        for user in users:
+            # movies the user already rated in the replayed slice are not recommended again
+            seen = sorted({str(i) for i in ml.items[:total][ml.users[:total] == int(user)]})
+            answer = client.recommend(user, k, exclude_item_ids=seen[:1000])
+            recommendations[user] = [item.model_dump() for item in answer.items]
+            _print_recommendations(console, ml, answer, user)
     _print_endpoints(console, urls)
     return ShowcaseResult(report, recommendations, time.monotonic() - start)

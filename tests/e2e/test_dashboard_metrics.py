@@ -158,7 +158,9 @@ def test_every_dashboard_metric_is_exported(running_stack: Stack) -> None:
     # two batches: expiry (and its per-table counter) runs before every batch but the first
     for batch in (1, 2):
         part = events[10 * (batch - 1) : 10 * batch]
-        accepted = httpx.post(f"{stack.ingest}/v1/events", json={"events": part}, headers=auth)
+        accepted = httpx.post(
+            f"{stack.ingest}/v1/events", json={"events": part}, headers=auth, timeout=30
+        )
         assert accepted.status_code == 202, accepted.text
         _wait_trained(stack, events=10 * batch, batches=batch)
     bad = {**events[0], "event_id": "bad", "type": "no-such-type"}

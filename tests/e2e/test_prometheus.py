@@ -5,7 +5,8 @@ its targets pointed at the test's stack and its scrape interval shortened to 1 s
 alert rules it ships. While a small steady load runs (events, one invalid, recommendations),
 the test waits until every freshrec target is `up`, checks that every alert rule loaded and
 evaluates without error, and runs every PromQL expression of the dashboard through
-Prometheus's HTTP API: each must parse and return data.
+Prometheus's HTTP API: each must parse and return data, a number (a quantile over a window
+without observations answers NaN, which counts as no data).
 """
 
 from __future__ import annotations
@@ -134,6 +135,12 @@ def _query(prometheus: str, expr: str) -> dict[str, Any]:
     return body
 
 
+def _observed(series: dict[str, Any]) -> bool:
+    """Whether a series of an instant query holds a number: `histogram_quantile` over a window
+    without observations answers NaN, which is a result but not data."""
+    return str(series["value"][1]).lower() not in ("nan", "+inf", "-inf", "inf")
+
+
 def _targets_up(prometheus: str) -> bool:
     targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
     return len(targets) == 4 and all(t["health"] == "up" for t in targets)
@@ -153,7 +160,7 @@ def test_prometheus_scrapes_every_target_and_answers_every_dashboard_query(
                 body = _query(prometheus, expr)
                 if body.get("status") != "success":
                     problems.append(f"{panel}: {expr}: {body.get('error')}")
-                elif not body["data"]["result"]:
+                elif not any(_observed(series) for series in body["data"]["result"]):
                     problems.append(f"{panel}: {expr}: no data")
             return problems
 

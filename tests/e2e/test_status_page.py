@@ -244,6 +244,10 @@ def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
     assert o["ranker"]["latency_p99_s"] is not None and o["ranker"]["latency_p99_s"] > 0
     assert o["index"]["items"] == len(ITEMS) and o["index"]["following"] is True
     assert o["index"]["version"] >= 1 and o["index"]["age_s"] >= 0
+    # freshness per stage: the late events' rows reached the index within the window
+    delays = (o["index"]["apply_delay_p50_s"], o["index"]["apply_delay_p99_s"])
+    assert delays[0] is not None and delays[1] is not None, o["index"]
+    assert 0 <= delays[0] <= delays[1] < 30
     assert o["model"]["version"] >= 1 and 0 <= o["model"]["age_s"] < 120
     assert o["tables"]["user"]["rows"] == len(USERS) + 1
     trainer = o["trainer"]
@@ -264,6 +268,9 @@ def test_status_page_shows_live_figures_and_survives_the_trainer_going_away(
     assert page.number("trainer.events_consumed_total") == len(events)
     assert page.number("ranker.recommendations_total") == 2
     assert page.number("model.version") >= 1
+    for stage in ("trainer.freshness_p99_s", "index.apply_delay_p99_s"):
+        shown = page.field(stage)  # "—" once the stage's observations leave the 10 s window
+        assert shown == "—" or shown.split()[-1] in ("µs", "ms", "s"), (stage, shown)
     # one of the two recommendations fell back; "—" once they leave the 10 s window
     assert page.field("ranker.fallback_share") in ("50.0%", "—")
     if trainer["auc"] is None:

@@ -57,6 +57,7 @@ __all__ = [
     "TrainerFigures",
     "TrainerReply",
     "fetch_trainer",
+    "index_figures",
     "ranker_figures",
     "trainer_figures",
 ]
@@ -155,6 +156,12 @@ class IndexFigures(BaseModel):
     age_s: float = Field(description="Seconds since the follower last applied a change.")
     following: bool = Field(description="Whether the follower thread runs.")
     feed_lag_s: float | None = Field(description="How far the index trails its change feed.")
+    apply_delay_p50_s: float | None = Field(
+        None,
+        description="Median time from a change-feed entry written with its rows to the index "
+        "serving it, in the window (s): the row committed → servable stage of freshness.",
+    )
+    apply_delay_p99_s: float | None = Field(None, description="99th percentile of the same (s).")
 
 
 class ModelFigures(BaseModel):
@@ -280,13 +287,26 @@ def ranker_figures(
     )
 
 
-def _index_figures(index: IndexState, metrics: MetricsSnapshot) -> IndexFigures:
+def index_figures(
+    index: IndexState, now: MetricsSnapshot, base: MetricsSnapshot | None
+) -> IndexFigures:
+    """The index's figures: its state, and the window's apply delays from two ranker scrapes.
+
+    Args:
+        index: the index now.
+        now: the latest scrape of the ranker's registry.
+        base: an older scrape; None: the delays cover the process lifetime.
+    """
+    delay = "freshrec_index_apply_delay_seconds"
+    delta = bucket_delta(now.buckets(delay), None if base is None else base.buckets(delay))
     return IndexFigures(
         items=index.items,
         version=index.version,
         age_s=max(0.0, index.age_s),
         following=index.following,
-        feed_lag_s=finite(metrics.maximum("freshrec_index_feed_lag_seconds")),
+        feed_lag_s=finite(now.maximum("freshrec_index_feed_lag_seconds")),
+        apply_delay_p50_s=finite(histogram_quantile(0.5, delta)),
+        apply_delay_p99_s=finite(histogram_quantile(0.99, delta)),
     )
 
 
@@ -494,7 +514,7 @@ class OverviewBoard:
             generated_at=wall,
             window_s=window,
             ranker=ranker_figures(ranker, None if base is None else base.ranker, window),
-            index=_index_figures(view.index_state(), ranker),
+            index=index_figures(view.index_state(), ranker, None if base is None else base.ranker),
             model=_model_figures(view.model_state(), wall),
             tables=tables,
             tables_error=tables_error,

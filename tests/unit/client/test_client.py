@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -11,7 +13,13 @@ import httpx
 import pytest
 
 from freshrec import errors
-from freshrec.client import AsyncFreshrecClient, FreshrecClient, RetryPolicy
+from freshrec.client import (
+    AsyncFreshrecClient,
+    FreshrecClient,
+    InvalidEvents,
+    RetryNotice,
+    RetryPolicy,
+)
 
 FAST = RetryPolicy(retries=3, backoff_s=0.01, max_backoff_s=0.5)
 
@@ -50,8 +58,9 @@ def refused(status: int, error: str, retry_after: str | None = None) -> Callable
 
 
 def _client(script: Script, **kwargs: Any) -> FreshrecClient:
+    kwargs.setdefault("retry", FAST)
     return FreshrecClient(
-        "http://ingest", "http://ranker", api_key="k", retry=FAST,
+        "http://ingest", "http://ranker", api_key="k",
         transport=httpx.MockTransport(script), **kwargs,
     )  # fmt: skip
 
@@ -150,3 +159,70 @@ def test_the_async_client_retries_and_batches_the_same_way() -> None:
 
     assert anyio.run(main) == 3
     assert len(script.requests) == 3  # batch 1 refused once, then accepted; batch 2 accepted
+
+
+def test_every_invalid_event_is_named_as_ingest_names_it_counted_from_the_call() -> None:
+    script = Script(accepted)
+    events = [_event(n) for n in range(5)]
+    events[1]["type"] = "no-such-type"
+    events[4] = {**events[3]}  # a repeated event id, in the same batch of 3
+    with _client(script, max_batch_events=3) as client, pytest.raises(InvalidEvents) as raised:
+        client.send_events(events)
+    assert script.requests == []
+    problems = {(d["index"], d["field"], d["type"]) for d in raised.value.details}
+    assert problems == {(1, "type", "enum"), (4, "event_id", "duplicate_event_id")}
+    assert "2 of 5 events are invalid" in raised.value.message
+
+
+def test_a_422_of_a_later_batch_names_positions_in_the_call() -> None:
+    details = [{"index": 1, "field": "item_id", "reason": "no", "type": "x"}, {"index": None}]
+    script = Script(
+        accepted,
+        lambda request: httpx.Response(
+            422, json={"error": "InvalidEvents", "message": "no", "details": details}
+        ),
+    )
+    with _client(script, max_batch_events=2) as client, pytest.raises(errors.InvalidInput) as e:
+        client.send_events([_event(n) for n in range(4)])
+    assert e.value.details == [{**details[0], "index": 3}, {"index": None}]
+
+
+def test_each_retry_is_announced_and_the_waits_are_bounded() -> None:
+    notices: list[RetryNotice] = []
+    script = Script(refused(503, "BrokerUnavailable", "0.05"))
+    policy = RetryPolicy(retries=100, backoff_s=0.01, max_wait_s=0.12)
+    with (
+        _client(script, retry=policy, on_retry=notices.append) as client,
+        pytest.raises(errors.DependencyUnavailable, match="refused 4 times"),
+    ):
+        client.send_events([_event(1)])
+    # waits of 0.05 s: after three of them (0.15 s >= 0.12 s) the client gives up
+    assert [(n.attempt, n.wait_s, n.status, n.accepted) for n in notices] == [
+        (1, 0.05, 503, 0),
+        (2, 0.05, 503, 0),
+        (3, 0.05, 503, 0),
+    ]
+    assert notices[0].cause.endswith("no")
+
+
+def test_statuses_jitter_and_an_http_date_retry_after() -> None:
+    sleeps: list[float] = []
+    script = Script(refused(502, "Gateway"), refused(500, "Oops"), accepted)
+    policy = RetryPolicy(backoff_s=1.0, jitter=0.5, statuses=frozenset({500, 502}))
+    with _client(script, retry=policy, sleep=sleeps.append) as client:
+        assert client.send_events([_event(1)]) == 1
+    assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0
+    with _client(Script(refused(500, "Oops"))) as client, pytest.raises(errors.FreshrecError):
+        client.send_events([_event(1)])  # not retried by default
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    answer = httpx.Response(429, headers={"Retry-After": later})
+    assert 25 <= RetryPolicy(max_backoff_s=60).delay_s(0, answer) <= 30
+
+
+def test_a_given_http_client_is_used_and_left_open() -> None:
+    script = Script(accepted)
+    with httpx.Client(transport=httpx.MockTransport(script)) as http:
+        with FreshrecClient("http://ingest", api_key="k", http_client=http) as client:
+            assert client.send_events([_event(1)]) == 1
+        assert not http.is_closed
+        assert script.requests[0].headers["Authorization"] == "Bearer k"

@@ -96,7 +96,10 @@ def test_replay_reports_rejects_and_fails(
         data_app, ["replay", str(path), "--url", url, "--api-key", "k1", "--no-progress"]
     )
     assert result.exit_code == 1
-    assert f"rejected #3 {events[3]['event_id']} type: unknown event type" in result.output
+    # the client refuses it before posting, with the reason ingest itself would give
+    assert f"rejected #3 {events[3]['event_id']} type: Input should be 'impression'" in (
+        result.output
+    )
     assert "rejected 1" in result.output
     assert len(received) == 9
 

@@ -19,6 +19,7 @@ from freshrec.metrics.overview import (
     ModelState,
     OverviewBoard,
     TrainerReply,
+    index_figures,
     ranker_figures,
     trainer_figures,
 )
@@ -110,6 +111,31 @@ def test_trainer_figures_join_its_status_and_the_window_of_its_metrics() -> None
     assert figures.loss == 0.4 and figures.lag_s == 1.5
     # the window's 4 freshness observations fell in (0.1, 1.0]
     assert figures.freshness_p50_s == pytest.approx(0.1 + 0.9 * 0.5)
+
+
+def _index_scrape(fast: int, slow: int) -> MetricsSnapshot:
+    """A ranker scrape with `fast` apply delays under 50 ms and `slow` ones in (50 ms, 1 s]."""
+    delay = "freshrec_index_apply_delay_seconds_bucket"
+    return MetricsSnapshot.parse(f"""\
+# TYPE freshrec_index_feed_lag_seconds gauge
+freshrec_index_feed_lag_seconds{{index="item"}} 0.0
+# TYPE freshrec_index_apply_delay_seconds histogram
+{delay}{{index="item",le="0.05"}} {fast}
+{delay}{{index="item",le="1.0"}} {fast + slow}
+{delay}{{index="item",le="+Inf"}} {fast + slow}
+""")
+
+
+def test_index_figures_give_the_windows_row_to_servable_delays() -> None:
+    state = IndexState(items=8, version=5, age_s=0.2, following=True)
+    figures = index_figures(state, _index_scrape(fast=10, slow=4), _index_scrape(fast=10, slow=0))
+    assert (figures.items, figures.version, figures.feed_lag_s) == (8, 5, 0.0)
+    # the window's 4 delays all fell in (0.05, 1.0]; the 10 fast ones are older
+    assert figures.apply_delay_p50_s == pytest.approx(0.05 + 0.95 * 0.5)
+    lifetime = index_figures(state, _index_scrape(fast=10, slow=0), None)
+    assert lifetime.apply_delay_p99_s == pytest.approx(0.05 * 0.99)
+    nothing = index_figures(state, MetricsSnapshot.parse(""), None)
+    assert nothing.apply_delay_p50_s is None and nothing.feed_lag_s is None
 
 
 def test_an_unreachable_trainer_leaves_its_figures_null() -> None:

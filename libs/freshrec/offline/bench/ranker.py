@@ -24,6 +24,14 @@ catalog, measures and writes the figures.
 `results/bench/freshness.json`: `e2e_p50_s` / `e2e_p99_s` from posting an event to ingest
 until the ranker's row endpoint shows the changed vector.
 
+Seeding and the freshness probe are plain request/response and go through
+`freshrec.client` (`send_events`, `row`). The load phases do not: they drive the ranker over
+raw keep-alive HTTP/1.1 connections (`_Connection`) with pre-built requests, because a load
+generator must cost far less CPU per request than the server it measures (on two cores, a
+general client's pool and response models would be a share of the figure), and an open-loop
+generator must never retry: a refused or failed request is a failure of its scheduled send,
+counted in `errors`, not sent again later.
+
 Run: `freshrec bench ranker` (needs Redis and Kafka up: `make up`); it starts the services.
 """
 
@@ -46,6 +54,8 @@ import numpy as np
 import redis
 from threadpoolctl import threadpool_limits
 
+from freshrec.client import FreshrecClient
+from freshrec.errors import NotFound
 from freshrec.retrieval.scan import top_inner_products
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, hash_features, load_tables
@@ -221,16 +231,6 @@ def _wait_http(url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
-def _post(url: str, key: str, events: list[dict[str, Any]]) -> None:
-    response = httpx.post(
-        f"{url}/v1/events",
-        json={"events": events},
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    response.raise_for_status()
-
-
 def _index_items(ranker: str) -> float:
     text = httpx.get(f"{ranker}/metrics", timeout=5).text
     for line in text.splitlines():
@@ -260,8 +260,8 @@ def _seed_catalog(
         }
         for n in range(5000)
     ]
-    for start in range(0, len(events), 1000):
-        _post(urls["ingest"], key, events[start : start + 1000])
+    with FreshrecClient(urls["ingest"], api_key=key, timeout_s=30.0) as poster:
+        poster.send_events(events)  # in batches of ingest's limit, retried if refused
     store = RedisTableBackend(client, namespace).store(config)
     rng = np.random.default_rng(0)
     for start in range(0, items, 20_000):
@@ -300,14 +300,19 @@ def _exact_search_seconds(items: int, dim: int, candidates: int, batch: int = 32
     return best
 
 
+def _vector(client: FreshrecClient, user: str) -> list[float] | None:
+    try:
+        return client.row("user", user).vector
+    except NotFound:
+        return None
+
+
 def _freshness(urls: Mapping[str, str], key: str, probes: int) -> list[float]:
-    headers = {"Authorization": f"Bearer {key}"}
-    row_url = f"{urls['ranker']}/v1/tables/user/rows/probe-user"
+    """Seconds from posting one event to the ranker's row endpoint showing the changed row."""
     out: list[float] = []
-    with httpx.Client(timeout=10.0) as client:
+    with FreshrecClient(urls["ingest"], urls["ranker"], api_key=key, timeout_s=10.0) as client:
         for n in range(probes):
-            before = client.get(row_url, headers=headers)
-            vector = before.json()["vector"] if before.status_code == 200 else None
+            vector = _vector(client, "probe-user")
             event = {
                 "event_id": f"probe{n}-{uuid.uuid4().hex[:6]}",
                 "type": "rating",
@@ -317,11 +322,11 @@ def _freshness(urls: Mapping[str, str], key: str, probes: int) -> list[float]:
                 "value": 5.0 if n % 2 else 1.0,
             }
             start = time.perf_counter()
-            client.post(f"{urls['ingest']}/v1/events", json={"events": [event]}, headers=headers)
+            client.send_events([event])
             deadline = start + 10
             while time.perf_counter() < deadline:
-                row = client.get(row_url, headers=headers)
-                if row.status_code == 200 and row.json()["vector"] != vector:
+                seen = _vector(client, "probe-user")
+                if seen is not None and seen != vector:
                     out.append(time.perf_counter() - start)
                     break
                 time.sleep(0.002)

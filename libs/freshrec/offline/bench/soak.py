@@ -1,13 +1,14 @@
 """The soak: steady load through the running stack with a random fault every 30 to 60 s.
 
-A producer streams uniquely identified events through ingest at a steady rate, as a careful
-client does: a batch answered 429 or 503, or not answered at all, is posted again until it is
-acknowledged (202), and every seventh acknowledged batch is posted a second time (its answer
-"was lost"). Beside it a probe posts one event of a fresh user every `probe_interval_s` and
-reads the user table until that user's row is there: its freshness, from the post to the row
-committed, as a client sees it. Meanwhile a fault is injected every 30 to 60 s (the caller's
-list: servers killed or stopped, services killed). Each fault's recovery is timed from the
-moment what it broke is back to the trainer committing again with every service ready.
+A producer streams uniquely identified events through ingest at a steady rate with
+`freshrec.client`, as a careful client does: a batch answered 429 or 503, or not answered at
+all, is posted again until it is acknowledged (202), and every seventh acknowledged batch is
+posted a second time (its answer "was lost"). Beside it a probe posts one event of a fresh
+user every `probe_interval_s` and reads the user table until that user's row is there: its
+freshness, from the post to the row committed, as a client sees it. Meanwhile a fault is
+injected every 30 to 60 s (the caller's list: servers killed or stopped, services killed).
+Each fault's recovery is timed from the moment what it broke is back to the trainer
+committing again with every service ready.
 
 At the end, once the trainer consumed everything, each user's row occurrence count is checked
 against the events acknowledged for that user: a count short of it is a lost event, a count
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -31,6 +33,8 @@ import httpx
 import numpy as np
 import redis
 
+from freshrec.client import FreshrecClient, RetryNotice, RetryPolicy
+from freshrec.errors import FreshrecError
 from freshrec.models import entity_row_ids
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, Tables, load_tables, open_tables
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 RESEND_EVERY = 7
 RETRY_PAUSE_S = 0.5
+"""The wait before posting a refused batch again (shorter when the server's Retry-After is)."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,17 @@ def _event(event_id: str, user: str, item: str) -> dict[str, Any]:
 class SteadyProducer:
     """Posts batches through ingest until each is acknowledged, from a background thread.
 
+    Each batch goes through `FreshrecClient.send_events`, which retries it every
+    `RETRY_PAUSE_S` (or the server's shorter `Retry-After`) while it is answered 429 or 503 or
+    not at all; every retry is counted in `retries`.
+
     Args:
         ingest: ingest's base URL.
         api_key: a key ingest accepts.
         batches: the batches to post, in order (each a list of events).
         pause_s: pause after each acknowledged batch.
-        give_up_s: a batch not acknowledged after this long stops the producer with an error.
+        give_up_s: a batch not acknowledged after about this long of retrying stops the
+            producer with the client's error (`DependencyUnavailable`, `Overloaded`).
     """
 
     def __init__(
@@ -110,6 +120,11 @@ class SteadyProducer:
         self.batches = batches
         self.pause_s = pause_s
         self.give_up_s = give_up_s
+        self.retry = RetryPolicy(
+            retries=math.ceil(give_up_s / RETRY_PAUSE_S),
+            backoff_s=RETRY_PAUSE_S,
+            max_backoff_s=RETRY_PAUSE_S,
+        )
         self.messages = 0  # messages the 202s put on the topic, re-posts included
         self.retries = 0  # posts answered 429/503 or not at all
         self.acked: Counter[str] = Counter()  # user id → distinct events acknowledged
@@ -134,29 +149,34 @@ class SteadyProducer:
         if self.error is not None:
             raise self.error
 
-    def post_until_accepted(self, client: httpx.Client, events: list[dict[str, Any]]) -> None:
-        deadline = time.monotonic() + self.give_up_s
-        while True:
-            try:
-                response = client.post("/v1/events", json={"events": events}, timeout=10)
-                if response.status_code == 202:
-                    with self._count_lock:
-                        self.messages += len(events)
-                    return
-                if response.status_code not in (429, 503):
-                    raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
-            except httpx.HTTPError:
-                pass
-            with self._count_lock:
-                self.retries += 1
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ingest did not accept a batch in {self.give_up_s:g} s")
-            time.sleep(RETRY_PAUSE_S)
+    def client(self) -> FreshrecClient:
+        """A client that posts as this producer does, its retries counted here; close it."""
+        return FreshrecClient(
+            self.ingest,
+            api_key=self.api_key,
+            timeout_s=10.0,
+            retry=self.retry,
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self, _: RetryNotice) -> None:
+        with self._count_lock:
+            self.retries += 1
+
+    def post_until_accepted(self, client: FreshrecClient, events: list[dict[str, Any]]) -> None:
+        """Post one batch until it is acknowledged; count its messages.
+
+        Raises:
+            FreshrecError: refused for good (`DependencyUnavailable` or `Overloaded` after the
+                retries, another refusal at once).
+        """
+        accepted = client.send_events(events)
+        with self._count_lock:
+            self.messages += accepted
 
     def _run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"}
         try:
-            with httpx.Client(base_url=self.ingest, headers=headers) as client:
+            with self.client() as client:
                 for n, batch in enumerate(self.batches):
                     if self._stop.is_set():
                         return
@@ -197,15 +217,14 @@ class _Probe:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, producer: SteadyProducer) -> None:
-        headers = {"Authorization": f"Bearer {self.targets.api_key}"}
-        with httpx.Client(base_url=self.targets.ingest, headers=headers) as client:
+        with producer.client() as client:
             n = 0
             while not self._stop.is_set():
                 user = f"probe-{n}"
                 posted = time.time()
                 try:
                     producer.post_until_accepted(client, [_event(f"probe-{n}", user, "i0")])
-                except (TimeoutError, RuntimeError) as exc:
+                except FreshrecError as exc:
                     logger.warning("probe %d not accepted: %s", n, exc)
                     continue
                 ids = entity_row_ids("user", [user])

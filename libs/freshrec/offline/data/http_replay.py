@@ -1,26 +1,30 @@
 """Replay an event stream into the ingest API over HTTP, optionally paced by event time.
 
-`replay` posts batches to `POST /v1/events` over one keep-alive connection, in stream order,
-one batch in flight (so events of a user reach Kafka in the order they were read). Nothing
-is dropped silently: every event read ends up either sent (202) or rejected (422, with the
-server's reason) in the returned `ReplayReport`, or the replay stops with `ReplayAborted`
-saying how many events were not sent.
+`replay` posts batches to `POST /v1/events` through `freshrec.client.FreshrecClient` over
+one keep-alive connection, in stream order, one batch in flight (so events of a user reach
+Kafka in the order they were read). Nothing is dropped silently: every event read ends up
+either sent (202) or rejected (invalid, with the reason) in the returned `ReplayReport`, or
+the replay stops with `ReplayAborted` saying how many events were not sent.
 
-How each answer is handled:
+How each outcome is handled:
 
-- 202: the batch is in; the server's `accepted` count is added up.
-- 422: the events the server names (`details[].field` like `events.3.type`) are recorded as
-  rejected with the reason; the rest of the batch is sent again. A 422 that names no event
-  rejects the whole batch. (The ingest API refuses a batch as a whole on 422, so resending
-  the valid part does not duplicate anything.)
+- accepted (202): the batch is in.
+- invalid events: the client validates each batch as ingest does before posting it, and a
+  422 from the server names events too (`details[].index`, or `field` like `events.3.type`);
+  the events named are recorded as rejected with the reason and the rest of the batch is
+  sent again. A 422 that names no event rejects the whole batch. (The ingest API refuses a
+  batch as a whole on 422, so resending the valid part does not duplicate anything.)
 - 413: the batch is split in two and each half sent; a single event that is still too large
   is rejected.
-- 429, 500, 502, 503, 504 and connection errors: retried with exponential backoff, waiting at
-  least the server's `Retry-After`, for up to `max_retry_s` of waiting per batch.
-- 401 / 403: `Unauthorized` at once. Any other status: `ReplayAborted`.
+- 429, 500, 502, 503, 504 and connection errors: the client retries them with a jittered
+  exponential backoff, waiting the server's `Retry-After` when it gives one, for up to
+  `max_retry_s` of waiting or `max_attempts` attempts per batch; each retry is counted in
+  `ReplayReport.retries`.
+- 401 / 403: `Unauthorized` at once. Any other refusal: `ReplayAborted`.
 
-This module paces and batches; `ingest_sender.py` posts a batch and reads the answer,
-`replay_report.py` holds the report, `replay_progress.py` the progress line.
+This module paces and batches; `ingest_sender.py` hands a batch to the client and turns the
+outcome into the report, `replay_report.py` holds the report, `replay_progress.py` the
+progress line.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from typing import Any
 import httpx
 
 from freshrec import __version__
+from freshrec.client import FreshrecClient, RetryPolicy
 from freshrec.errors import DependencyUnavailable, InvalidInput, Unauthorized
-from freshrec.offline.data.ingest_sender import BatchSender, Sleep
+from freshrec.offline.data.ingest_sender import BatchSender, count_retries
 from freshrec.offline.data.replay_progress import ExtraColumns, ReplayProgress
 from freshrec.offline.data.replay_report import ReplayAborted, ReplayReport
 
@@ -48,6 +53,10 @@ MAX_BATCH = 1000
 """The ingest API's largest accepted batch."""
 
 Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""What a replay posts a batch again after: overload, and a server or proxy failing."""
 
 
 def events_url(url: str) -> str:
@@ -126,9 +135,6 @@ def replay(
     if limit is not None and limit < 0:
         raise InvalidInput(f"limit must be >= 0, got {limit}")
     target = events_url(url)
-    headers = {"content-type": "application/json", "user-agent": f"freshrec-replay/{__version__}"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
     if total is None and isinstance(events, Sized):
         total = len(events)
     if total is not None and limit is not None:
@@ -139,21 +145,31 @@ def replay(
     own_client = client is None
     http = client or httpx.Client(
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+        headers={"user-agent": f"freshrec-replay/{__version__}"},
         # TCP_NODELAY: a small batch must not wait in Nagle's buffer for an ACK.
         transport=httpx.HTTPTransport(
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         ),
     )
-    sender = BatchSender(
-        http,
-        target,
-        headers=headers,
-        report=report,
+    poster = FreshrecClient(
+        target.removesuffix("/v1/events"),
+        api_key=api_key or None,
+        max_batch_events=MAX_BATCH,
+        retry=RetryPolicy(
+            retries=max(0, max_attempts - 1),
+            backoff_s=0.2,
+            max_backoff_s=10.0,
+            max_wait_s=max_retry_s,
+            # several replays refused together do not retry in lockstep
+            jitter=0.5,
+            statuses=RETRIED_STATUSES,
+        ),
+        on_retry=count_retries(report),
+        http_client=http,
         sleep=sleep,
-        max_retry_s=max_retry_s,
-        max_attempts=max_attempts,
     )
+    sender = BatchSender(poster, target, report=report)
     bar = ReplayProgress(progress, total, extra_columns)
     started = clock()
     first_ts: float | None = None

@@ -1,73 +1,53 @@
-"""`BatchSender`: posts one batch to the ingest API and turns every answer into the report.
+"""`BatchSender`: delivers a batch through `freshrec.client`, turns the outcome into the report.
 
-The statuses and what each does are listed in `freshrec.offline.data.http_replay`.
+Posting, batching to the server's limit and retrying (429, 5xx, no answer; `Retry-After`)
+are the client's (`FreshrecClient.send_events`); this module decides what a refusal means
+for a replay. The statuses and what each does are listed in
+`freshrec.offline.data.http_replay`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import orjson
-from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
-from freshrec.errors import DependencyUnavailable, Unauthorized
+from freshrec.client import FreshrecClient, RetryNotice
+from freshrec.errors import (
+    DependencyUnavailable,
+    FreshrecError,
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from freshrec.offline.data.replay_report import MAX_KEPT_REJECTIONS, Rejection, ReplayReport
 
-__all__ = ["BatchSender", "Sleep"]
+__all__ = ["BatchSender", "count_retries"]
 
 logger = logging.getLogger(__name__)
 
-_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_MAX_RETRY_AFTER_S = 60.0
-
-Sleep = Callable[[float], None]
+Item = tuple[int, dict[str, Any]]
+"""An event with its position in the replayed stream."""
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after_s: float | None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+def count_retries(report: ReplayReport) -> Callable[[RetryNotice], None]:
+    """An `on_retry` for the client: counts each retry in `report` and logs it."""
+
+    def on_retry(notice: RetryNotice) -> None:
+        report.retries += 1
+        logger.warning(
+            "ingest: %s; retry %d in %.2f s", notice.cause, notice.attempt, notice.wait_s
+        )
+
+    return on_retry
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
-
-
-def _body(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"message": response.text[:500]}
-
-
-def _message(body: Any, fallback: str) -> str:
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("detail") or fallback)
-    return fallback
-
-
-def _event_errors(body: Any, size: int) -> dict[int, list[tuple[str, str]]]:
-    """Map batch position → [(field, reason)] from a 422 body's `details`."""
+def _event_errors(details: Any, size: int) -> dict[int, list[tuple[str, str]]]:
+    """Map batch position → [(field, reason)] from a refusal's `details`."""
     errors: dict[int, list[tuple[str, str]]] = {}
-    details = body.get("details") if isinstance(body, dict) else None
     if not isinstance(details, list):
         return errors
     for item in details:
@@ -89,109 +69,62 @@ def _event_errors(body: Any, size: int) -> dict[int, list[tuple[str, str]]]:
 
 
 class BatchSender:
-    """Posts batches with retries and turns every answer into report entries."""
+    """Sends batches through a `FreshrecClient` and turns every outcome into report entries.
 
-    def __init__(
-        self,
-        client: httpx.Client,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        report: ReplayReport,
-        sleep: Sleep,
-        max_retry_s: float,
-        max_attempts: int,
-    ) -> None:
+    Args:
+        client: posts and retries; its `on_retry` should be `count_retries(report)`.
+        url: the events endpoint, for messages.
+        report: where the outcome of every event goes.
+    """
+
+    def __init__(self, client: FreshrecClient, url: str, *, report: ReplayReport) -> None:
         self._client = client
         self._url = url
-        self._headers = dict(headers)
         self._report = report
-        self._retrying = Retrying(
-            sleep=sleep,
-            stop=self._stop(max_retry_s, max_attempts),
-            wait=self._wait,
-            retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
 
-    @staticmethod
-    def _stop(max_retry_s: float, max_attempts: int) -> Callable[[RetryCallState], bool]:
-        def stop(state: RetryCallState) -> bool:
-            return state.idle_for >= max_retry_s or state.attempt_number >= max_attempts
-
-        return stop
-
-    @staticmethod
-    def _wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
-            return exc.retry_after_s
-        # Jittered exponential backoff: several replays do not retry in lockstep.
-        return min(10.0, 0.2 * 2.0 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
-
-    def _before_sleep(self, state: RetryCallState) -> None:
-        self._report.retries += 1
-        exc = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning("ingest: %s; retry %d in %.2f s", exc, state.attempt_number, wait)
-
-    def _post_once(self, content: bytes) -> httpx.Response:
-        response = self._client.post(self._url, content=content, headers=self._headers)
-        if response.status_code in _RETRY_STATUSES:
-            message = _message(_body(response), response.reason_phrase)
-            raise _Retryable(f"HTTP {response.status_code}: {message}", _retry_after(response))
-        return response
-
-    def send(self, batch: list[tuple[int, dict[str, Any]]]) -> None:
+    def send(self, batch: list[Item]) -> None:
         """Deliver one batch of (stream index, event): sent, rejected, or an exception."""
         queue = [batch]
         while queue:
             part = queue.pop()
             if not part:
                 continue
-            content = orjson.dumps({"events": [event for _, event in part]})
             try:
-                response = self._retrying(self._post_once, content)
-            except (_Retryable, httpx.TransportError) as exc:
-                raise DependencyUnavailable(f"ingest at {self._url} kept failing: {exc}") from exc
-            status = response.status_code
-            if 200 <= status < 300:
-                body = _body(response)
-                accepted = body.get("accepted") if isinstance(body, dict) else None
-                self._report.accepted += accepted if isinstance(accepted, int) else len(part)
-                self._report.sent += len(part)
-                self._report.batches += 1
-            elif status == 422:
-                queue.append(self._reject_named(part, _body(response)))
-            elif status == 413:
+                accepted = self._client.send_events(event for _, event in part)
+            except InvalidInput as exc:  # found by the client, or the server's 422
+                queue.append(self._reject_named(part, exc))
+                continue
+            except PayloadTooLarge:
                 if len(part) == 1:
                     self._reject(part[0], "", "event too large for the ingest API (413)")
                 else:
                     middle = len(part) // 2
                     # LIFO queue: push the second half first so stream order is kept
                     queue += [part[middle:], part[:middle]]
-            elif status in (401, 403):
+                continue
+            except Unauthorized as exc:
                 raise Unauthorized(
-                    f"ingest at {self._url} answered {status}: "
-                    f"{_message(_body(response), 'API key refused')}; pass --api-key "
+                    f"ingest at {self._url} refused the key: {exc.message}; pass --api-key "
                     "(or FRESHREC_API_KEY) with a key listed in the server's FRESHREC_API_KEYS"
-                )
-            else:
-                message = _message(_body(response), response.reason_phrase)
-                raise DependencyUnavailable(f"ingest at {self._url} answered {status}: {message}")
+                ) from exc
+            except (DependencyUnavailable, Overloaded) as exc:
+                raise DependencyUnavailable(
+                    f"ingest at {self._url} kept failing: {exc.message}"
+                ) from exc
+            except FreshrecError as exc:
+                raise DependencyUnavailable(f"ingest at {self._url}: {exc.message}") from exc
+            self._report.accepted += accepted
+            self._report.sent += len(part)
+            self._report.batches += 1
 
-    def _reject_named(
-        self, part: list[tuple[int, dict[str, Any]]], body: Any
-    ) -> list[tuple[int, dict[str, Any]]]:
-        """Record the events a 422 names; return the rest, to be sent again."""
-        errors = _event_errors(body, len(part))
+    def _reject_named(self, part: list[Item], exc: InvalidInput) -> list[Item]:
+        """Record the events a refusal names; return the rest, to be sent again."""
+        errors = _event_errors(exc.details, len(part))
         if not errors:
             # The server named no event: nothing can be salvaged from this batch.
-            reason = _message(body, "batch refused (422)")
-            details = body.get("details") if isinstance(body, dict) else None
-            if details:
-                reason = f"{reason}: {orjson.dumps(details).decode()[:500]}"
+            reason = exc.message
+            if exc.details:
+                reason = f"{reason}: {orjson.dumps(exc.details).decode()[:500]}"
             for item in part:
                 self._reject(item, "", reason)
             return []
@@ -205,9 +138,7 @@ class BatchSender:
                 rest.append(item)
         return rest
 
-    def _reject(
-        self, item: tuple[int, dict[str, Any]], field_name: str, reason: str, count: bool = True
-    ) -> None:
+    def _reject(self, item: Item, field_name: str, reason: str, count: bool = True) -> None:
         index, event = item
         if count:
             self._report.rejected += 1
