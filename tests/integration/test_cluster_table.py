@@ -8,6 +8,7 @@ and replays a commit record cut short by a crash exactly once.
 from __future__ import annotations
 
 import multiprocessing
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -97,6 +98,8 @@ def test_change_feed_is_sharded_and_resumable(cluster: RedisClusterTableBackend)
     rest = store.changes(changes[20].cursor, count=10_000)
     assert len(rest) == len(changes) - 21
     assert store.changes(changes[-1].cursor) == []
+    # a composite cursor names no time: each entry carries its shard's write time
+    assert all(c.written_at is not None and abs(c.written_at - time.time()) < 60 for c in changes)
     with pytest.raises(InvalidInput):
         store.changes("1700000000000-0")
 

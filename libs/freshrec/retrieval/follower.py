@@ -353,7 +353,8 @@ class IndexFollower:
             self._caught_up(len(changes) < self._poll_entries)
         INDEX_CHANGES.labels(index=self._name, op="upsert").inc(upserted)
         INDEX_CHANGES.labels(index=self._name, op="remove").inc(int(removing.shape[0]))
-        written = _cursor_time(changes[0].cursor)
+        first = changes[0]
+        written = first.written_at if first.written_at is not None else _cursor_time(first.cursor)
         if written is not None:
             INDEX_APPLY_DELAY.labels(index=self._name).observe(max(0.0, time.time() - written))
         return len(changes)

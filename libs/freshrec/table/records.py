@@ -165,8 +165,14 @@ class ChangeOp(StrEnum):
 
 @dataclass(frozen=True)
 class Change:
-    """One change-feed entry: `ids` were upserted or deleted; `cursor` resumes after it."""
+    """One change-feed entry: `ids` were upserted or deleted; `cursor` resumes after it.
+
+    Attributes:
+        written_at: unix seconds the entry was written, when the backend knows it and the
+            cursor does not say it itself (a sharded feed's composite cursor).
+    """
 
     cursor: str
     op: ChangeOp
     ids: IdArray
+    written_at: float | None = None

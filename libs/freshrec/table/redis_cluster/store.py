@@ -406,7 +406,10 @@ class RedisClusterEmbeddingStore(EmbeddingStore):
             entries = self._run("changes", partial(part.changes, positions[s], count - len(out)))
             for entry in entries:
                 positions[s] = entry.cursor
-                out.append(Change(str(ClusterCursor(list(positions))), entry.op, entry.ids))
+                written = int(entry.cursor.split("-", 1)[0]) / 1000.0  # a stream entry id
+                out.append(
+                    Change(str(ClusterCursor(list(positions))), entry.op, entry.ids, written)
+                )
         return out
 
     def clear(self) -> None:
