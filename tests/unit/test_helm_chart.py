@@ -185,9 +185,10 @@ def test_the_trainers_are_static_members_named_by_their_pods(
 ) -> None:
     trainers = _workload(objects, "trainer")
     env = _env(_container(trainers))
-    assert env["FRESHREC_CONSUMER__GROUP_INSTANCE_ID"]["valueFrom"] == {
-        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}
-    }
+    for name in ("FRESHREC_CONSUMER__GROUP_INSTANCE_ID", "FRESHREC_TRAINER__MEMBER"):
+        assert env[name]["valueFrom"] == {
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}
+        }
     # a clean close commits the batch in hand: more than ingest's or the ranker's grace
     assert trainers["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
     headless = objects[("Service", trainers["spec"]["serviceName"])]
@@ -235,6 +236,7 @@ def test_configuration_is_made_of_knobs_the_processes_read(
         # what the cluster fills in: the pod name, the Secrets' contents
         from_cluster = {
             "FRESHREC_CONSUMER__GROUP_INSTANCE_ID": "freshrec-trainer-0",
+            "FRESHREC_TRAINER__MEMBER": "freshrec-trainer-0",
             "FRESHREC_API_KEYS": "a-key,another-key",
             "FRESHREC_REDIS_URL": "redis://:secret@redis:6379/0",
         }

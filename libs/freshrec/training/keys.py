@@ -8,7 +8,19 @@ members with its state.
 
 from __future__ import annotations
 
-__all__ = ["checkpoint_key", "frequency_key", "replay_key"]
+__all__ = [
+    "DENSE_MEMBERS_KEY",
+    "MEMBER_STALE_PUBLISHES",
+    "checkpoint_key",
+    "frequency_key",
+    "member_dense_key",
+    "replay_key",
+]
+
+# Hash: member name → unix seconds of its last shared dense parameters.
+DENSE_MEMBERS_KEY = "dense:members"
+# A member whose share is older than this many publish intervals is left out of the average.
+MEMBER_STALE_PUBLISHES = 10
 
 
 def _state(group: str, member: str) -> str:
@@ -28,3 +40,8 @@ def replay_key(group: str, member: str = "") -> str:
 def frequency_key(group: str, member: str = "") -> str:
     """Metadata blob holding a trainer's item-frequency buckets."""
     return _state(group, member) + "item_freq"
+
+
+def member_dense_key(member: str) -> str:
+    """Metadata blob holding a member's latest dense parameters (tensor blob)."""
+    return f"dense:member:{member}"

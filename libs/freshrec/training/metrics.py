@@ -12,6 +12,7 @@ __all__ = [
     "COMMIT_SECONDS",
     "DEAD_LETTERS",
     "DENSE_VERSION",
+    "MEMBERS_AVERAGED",
     "DUPLICATES",
     "EVENTS_CONSUMED",
     "EXAMPLES",
@@ -43,6 +44,10 @@ DEAD_LETTERS = Counter(
 LOSS = Gauge("freshrec_trainer_loss", "Log loss of the last micro-batch (before its update).")
 AUC = Gauge("freshrec_trainer_auc", "AUC of the most recent predictions, made before training.")
 DENSE_VERSION = Gauge("freshrec_trainer_dense_version", "Last published dense model version.")
+MEMBERS_AVERAGED = Gauge(
+    "freshrec_trainer_members_averaged",
+    "Trainers whose dense parameters the last publish averaged (1: this one alone).",
+)
 WATERMARK = Gauge("freshrec_trainer_watermark_seconds", "Highest event time seen (unix s).")
 ROWS_WRITTEN = Counter(
     "freshrec_table_rows_written_total", "Rows written by the trainer.", ["table"]

@@ -59,8 +59,18 @@ from freshrec.training.config import TrainerConfig
 from freshrec.training.dedup import DedupWindow
 from freshrec.training.examples import Example, ExampleBuilder
 from freshrec.training.frequency import ItemFrequency
-from freshrec.training.keys import checkpoint_key, frequency_key, replay_key
+from freshrec.training.keys import (
+    MEMBER_STALE_PUBLISHES,
+    checkpoint_key,
+    frequency_key,
+    replay_key,
+)
 from freshrec.training.leaf import Leaf
+from freshrec.training.members import (
+    average_with_members,
+    published_version,
+    stage_member_share,
+)
 from freshrec.training.metrics import (
     AUC,
     BATCHES,
@@ -72,6 +82,7 @@ from freshrec.training.metrics import (
     EXAMPLES,
     FRESHNESS,
     LOSS,
+    MEMBERS_AVERAGED,
     ROWS_CREATED,
     ROWS_EXPIRED,
     ROWS_FILTERED,
@@ -574,6 +585,13 @@ class OnlineTrainer:
         )
 
     def _stage_publish(self, txn: Transaction) -> None:
+        if self.config.member:
+            stale_s = MEMBER_STALE_PUBLISHES * max(self.config.publish_interval_s, 1.0)
+            MEMBERS_AVERAGED.set(
+                average_with_members(self.model, self._meta, self.config.member, stale_s)
+            )
+            self.published_version = max(self.published_version, published_version(self._meta))
+            stage_member_share(self.model, txn, self.config.member, self._clock())
         self.published_version += 1
         meta = {
             "version": self.published_version,

@@ -59,7 +59,7 @@ loses to another.
 */}}
 {{- define "freshrec.configEnv" -}}
 {{- $env := merge (deepCopy (.values.env | default dict)) (deepCopy (.root.Values.env | default dict)) -}}
-{{- $reserved := list "FRESHREC_REDIS_URL" "FRESHREC_KAFKA_BOOTSTRAP" "FRESHREC_API_KEYS" "FRESHREC_CONSUMER__GROUP_INSTANCE_ID" "FRESHREC_INGEST_HOST" "FRESHREC_INGEST_PORT" "FRESHREC_RANKER_HOST" "FRESHREC_RANKER_PORT" "FRESHREC_TRAINER_HOST" "FRESHREC_TRAINER_PORT" "FRESHREC_INDEX_SNAPSHOT" "FRESHREC_TRAINER_URL" -}}
+{{- $reserved := list "FRESHREC_REDIS_URL" "FRESHREC_KAFKA_BOOTSTRAP" "FRESHREC_API_KEYS" "FRESHREC_CONSUMER__GROUP_INSTANCE_ID" "FRESHREC_TRAINER__MEMBER" "FRESHREC_INGEST_HOST" "FRESHREC_INGEST_PORT" "FRESHREC_RANKER_HOST" "FRESHREC_RANKER_PORT" "FRESHREC_TRAINER_HOST" "FRESHREC_TRAINER_PORT" "FRESHREC_INDEX_SNAPSHOT" "FRESHREC_TRAINER_URL" -}}
 {{- range $key, $value := $env -}}
 {{- if has $key $reserved -}}
 {{- fail (printf "env %s is set by the chart (redis, kafka, apiKeys, <component>.port, ranker.indexSnapshot, ranker.trainerUrl): remove it from the env maps" $key) -}}
