@@ -63,8 +63,15 @@ def stack_servers(servers: Servers) -> Servers:
 
 
 @pytest.fixture
+def stack_env() -> dict[str, str]:
+    """Environment the stack's processes get on top of the defaults (a test overrides it)."""
+    return {}
+
+
+@pytest.fixture
 def running_stack(
     stack_servers: Servers,
+    stack_env: dict[str, str],
     namespace: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -86,6 +93,7 @@ def running_stack(
         "FRESHREC_TRAINER_URL": f"http://127.0.0.1:{ports['TRAINER']}",
         "PYTHONPATH": f"{ROOT / 'libs'}:{ROOT}",
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
+        **stack_env,
     }
     run_dir = tmp_path / "run"
     monkeypatch.setenv("FRESHREC_RUN_DIR", str(run_dir))
