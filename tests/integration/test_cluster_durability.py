@@ -19,11 +19,13 @@ import pytest
 import redis
 
 from freshrec.errors import StoreUnavailable
+from freshrec.table.base import EmbeddingStore
 from freshrec.table.config import AdagradConfig, TableConfig
 from freshrec.table.redis_cluster import RedisClusterTableBackend
 from freshrec.table.redis_cluster.backend import RECORD_KEY, group_tag
-from freshrec.table.redis_cluster.router import tag_slot
+from freshrec.table.redis_cluster.router import SlotRouter, tag_slot
 from tests.cluster_servers import ClusterServers
+from tests.private_servers import free_port
 
 ITEMS = TableConfig(name="item", dim=16, optimizer=AdagradConfig(lr=0.05))
 GROUP = "g"
@@ -45,9 +47,10 @@ def namespace_on_cluster(cluster_servers: ClusterServers) -> Iterator[str]:
         backend.close()
 
 
-def _commit(backend: RedisClusterTableBackend, ids: np.ndarray, step: int) -> float:
-    """One trainer-like commit (offsets + a gradient step of `ids`); its seconds."""
-    store = backend._stores.get(ITEMS.name) or backend.store(ITEMS)
+def _commit(
+    backend: RedisClusterTableBackend, store: EmbeddingStore, ids: np.ndarray, step: int
+) -> float:
+    """One trainer-like commit (offsets + a gradient step of `ids` in `store`); its seconds."""
     grads = np.full((ids.size, ITEMS.dim), 0.01, np.float32)
     started = time.perf_counter()
     txn = backend.transaction(GROUP)
@@ -76,6 +79,7 @@ def test_wait_1_commits_are_on_a_replica_when_they_return_and_what_it_costs(
         )
         for wait in (0, 1)
     }
+    stores = {wait: backend.store(ITEMS) for wait, backend in backends.items()}
     rng = np.random.default_rng(7)
     seconds: dict[int, list[float]] = {0: [], 1: []}
     try:
@@ -84,13 +88,12 @@ def test_wait_1_commits_are_on_a_replica_when_they_return_and_what_it_costs(
         for step in range(ROUNDS):
             ids = rng.integers(1, 2**63, size=BATCH_IDS, dtype=np.uint64)
             for wait in (0, 1) if step % 2 else (1, 0):
-                seconds[wait].append(_commit(backends[wait], ids, step))
+                seconds[wait].append(_commit(backends[wait], stores[wait], ids, step))
             if step % 10 == 0:  # WAIT 1 returned: the replica has this very record
                 master = backends[1].router.slot_client(tag_slot(group_tag(GROUP)))
                 assert replica.get(record_key) == master.get(record_key)
-        # every row the WAIT 1 commits wrote is on the replicas too
-        store = backends[1].store(ITEMS)
-        assert store.stats().rows == ROUNDS * BATCH_IDS
+        # every WAIT 1 commit applied all of its rows
+        assert stores[1].stats().rows == ROUNDS * BATCH_IDS
         replica.close()
 
         # more replicas than the cluster has: the commit fails instead of counting
@@ -99,7 +102,7 @@ def test_wait_1_commits_are_on_a_replica_when_they_return_and_what_it_costs(
         )
         try:
             with pytest.raises(StoreUnavailable, match="replicas of the 2 required"):
-                _commit(strict, np.arange(1, 9, dtype=np.uint64), 0)
+                _commit(strict, strict.store(ITEMS), np.arange(1, 9, dtype=np.uint64), 0)
         finally:
             strict.close()
     finally:
@@ -112,3 +115,16 @@ def test_wait_1_commits_are_on_a_replica_when_they_return_and_what_it_costs(
         f"WAIT 0 p50 {p50[0]:.2f} ms p99 {p99[0]:.2f} ms; WAIT 1 p50 {p50[1]:.2f} ms "
         f"p99 {p99[1]:.2f} ms; ratio of p50 {p50[1] / p50[0]:.2f}"
     )
+
+
+def test_the_router_asks_a_node_that_did_not_answer_last(cluster_servers: ClusterServers) -> None:
+    gone = ("127.0.0.1", free_port())  # nothing listens: a killed master
+    live = [("127.0.0.1", port) for port in cluster_servers.redis_ports]
+    router = SlotRouter([gone, live[0]], socket_timeout_s=2.0)
+    try:
+        router.refresh()
+        assert router.nodes[-1] == gone
+        assert set(live) <= set(router.nodes[:-1]), "the slot map's nodes are known"
+        assert len(router.masters()) == 3
+    finally:
+        router.close()
