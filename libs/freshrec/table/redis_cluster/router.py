@@ -124,6 +124,11 @@ class SlotRouter:
 
     # ---- the slot map ------------------------------------------------------------------
 
+    @property
+    def nodes(self) -> list[Node]:
+        """Every node known, in the order the next refresh asks them."""
+        return list(self._known)
+
     def invalidate(self) -> None:
         """Look the slot map up again before the next connection (after a failed command)."""
         self._stale = True
@@ -139,12 +144,14 @@ class SlotRouter:
 
     def _refresh_locked(self) -> None:
         errors = []
+        failed: list[Node] = []
         for node in list(self._known):
             client = redis.Redis(connection_pool=self._pool(node))
             try:
                 reply = cast(list[Any], client.execute_command("CLUSTER SLOTS"))  # type: ignore[no-untyped-call]
             except redis.RedisError as exc:
                 errors.append(f"{node[0]}:{node[1]}: {exc}")
+                failed.append(node)
                 continue
             masters: list[Node] = [("", 0)] * REDIS_CLUSTER_HASH_SLOTS
             seen: list[Node] = []
@@ -158,7 +165,10 @@ class SlotRouter:
                 errors.append(f"{node[0]}:{node[1]}: some slots have no master")
                 continue
             self._masters = masters
-            self._known = list(dict.fromkeys([*seen, *self._known]))
+            # a node that did not answer (a killed master) is asked last next time: a host
+            # that is gone, not refusing, would cost a connect timeout on every refresh
+            answered = [n for n in dict.fromkeys([*seen, *self._known]) if n not in failed]
+            self._known = [*answered, *(n for n in failed if n not in answered)]
             self._stale = False
             self._refreshed_at = time.monotonic()
             self.refreshes += 1
