@@ -17,17 +17,18 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from freshrec.offline.bench.soak import RETRY_PAUSE_S, SteadyProducer
+from freshrec.client import FreshrecClient, RetryNotice
+from freshrec.offline.bench.soak import SteadyProducer
 from freshrec.table.redis_cluster import RedisClusterTableBackend
 from tests.cluster_servers import KAFKA_NODE_IDS, ClusterServers, free_port_run
 from tests.conftest import Servers
 from tests.e2e.conftest import Stack
-from tests.e2e.streams import _event, assert_trained_exactly_once, consumed
+from tests.e2e.streams import assert_trained_exactly_once, consumed
+from tests.e2e.streams import stream_event as _event
 from tests.waiting import wait_until
 
 EVENTS = 10_000
@@ -41,25 +42,13 @@ class CountingProducer(SteadyProducer):
         super().__init__(*args, **kwargs)
         self.answers: Counter[int | None] = Counter()
 
-    def post_until_accepted(self, client: httpx.Client, events: list[dict[str, Any]]) -> None:
-        deadline = time.monotonic() + self.give_up_s
-        while True:
-            try:
-                response = client.post("/v1/events", json={"events": events}, timeout=10)
-                self.answers[response.status_code] += 1
-                if response.status_code == 202:
-                    with self._count_lock:
-                        self.messages += len(events)
-                    return
-                if response.status_code not in (429, 503):
-                    raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
-            except httpx.HTTPError:
-                self.answers[None] += 1
-            with self._count_lock:
-                self.retries += 1
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ingest did not accept a batch in {self.give_up_s:g} s")
-            time.sleep(RETRY_PAUSE_S)
+    def _count_retry(self, notice: RetryNotice) -> None:
+        super()._count_retry(notice)
+        self.answers[notice.status] += 1
+
+    def post_until_accepted(self, client: FreshrecClient, events: list[dict[str, Any]]) -> None:
+        super().post_until_accepted(client, events)
+        self.answers[202] += 1
 
 
 @pytest.fixture(scope="module")

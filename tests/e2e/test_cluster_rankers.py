@@ -23,7 +23,8 @@ from freshrec.table.redis_cluster import RedisClusterTableBackend
 from tests.cluster_servers import ClusterServers
 from tests.conftest import Servers
 from tests.e2e.conftest import ROOT, Stack, post_events, ready
-from tests.e2e.streams import _event, consumed
+from tests.e2e.streams import consumed
+from tests.e2e.streams import stream_event as _event
 from tests.private_servers import free_port
 from tests.waiting import wait_until
 
@@ -148,14 +149,6 @@ def test_two_rankers_give_identical_top_k_once_caught_up(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: both rankers return 98 items for u1 (the 97 + the new one) but none "
-    "named brand-new-item after 30 s: on the cluster the trainer writes the item names "
-    "(ITEM_NAMES_KEY, OnlineTrainer, trainer.py put_hash in the batch's transaction) into its "
-    "commit group's slot {m.<group>}, the ranker reads them from {m} (recommender.py "
-    "get_hash_fields with no group), so items are not named",
-)
 def test_a_new_item_is_recommended_by_both_rankers_within_5_s(
     running_stack: Stack, second_ranker: str
 ) -> None:
@@ -209,13 +202,6 @@ def test_a_new_item_is_recommended_by_both_rankers_within_5_s(
     assert max(seen.values()) < NEW_ITEM_BUDGET_S, seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on the cluster the trainer publishes the dense model into its commit group's "
-    "slot ({m.<group>}, OnlineTrainer._stage_publish through the group's transaction) while "
-    "rankers read it from the deployment-wide {m} (models.published): model_version stays "
-    "None (measured: trainer published 6, both rankers None after 60 s)",
-)
 def test_two_rankers_serve_the_trainers_published_model(
     running_stack: Stack, second_ranker: str
 ) -> None:
