@@ -17,7 +17,11 @@ MULTI/EXEC cannot span slots, so a transaction is atomic within its commit group
 
 A crash after step 1 leaves a record whose shards are partly applied; the first transaction
 the group opens in a new process replays it (step 2 again), and the applied hash makes that
-idempotent. A crash before step 1 commits nothing: the batch is consumed again.
+idempotent. A crash before step 1 commits nothing: the batch is consumed again. Batch ids
+are ``<seq>.<random>`` with a per-writer sequence number, and a shard skips any batch not
+newer than the one it last applied for that writer: a writer applies a record everywhere
+before it writes the next, so a replay by another process that read the record before the
+writer moved on cannot apply it twice.
 
 Durability: replication is asynchronous. With ``wait_replicas=n`` every EXEC above is
 followed by ``WAIT n`` and a commit only counts once `n` replicas have it
@@ -136,7 +140,7 @@ class ClusterTransaction(RedisTransaction):
         if not updates:
             self.backend.commit_group(self, None)
             return
-        batch = uuid.uuid4().hex
+        batch = self.backend.next_batch(self.group, self.writer)
         self.put_blob(record_key(self.writer), encode_record(batch, updates))
         if self.writer is not None:
             self.put_hash(WRITERS_KEY, {self.writer: 1})
@@ -191,6 +195,7 @@ class RedisClusterTableBackend(ShardedBackend):
         ]
         self._stores: dict[str, RedisClusterEmbeddingStore] = {}
         self._recovered: set[str | None] = set()
+        self._seq: dict[tuple[str | None, str | None], int] = {}
 
     @classmethod
     def from_nodes(
@@ -441,7 +446,9 @@ class RedisClusterTableBackend(ShardedBackend):
             )
             conn.read_response()
             last = _text(conn.read_response())
-            if batch is not None and last == batch:
+            if batch is not None and batch_seq(last) >= batch_seq(batch):
+                # this batch, or a later one of the same writer, which comes only after this
+                # one was applied everywhere: a replay read before the writer moved on
                 conn.send_packed_command([pack_command(["UNWATCH"])])
                 conn.read_response()
                 return []
@@ -479,6 +486,16 @@ class RedisClusterTableBackend(ShardedBackend):
             f"shard {shard}: rows kept changing under {MAX_APPLY_ATTEMPTS} apply attempts"
         )
 
+    def next_batch(self, group: str | None, writer: str | None) -> str:
+        """A new batch id of `writer` in `group`: ``<seq>.<random>``, seq one past its last.
+
+        The seq orders a writer's batches (its last record is known from `recover`, which
+        every process runs before its first commit of a group).
+        """
+        seq = self._seq.get((group, writer), 0) + 1
+        self._seq[(group, writer)] = seq
+        return f"{seq}.{uuid.uuid4().hex}"
+
     def pending(self, group: str | None) -> None:
         """Mark `group`'s last commit as possibly incomplete: its next transaction recovers."""
         self._recovered.discard(group)
@@ -501,6 +518,7 @@ class RedisClusterTableBackend(ShardedBackend):
             if not raw:
                 continue
             batch, updates = decode_record(raw, self._stores)
+            self._seq[(group, writer)] = max(self._seq.get((group, writer), 0), batch_seq(batch))
             field = applier(group, writer)
             done = 0
             for shard in sorted({u.shard for u in updates}):
@@ -518,6 +536,14 @@ class RedisClusterTableBackend(ShardedBackend):
             replayed += done
         self._recovered.add(group)
         return replayed
+
+
+def batch_seq(batch: str | None) -> int:
+    """The writer's sequence number in batch id `batch` (-1: none, or an id without one)."""
+    if not batch or "." not in batch:
+        return -1
+    head = batch.split(".", 1)[0]
+    return int(head) if head.isdigit() else -1
 
 
 def _text(raw: Any) -> str | None:
