@@ -23,9 +23,9 @@ from kafka.admin import KafkaAdminClient
 
 from freshrec.client import FreshrecClient, RetryNotice
 from freshrec.offline.bench.soak import SteadyProducer
-from freshrec.table.redis_cluster import RedisClusterTableBackend
 from tests.cluster_servers import KAFKA_NODE_IDS, ClusterServers, free_port_run
 from tests.conftest import Servers
+from tests.e2e.cluster import cluster_stack_env, wipe_cluster_namespace
 from tests.e2e.conftest import Stack
 from tests.e2e.streams import assert_trained_exactly_once, consumed
 from tests.e2e.streams import stream_event as _event
@@ -73,16 +73,8 @@ def stack_servers(servers: Servers, private_kafka_cluster: ClusterServers) -> Se
 
 @pytest.fixture
 def stack_env(cluster_servers: ClusterServers, namespace: str) -> Iterator[dict[str, str]]:
-    nodes = cluster_servers.redis_nodes
-    yield {"FRESHREC_REDIS_CLUSTER_NODES": nodes, "FRESHREC_EVENTS_TOPIC_PARTITIONS": "6"}
-    backend = RedisClusterTableBackend.from_nodes(nodes, namespace=namespace)
-    try:
-        for node in backend.router.masters():
-            client = backend.router.node_client(node)
-            for key in list(client.scan_iter(match=f"{namespace}:*", count=10_000)):
-                client.unlink(key)
-    finally:
-        backend.close()
+    yield cluster_stack_env(cluster_servers, FRESHREC_EVENTS_TOPIC_PARTITIONS="6")
+    wipe_cluster_namespace(cluster_servers, namespace)
 
 
 def _leader_of_partition_0(bootstrap: str, topic: str) -> int:

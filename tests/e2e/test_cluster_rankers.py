@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from freshrec.table.redis_cluster import RedisClusterTableBackend
 from tests.cluster_servers import ClusterServers
 from tests.conftest import Servers
+from tests.e2e.cluster import cluster_stack_env, cluster_stack_servers, wipe_cluster_namespace
 from tests.e2e.conftest import ROOT, Stack, post_events, ready
 from tests.e2e.streams import consumed
 from tests.e2e.streams import stream_event as _event
@@ -35,21 +35,13 @@ NEW_ITEM_BUDGET_S = 5.0
 
 @pytest.fixture
 def stack_servers(servers: Servers, cluster_servers: ClusterServers) -> Servers:
-    return Servers(redis_url=servers.redis_url, kafka_bootstrap=cluster_servers.bootstrap)
+    return cluster_stack_servers(servers, cluster_servers)
 
 
 @pytest.fixture
 def stack_env(cluster_servers: ClusterServers, namespace: str) -> Iterator[dict[str, str]]:
-    nodes = cluster_servers.redis_nodes
-    yield {"FRESHREC_REDIS_CLUSTER_NODES": nodes, "FRESHREC_EVENTS_TOPIC_PARTITIONS": "6"}
-    backend = RedisClusterTableBackend.from_nodes(nodes, namespace=namespace)
-    try:
-        for node in backend.router.masters():
-            client = backend.router.node_client(node)
-            for key in list(client.scan_iter(match=f"{namespace}:*", count=10_000)):
-                client.unlink(key)
-    finally:
-        backend.close()
+    yield cluster_stack_env(cluster_servers, FRESHREC_EVENTS_TOPIC_PARTITIONS="6")
+    wipe_cluster_namespace(cluster_servers, namespace)
 
 
 @pytest.fixture
