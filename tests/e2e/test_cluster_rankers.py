@@ -30,7 +30,9 @@ from tests.waiting import wait_until
 
 EVENTS = 3000
 USERS = 100
-NEW_ITEM_BUDGET_S = 5.0
+# the target is 5 s (measured 0.3 s on a quiet machine); the bound catches a ranker that stops
+# following the feed without failing on a loaded machine's stalls (one CI run: 10.2 s)
+NEW_ITEM_BUDGET_S = 20.0
 
 
 @pytest.fixture
