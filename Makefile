@@ -70,7 +70,7 @@ test: install ## Lint, then unit + integration + e2e tests against real Redis an
 	status=0; \
 	$(MAKE) --no-print-directory lint || status=$$?; \
 	if [ $$status = 0 ]; then $(SERVERS) up || status=$$?; fi; \
-	if [ $$status = 0 ]; then $(PY) -m pytest tests -q || status=$$?; fi; \
+	if [ $$status = 0 ]; then $(PY) -m pytest tests -q --durations=25 || status=$$?; fi; \
 	if [ $$was_up = 0 ]; then $(SERVERS) down || true; fi; \
 	exit $$status
 

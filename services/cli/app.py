@@ -7,7 +7,7 @@ import typer
 from services.cli.bench import bench_app
 from services.cli.config_docs import config_docs
 from services.cli.data import data_app
-from services.cli.evaluate import eval_command
+from services.cli.evaluate import eval_command, eval_live_command
 from services.cli.infra import infra
 from services.cli.processes import ingest, ranker, stack_app, trainer
 from services.cli.run import run_main_job
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.add_typer(infra, name="infra")
 app.add_typer(data_app, name="data")
 app.command("eval")(eval_command)
+app.command("eval-live")(eval_live_command)
 app.add_typer(stack_app, name="stack")
 app.command()(ingest)
 app.command()(trainer)

@@ -10,7 +10,7 @@ import typer
 
 from freshrec.errors import FreshrecError
 
-__all__ = ["StoreChoice", "eval_command"]
+__all__ = ["StoreChoice", "eval_command", "eval_live_command"]
 
 
 class StoreChoice(StrEnum):
@@ -51,7 +51,7 @@ def eval_command(
     seed: Seed = 0,
     store: Store = StoreChoice.MEMORY,
     redis_url: RedisUrl = None,
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = 16,
     events: Events = None,
     workers: Workers = 2,
     progress: Progress = True,
@@ -84,3 +84,54 @@ def eval_command(
         f"wall time {summary['timing']['wall_time_s']:.0f} s; written to {out}/ "
         f"(summary.json, summary.md, {', '.join(summary['meta']['plots'])})"
     )
+
+
+def eval_live_command(
+    *,
+    prefix: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Trained share of the stream.")
+    ] = 0.8,
+    end: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Later interactions are scored up to here.")
+    ] = 1.0,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="The trainer's micro-batch, at most.")
+    ] = 32,
+    user_context: Annotated[
+        bool, typer.Option(help="Events and requests carry the user's age, gender, occupation.")
+    ] = True,
+) -> None:
+    """The live protocol in process: train MovieLens's first `prefix` with the trainer's
+    settings, then ask the ranker's recommender for every user active until `end`."""
+    from freshrec.offline.data.movielens import load_movielens, movielens_events  # noqa: PLC0415
+    from freshrec.offline.evaluation.live import (  # noqa: PLC0415
+        LiveQuestions,
+        answer_in_process,
+        train_prefix,
+    )
+    from freshrec.table import load_tables, open_tables  # noqa: PLC0415
+    from freshrec.table.memory import InMemoryTableBackend  # noqa: PLC0415
+    from services.ranker.settings import RankerSettings  # noqa: PLC0415
+    from services.trainer.main import build_trainer  # noqa: PLC0415
+    from services.trainer.settings import TrainerSettings  # noqa: PLC0415
+
+    if not prefix < end:
+        raise typer.BadParameter("--prefix must be below --end")
+    events = list(movielens_events(load_movielens(), user_context=user_context))
+    questions = LiveQuestions(events, prefix=prefix, end=end)
+    backend = InMemoryTableBackend()
+    train_prefix(build_trainer(TrainerSettings(), backend, None), questions.prefix, batch_size)
+    ranker = RankerSettings()
+    answers = answer_in_process(
+        questions,
+        open_tables(load_tables(ranker.table_config), backend),
+        index=ranker.index,
+        candidates=ranker.candidates,
+        like_weight=ranker.like_weight,
+        user_context=user_context,
+    )
+    typer.echo(
+        f"trained {questions.cut} events in batches of at most {batch_size}; asked until {end:.0%}"
+    )
+    for line in questions.score(answers).lines(questions.k):
+        typer.echo(line)

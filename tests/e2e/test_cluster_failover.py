@@ -1,4 +1,4 @@
-"""The stack rides through a Redis Cluster master failover: nothing done by hand (issue #16).
+"""The stack rides through a Redis Cluster master failover: nothing done by hand.
 
 The stack runs on a private Redis Cluster (3 masters + 3 replicas on free ports, node timeout
 1 s), so killing a node disturbs no other test, with the session's 3-broker Kafka. While a

@@ -1,4 +1,4 @@
-"""Moving from one Redis to the Redis Cluster: a snapshot restore carries every row (issue #16).
+"""Moving from one Redis to the Redis Cluster: a snapshot restore carries every row.
 
 A user on the single-node layout (version 1) takes a table snapshot and restores it into the
 cluster layout (version 2, shards by hash tag); every row of every table comes back bit for

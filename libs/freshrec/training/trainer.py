@@ -541,18 +541,23 @@ class OnlineTrainer:
         if fields:
             txn.put_hash(ITEM_NAMES_KEY, fields)
 
-    def _publish_if_due(self, txn: Transaction, shared: Transaction) -> bool:
-        """Stage a publish (into `shared`) when one is due; the checkpoint goes in `txn`."""
+    def _publish_if_due(self, txn: Transaction, shared: Transaction, force: bool = False) -> bool:
+        """Stage a publish (into `shared`) when one is due (or forced while updates are
+        unpublished); the checkpoint goes in `txn`."""
         now = self._clock()
-        if not self._unpublished or now - self._last_publish < self.config.publish_interval_s:
+        early = now - self._last_publish < self.config.publish_interval_s
+        if not self._unpublished or (early and not force):
             return False
         self._stage_publish(shared)
         self._last_publish = now
         self._unpublished = False
         return True
 
-    def publish_pending(self) -> bool:
+    def publish_pending(self, *, force: bool = False) -> bool:
         """Publish updates the last batches made but no publish carried yet (when idle).
+
+        Args:
+            force: publish now even if the publish interval has not passed.
 
         Returns:
             True when a new version was published.
@@ -563,7 +568,7 @@ class OnlineTrainer:
         with self._meta.transaction(
             group=self.config.group, writer=self.config.member or None
         ) as txn:
-            published = self._publish_if_due(txn, glob if glob is not None else txn)
+            published = self._publish_if_due(txn, glob if glob is not None else txn, force)
             if published:  # the checkpoint carries the published version counter
                 self._stage_checkpoint(txn)
         if glob is not None:

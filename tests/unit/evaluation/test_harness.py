@@ -211,7 +211,7 @@ def test_command_runs_on_an_events_file(tmp_path: Path) -> None:
     assert "| online |" in result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["meta"]["events"] == 300
-    assert summary["meta"]["batch_size"] == 64
+    assert summary["meta"]["batch_size"] == 16
 
 
 def test_without_implicit_the_summary_says_so_instead_of_failing(

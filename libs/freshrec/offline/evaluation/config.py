@@ -69,7 +69,7 @@ class EvalConfig:
             model's seed from the run's seed.
     """
 
-    batch_size: int = 64
+    batch_size: int = 16
     max_batch_span_s: float | None = 600.0
     windows: int = 10
     k: int = 50

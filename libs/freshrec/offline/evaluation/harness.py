@@ -134,7 +134,7 @@ def run_eval(
         store: `memory` (in-process tables) or `redis` (tables in Redis under a scratch
             namespace, removed afterwards).
         redis_url: Redis to use with `store="redis"`.
-        batch_size: events per micro-batch, at most (None: `config.batch_size`, 64 by
+        batch_size: events per micro-batch, at most (None: `config.batch_size`, 16 by
             default).
         progress: show a progress bar on stderr.
         events: the event stream; MovieLens-100K ratings (downloaded once) when None.
