@@ -11,8 +11,10 @@ On an Adagrad table (dim 16, the shipped item table's shape) on a Redis Cluster:
   one per master, of plain SETs of same-size values to the same keys.
 - `commands_per_batch` / `round_trips_per_batch`: what one trainer-shaped batch (pull 256 unique
   ids, push them in a transaction with an offsets hash) costs, single server vs cluster:
-  commands from INFO `total_commands_processed` summed over the masters, round trips counted
-  at redis-py's connection (`send_packed_command` calls).
+  commands from INFO `total_commands_processed` summed over the masters; round trips counted
+  at redis-py's connections: `send_packed_command` calls (one per connection per round trip)
+  and sequential round trips (sends that follow a reply read; sends in flight together count
+  once).
 - `lost_updates`: 3 writer processes push the same 200 hot ids for 60 batches each; the
   fraction of occurrences missing from the rows afterwards, for the single-server store
   (last writer wins) and the cluster store (guarded applies).
@@ -64,20 +66,34 @@ def _median_rate(rows: int, fn: Callable[[], object], rounds: int = ROUNDS) -> f
 
 
 @contextmanager
-def _round_trips() -> Iterator[list[int]]:
-    """Count redis-py `send_packed_command` calls (one per round trip) while inside."""
-    counter = [0]
-    original = redis.connection.AbstractConnection.send_packed_command
+def _round_trips() -> Iterator[dict[str, int]]:
+    """Count round trips at redis-py's connections while inside.
 
-    def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        counter[0] += 1
-        original(self, command, check_health)  # type: ignore[no-untyped-call]
+    ``sends``: `send_packed_command` calls (one per connection per round trip);
+    ``rounds``: sequential round trips, i.e. sends that follow a reply read (sends issued
+    before any of their replies is read overlap and count once).
+    """
+    counter = {"sends": 0, "rounds": 0, "reading": 1}
+    conn_class = redis.connection.AbstractConnection
+    send, read = conn_class.send_packed_command, conn_class.read_response
 
-    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
+        counter["sends"] += 1
+        counter["rounds"] += counter["reading"]
+        counter["reading"] = 0
+        send(self, command, check_health)  # type: ignore[no-untyped-call]
+
+    def counted_read(self: Any, *args: Any, **kwargs: Any) -> Any:
+        counter["reading"] = 1
+        return read(self, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    conn_class.send_packed_command = counted_send  # type: ignore[method-assign]
+    conn_class.read_response = counted_read  # type: ignore[method-assign]
     try:
         yield counter
     finally:
-        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        conn_class.send_packed_command = send  # type: ignore[method-assign]
+        conn_class.read_response = read  # type: ignore[method-assign]
 
 
 def _commands(clients: list[redis.Redis]) -> int:
@@ -103,12 +119,13 @@ def _batch_cost(backend: TableBackend, clients: list[redis.Redis]) -> dict[str, 
     with _round_trips() as trips:
         for step in range(batches):
             _trainer_batch(backend, rng, step)
-        counted = trips[0]
+        counted = dict(trips)
     after = _commands(clients)
     # INFO itself is one command per client
     return {
         "commands_per_batch": (after - before - len(clients)) / batches,
-        "round_trips_per_batch": counted / batches,
+        "round_trips_per_batch": counted["sends"] / batches,
+        "sequential_round_trips_per_batch": counted["rounds"] / batches,
     }
 
 

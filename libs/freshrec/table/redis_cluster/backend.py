@@ -15,6 +15,10 @@ MULTI/EXEC cannot span slots, so a transaction is atomic within its commit group
    MULTI/EXEC. Another writer touching those rows in between aborts the EXEC and the shard is
    read again — a concurrent trainer's update is never overwritten (no lost update).
 
+The steps are pipelined (`freshrec.table.redis_cluster.apply`): step 1's MULTI/EXEC goes out
+with every shard's WATCH and reads, and every shard's MULTI/EXEC goes out together once step
+1's reply says it committed — a commit is two round trips in sequence, whatever its shards.
+
 A crash after step 1 leaves a record whose shards are partly applied; the first transaction
 the group opens in a new process replays it (step 2 again), and the applied hash makes that
 idempotent. A crash before step 1 commits nothing: the batch is consumed again. Batch ids
