@@ -13,8 +13,7 @@ On an Adagrad table (dim 16, the shipped item table's shape) on a Redis Cluster:
   ids, push them in a transaction with an offsets hash) costs, single server vs cluster:
   commands from INFO `total_commands_processed` summed over the masters; round trips counted
   at redis-py's connections: `send_packed_command` calls (one per connection per round trip)
-  and sequential round trips (sends that follow a reply read; sends in flight together count
-  once).
+  and the round trips waited on (replies read before they had arrived).
 - `lost_updates`: 3 writer processes push the same 200 hot ids for 60 batches each; the
   fraction of occurrences missing from the rows afterwards, for the single-server store
   (last writer wins) and the cluster store (guarded applies).
@@ -69,23 +68,21 @@ def _median_rate(rows: int, fn: Callable[[], object], rounds: int = ROUNDS) -> f
 def _round_trips() -> Iterator[dict[str, int]]:
     """Count round trips at redis-py's connections while inside.
 
-    ``sends``: `send_packed_command` calls (one per connection per round trip);
-    ``rounds``: sequential round trips, i.e. sends that follow a reply read (sends issued
-    before any of their replies is read overlap and count once).
+    ``sends``: `send_packed_command` calls (one per connection per round trip); ``waits``:
+    replies read before they had arrived, i.e. the round trips the caller waited on (sends
+    in flight together, or answered while the caller worked, cost no wait of their own).
     """
-    counter = {"sends": 0, "rounds": 0, "reading": 1}
+    counter = {"sends": 0, "waits": 0}
     conn_class = redis.connection.AbstractConnection
     send, read = conn_class.send_packed_command, conn_class.read_response
 
     def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
         counter["sends"] += 1
-        counter["rounds"] += counter["reading"]
-        counter["reading"] = 0
         send(self, command, check_health)  # type: ignore[no-untyped-call]
 
     def counted_read(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counter["reading"] = 1
-        return read(self, *args, **kwargs)  # type: ignore[no-untyped-call]
+        counter["waits"] += not self.can_read(timeout=0)
+        return read(self, *args, **kwargs)
 
     conn_class.send_packed_command = counted_send  # type: ignore[method-assign]
     conn_class.read_response = counted_read  # type: ignore[method-assign]
@@ -125,7 +122,7 @@ def _batch_cost(backend: TableBackend, clients: list[redis.Redis]) -> dict[str, 
     return {
         "commands_per_batch": (after - before - len(clients)) / batches,
         "round_trips_per_batch": counted["sends"] / batches,
-        "sequential_round_trips_per_batch": counted["rounds"] / batches,
+        "round_trips_waited_per_batch": counted["waits"] / batches,
     }
 
 

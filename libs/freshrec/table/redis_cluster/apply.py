@@ -10,13 +10,17 @@ connection, and one MULTI/EXEC cannot span slots):
    counters, ``HSET applied writer <batch>``, ``EXEC`` (and ``WAIT``) — or ``UNWATCH`` when
    the shard has the batch already.
 
-Every shard's round-1 commands are sent before any reply is read, and so are the round-2
-commands: a batch costs two round trips in sequence whatever its shard count, the masters
-working in parallel. A commit's record (its own MULTI/EXEC in the group's slot) rides with
-round 1, which only watches and reads, and its reply is checked before any round 2 is sent, so
-the record is still committed before any shard applies. Shards whose EXEC another writer's
-write aborted go round again, alone. Counting-filter tables with new ids read their pending
-counts in one more round trip on that shard, under WATCH of the pending hashes.
+Nothing waits for one shard before the next is sent: round 1 goes out for the first
+`WATCH_AHEAD` shards at once, and each shard's round 2 leaves as soon as its step is staged,
+together with round 1 of the shard `WATCH_AHEAD` places further on. The masters work in
+parallel and a batch waits for about two round trips whatever its shard count, while each
+shard's WATCH stays open only for the staging of the few shards before it (a write by another
+writer inside that time aborts the EXEC). A commit's record (its own MULTI/EXEC in the
+group's slot) rides with the first round 1, which only watches and reads, and its reply is
+checked before any round 2 is sent, so the record is still committed before any shard
+applies. Shards whose EXEC another writer's write aborted go round again. Counting-filter
+tables with new ids read their pending counts in one more round trip on that shard, under
+WATCH of the pending hashes. Every send is one write (one system call).
 """
 
 from __future__ import annotations
@@ -66,6 +70,13 @@ APPLY_RETRIES = Counter(
 
 UNWATCH = pack_command(["UNWATCH"])
 
+# Shards whose WATCH and reads are in flight ahead of the one being staged. All of them at
+# once would be one round trip less, but a shard's WATCH would then stay open while every
+# shard before it is staged, and concurrent writers abort it more often (3 writers on 200
+# hot ids, measured: about 340 shard retries per 60 batches with all 12 ahead, 220 with 4).
+# Four cover a round trip on loopback: the replies are there when their shard's turn comes.
+WATCH_AHEAD = 4
+
 
 @dataclass
 class RecordCommit:
@@ -91,6 +102,7 @@ class _Shard:
     shard: int
     updates: Sequence[ShardUpdate]
     conn: Any
+    replies: list[int] = field(default_factory=list)
     staged: RedisTransaction | None = None
     results: list[UpdateResult] = field(default_factory=list)
 
@@ -153,15 +165,17 @@ def _round(
             shards.append(_Shard(s, updates, held[-1][1]))
         if record is not None:
             backend.send_exec(record.conn, record.chunks)
-        for sh in shards:
-            sh.conn.send_packed_command([b"".join(_reads(backend, sh, field))])
+        reads = [b"".join(_reads(backend, sh, field)) for sh in shards]
+        for sh, chunk in zip(shards[:WATCH_AHEAD], reads, strict=False):
+            sh.conn.send_packed_command([chunk])
         if record is not None and not backend.read_exec(
             record.conn, record.commands, watched=record.watched
         ):
             raise CommitConflict("an expected hash changed during the commit")
-        for sh in shards:
+        for at, sh in enumerate(shards):
+            if at + WATCH_AHEAD < len(shards):
+                shards[at + WATCH_AHEAD].conn.send_packed_command([reads[at + WATCH_AHEAD]])
             _plan(backend, sh, field, batch)
-        for sh in shards:
             if sh.staged is None:
                 sh.conn.send_packed_command([UNWATCH])
             else:
@@ -191,7 +205,9 @@ def _reads(backend: RedisClusterTableBackend, sh: _Shard, field: str) -> list[by
     for u in sh.updates:
         part = u.store.parts[sh.shard]
         watch += [part.stats_key, *part.row_keys(u.ids)]
-        reads += pull_commands(part, u.ids)
+        pulls = pull_commands(part, u.ids)
+        sh.replies.append(len(pulls))
+        reads += pulls
     return [pack_command(["WATCH", *watch]), *reads]
 
 
@@ -199,10 +215,7 @@ def _plan(backend: RedisClusterTableBackend, sh: _Shard, field: str, batch: str 
     """Read shard `sh`'s round-1 replies and stage its writes (none: it has the batch)."""
     sh.conn.read_response()
     last = text(sh.conn.read_response())
-    replies = [
-        [sh.conn.read_response() for _ in pull_commands(u.store.parts[sh.shard], u.ids)]
-        for u in sh.updates
-    ]
+    replies = [[sh.conn.read_response() for _ in range(n)] for n in sh.replies]
     if batch is not None and batch_seq(last) >= batch_seq(batch):
         # this batch, or a later one of the same writer, which comes only after this one
         # was applied everywhere: a replay read before the writer moved on
