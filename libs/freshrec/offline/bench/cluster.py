@@ -12,8 +12,9 @@ On an Adagrad table (dim 16, the shipped item table's shape) on a Redis Cluster:
 - `commands_per_batch` / `round_trips_per_batch`: what one trainer-shaped batch (pull 256 unique
   ids, push them in a transaction with an offsets hash) costs, single server vs cluster:
   commands from INFO `total_commands_processed` summed over the masters; round trips counted
-  at redis-py's connections: `send_packed_command` calls (one per connection per round trip)
-  and the round trips waited on (replies read before they had arrived).
+  at redis-py's connection (`send_packed_command` calls: one per connection per round trip,
+  so round trips in flight together on several connections count once each); and
+  `ms_per_batch`, the median wall time of one batch (where round trips waited on show).
 - `lost_updates`: 3 writer processes push the same 200 hot ids for 60 batches each; the
   fraction of occurrences missing from the rows afterwards, for the single-server store
   (last writer wins) and the cluster store (guarded applies).
@@ -65,32 +66,20 @@ def _median_rate(rows: int, fn: Callable[[], object], rounds: int = ROUNDS) -> f
 
 
 @contextmanager
-def _round_trips() -> Iterator[dict[str, int]]:
-    """Count round trips at redis-py's connections while inside.
+def _round_trips() -> Iterator[list[int]]:
+    """Count redis-py `send_packed_command` calls (one per connection per round trip)."""
+    counter = [0]
+    original = redis.connection.AbstractConnection.send_packed_command
 
-    ``sends``: `send_packed_command` calls (one per connection per round trip); ``waits``:
-    replies read before they had arrived, i.e. the round trips the caller waited on (sends
-    in flight together, or answered while the caller worked, cost no wait of their own).
-    """
-    counter = {"sends": 0, "waits": 0}
-    conn_class = redis.connection.AbstractConnection
-    send, read = conn_class.send_packed_command, conn_class.read_response
+    def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        counter[0] += 1
+        original(self, command, check_health)  # type: ignore[no-untyped-call]
 
-    def counted_send(self: Any, command: Any, check_health: bool = True) -> None:
-        counter["sends"] += 1
-        send(self, command, check_health)  # type: ignore[no-untyped-call]
-
-    def counted_read(self: Any, *args: Any, **kwargs: Any) -> Any:
-        counter["waits"] += not self.can_read(timeout=0)
-        return read(self, *args, **kwargs)
-
-    conn_class.send_packed_command = counted_send  # type: ignore[method-assign]
-    conn_class.read_response = counted_read  # type: ignore[method-assign]
+    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
     try:
         yield counter
     finally:
-        conn_class.send_packed_command = send  # type: ignore[method-assign]
-        conn_class.read_response = read  # type: ignore[method-assign]
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
 
 
 def _commands(clients: list[redis.Redis]) -> int:
@@ -113,16 +102,19 @@ def _batch_cost(backend: TableBackend, clients: list[redis.Redis]) -> dict[str, 
         _trainer_batch(backend, rng, step)
     batches = 20
     before = _commands(clients)
+    times = []
     with _round_trips() as trips:
         for step in range(batches):
+            started = time.perf_counter()
             _trainer_batch(backend, rng, step)
-        counted = dict(trips)
+            times.append(time.perf_counter() - started)
+        counted = trips[0]
     after = _commands(clients)
     # INFO itself is one command per client
     return {
         "commands_per_batch": (after - before - len(clients)) / batches,
-        "round_trips_per_batch": counted["sends"] / batches,
-        "round_trips_waited_per_batch": counted["waits"] / batches,
+        "round_trips_per_batch": counted / batches,
+        "ms_per_batch": 1000.0 * statistics.median(times),
     }
 
 
