@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -86,15 +87,24 @@ def bench_cluster(
         str,
         typer.Option(help="Redis Cluster startup nodes; default FRESHREC_REDIS_CLUSTER_NODES."),
     ] = "",
+    brokers: Annotated[
+        str, typer.Option(help="The multi-broker Kafka's bootstrap servers.")
+    ] = "127.0.0.1:9192,127.0.0.1:9194,127.0.0.1:9196",
+    events: Annotated[int, typer.Option(help="Events per trainer-count phase.")] = 30_000,
 ) -> None:
     """The Redis Cluster table against raw per-node MGET/SET, lost updates, CPU per event
-    with 1-3 writers (cluster.json); needs `make up FRESHREC_TOPOLOGY=cluster`."""
+    with 1-3 table writers and 1-3 trainer processes (cluster.json); needs
+    `make up FRESHREC_TOPOLOGY=cluster` and the single-node servers."""
     from freshrec.offline.bench.cluster import run_cluster_bench  # noqa: PLC0415
+    from freshrec.offline.bench.trainers import TrainerScaling  # noqa: PLC0415
     from freshrec.settings import CommonSettings  # noqa: PLC0415
+    from services.cli.ports import free_port  # noqa: PLC0415
 
     settings = CommonSettings()
     where = nodes or settings.redis_cluster_nodes or "127.0.0.1:7000"
-    _show("cluster", run_cluster_bench(where, settings.redis_url, out))
+    scaling = TrainerScaling([sys.executable, "-m", "services.trainer"], free_port, events)
+    phase = (scaling, brokers, settings.kafka_bootstrap)
+    _show("cluster", run_cluster_bench(where, settings.redis_url, out, phase))
 
 
 @bench_app.command("all")

@@ -3,10 +3,10 @@
 The same MovieLens-100K stream, split into 6 partitions by user as Kafka would, is trained by
 one trainer and by three members of one group (2 partitions each, their batches interleaved
 in event-time order as concurrent trainers would commit them), each on the real Redis Cluster
-in a namespace of its own. The three share every row update (guarded applies) and average
-their dense parameters at every publish. The preference AUC of the predictions made before
-each update (the trainers' streaming AUC, one window over all members' predictions) must be
-within 0.01 of the single trainer's.
+in a namespace of its own. The three share every row update (guarded applies) and, at every
+publish, sum their dense deltas over a common anchor (`training/members.py`). The preference
+AUC of the predictions made before each update (the trainers' streaming AUC, one window over
+all members' predictions) must be within 0.01 of the single trainer's.
 """
 
 from __future__ import annotations
@@ -73,12 +73,6 @@ def _trainer(backend: RedisClusterTableBackend, member: str, auc: StreamingAuc) 
     return trainer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: preference AUC one trainer 0.709, three trainers 0.651 (-0.059, budget "
-    "0.01); the three share every row update exactly, so the gap is in the dense model: "
-    "averaging three Adam-trained models at every publish; see docs/scaling.md",
-)
 def test_three_trainers_on_the_cluster_reach_the_auc_of_one(
     backends: list[RedisClusterTableBackend],
 ) -> None:

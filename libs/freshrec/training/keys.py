@@ -9,18 +9,18 @@ members with its state.
 from __future__ import annotations
 
 __all__ = [
+    "DENSE_ANCHOR_KEY",
     "DENSE_MEMBERS_KEY",
-    "MEMBER_STALE_PUBLISHES",
     "checkpoint_key",
     "frequency_key",
-    "member_dense_key",
+    "member_delta_key",
     "replay_key",
 ]
 
 # Hash: member name → unix seconds of its last shared dense parameters.
 DENSE_MEMBERS_KEY = "dense:members"
-# A member whose share is older than this many publish intervals is left out of the average.
-MEMBER_STALE_PUBLISHES = 10
+# Blob: the dense model the members' deltas are summed onto (the first publisher's start).
+DENSE_ANCHOR_KEY = "dense:anchor"
 
 
 def _state(group: str, member: str) -> str:
@@ -42,6 +42,7 @@ def frequency_key(group: str, member: str = "") -> str:
     return _state(group, member) + "item_freq"
 
 
-def member_dense_key(member: str) -> str:
-    """Metadata blob holding a member's latest dense parameters (tensor blob)."""
-    return f"dense:member:{member}"
+def member_delta_key(member: str) -> str:
+    """Metadata blob holding a member's delta: every change its training made to the dense
+    parameters (tensor blob, float64)."""
+    return f"dense:delta:{member}"

@@ -46,7 +46,7 @@ AUC = Gauge("freshrec_trainer_auc", "AUC of the most recent predictions, made be
 DENSE_VERSION = Gauge("freshrec_trainer_dense_version", "Last published dense model version.")
 MEMBERS_AVERAGED = Gauge(
     "freshrec_trainer_members_averaged",
-    "Trainers whose dense parameters the last publish averaged (1: this one alone).",
+    "Trainers whose dense deltas the last publish summed (1: this one alone).",
 )
 WATERMARK = Gauge("freshrec_trainer_watermark_seconds", "Highest event time seen (unix s).")
 ROWS_WRITTEN = Counter(

@@ -59,18 +59,9 @@ from freshrec.training.config import TrainerConfig
 from freshrec.training.dedup import DedupWindow
 from freshrec.training.examples import Example, ExampleBuilder
 from freshrec.training.frequency import ItemFrequency
-from freshrec.training.keys import (
-    MEMBER_STALE_PUBLISHES,
-    checkpoint_key,
-    frequency_key,
-    replay_key,
-)
+from freshrec.training.keys import checkpoint_key, frequency_key, replay_key
 from freshrec.training.leaf import Leaf
-from freshrec.training.members import (
-    average_with_members,
-    published_version,
-    stage_member_share,
-)
+from freshrec.training.members import DenseSharing, published_version
 from freshrec.training.metrics import (
     AUC,
     BATCHES,
@@ -175,6 +166,7 @@ class OnlineTrainer:
         # a sharded backend commits the deployment-wide keys (published model, item names)
         # in their own shard, after the batch
         self._split_global = self._meta.atomicity is Atomicity.GROUP
+        self._sharing = DenseSharing(config.member)
 
     def _new_frequency(self) -> ItemFrequency:
         return ItemFrequency(
@@ -244,6 +236,8 @@ class OnlineTrainer:
             logger.info(
                 "restored checkpoint: %d batches, %d partitions", self.batches, len(self.offsets)
             )
+        if self.config.member:
+            self._sharing.reset(self.model, self._meta)
         return dict(self.offsets)
 
     def _fresh_state(self) -> None:
@@ -591,12 +585,9 @@ class OnlineTrainer:
 
     def _stage_publish(self, txn: Transaction) -> None:
         if self.config.member:
-            stale_s = MEMBER_STALE_PUBLISHES * max(self.config.publish_interval_s, 1.0)
-            MEMBERS_AVERAGED.set(
-                average_with_members(self.model, self._meta, self.config.member, stale_s)
-            )
+            MEMBERS_AVERAGED.set(self._sharing.sync(self.model, self._meta))
             self.published_version = max(self.published_version, published_version(self._meta))
-            stage_member_share(self.model, txn, self.config.member, self._clock())
+            self._sharing.stage(txn, self._clock())
         self.published_version += 1
         meta = {
             "version": self.published_version,

@@ -11,14 +11,20 @@ On an Adagrad table (dim 16, the shipped item table's shape) on a Redis Cluster:
   one per master, of plain SETs of same-size values to the same keys.
 - `commands_per_batch` / `round_trips_per_batch`: what one trainer-shaped batch (pull 256 unique
   ids, push them in a transaction with an offsets hash) costs, single server vs cluster:
-  commands from INFO `total_commands_processed` summed over the masters, round trips counted
-  at redis-py's connection (`send_packed_command` calls).
+  commands from INFO `total_commands_processed` summed over the masters; round trips counted
+  at redis-py's connection (`send_packed_command` calls: one per connection per round trip,
+  so round trips in flight together on several connections count once each); and
+  `ms_per_batch`, the median wall time of one batch (where round trips waited on show).
 - `lost_updates`: 3 writer processes push the same 200 hot ids for 60 batches each; the
   fraction of occurrences missing from the rows afterwards, for the single-server store
   (last writer wins) and the cluster store (guarded applies).
-- `events_per_cpu_s`: the same writers, 1, 2 and 3 of them, on the cluster: occurrences
-  applied per CPU-second of the writers (from `/proc` via `time.process_time`). Two cores
-  cannot show throughput scaling; this ratio is what carries to a bigger machine.
+- `table_writers_events_per_cpu_s`: the same table writers (no model), 1, 2 and 3 of them,
+  on the cluster: occurrences applied per CPU-second of the writers (from `/proc` via
+  `time.process_time`): the table's own coordination cost, undiluted by any model.
+- `trainers` (when a `TrainerScaling` is given): real trainer processes, 1, 2 and 3 of them in
+  one group on the cluster, and one on the single node: events per CPU-second of the trainers'
+  process trees (`freshrec.offline.bench.trainers`). Two cores cannot show throughput scaling;
+  these ratios are what carries to a bigger machine.
 
 Writes `cluster.json` into the output directory.
 """
@@ -40,6 +46,7 @@ import numpy as np
 import redis
 from redis.crc import key_slot
 
+from freshrec.offline.bench.trainers import TrainerScaling
 from freshrec.table import TableBackend
 from freshrec.table.config import AdagradConfig, TableConfig
 from freshrec.table.redis import RedisTableBackend
@@ -51,7 +58,12 @@ CONFIG = TableConfig(name="bench", dim=16, optimizer=AdagradConfig(lr=0.05))
 BATCH = 4096
 ROWS = 50_000
 ROUNDS = 7
-TARGETS = {"lookup_vs_raw_mget": 0.7, "update_vs_raw_set": 0.5, "cpu_efficiency_3": 0.8}
+TARGETS = {
+    "lookup_vs_raw_mget": 0.7,
+    "update_vs_raw_set": 0.5,
+    "trainers.efficiency_2": 0.8,
+    "trainers.efficiency_3": 0.8,
+}
 
 
 def _median_rate(rows: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
@@ -65,7 +77,7 @@ def _median_rate(rows: int, fn: Callable[[], object], rounds: int = ROUNDS) -> f
 
 @contextmanager
 def _round_trips() -> Iterator[list[int]]:
-    """Count redis-py `send_packed_command` calls (one per round trip) while inside."""
+    """Count redis-py `send_packed_command` calls (one per connection per round trip)."""
     counter = [0]
     original = redis.connection.AbstractConnection.send_packed_command
 
@@ -100,15 +112,19 @@ def _batch_cost(backend: TableBackend, clients: list[redis.Redis]) -> dict[str, 
         _trainer_batch(backend, rng, step)
     batches = 20
     before = _commands(clients)
+    times = []
     with _round_trips() as trips:
         for step in range(batches):
+            started = time.perf_counter()
             _trainer_batch(backend, rng, step)
+            times.append(time.perf_counter() - started)
         counted = trips[0]
     after = _commands(clients)
     # INFO itself is one command per client
     return {
         "commands_per_batch": (after - before - len(clients)) / batches,
         "round_trips_per_batch": counted / batches,
+        "ms_per_batch": 1000.0 * statistics.median(times),
     }
 
 
@@ -166,13 +182,20 @@ def _writers(kind: str, where: str, backend: TableBackend, count: int) -> dict[s
     }
 
 
-def run_cluster_bench(cluster_nodes: str, redis_url: str, out_dir: Path) -> dict[str, Any]:
+def run_cluster_bench(
+    cluster_nodes: str,
+    redis_url: str,
+    out_dir: Path,
+    trainers: tuple[TrainerScaling, str, str] | None = None,
+) -> dict[str, Any]:
     """Measure the cluster table against raw per-node redis-py; write `cluster.json`.
 
     Args:
         cluster_nodes: Redis Cluster startup nodes, ``host:port,...``.
         redis_url: a single Redis server, for the single-server side of the comparisons.
         out_dir: where `cluster.json` goes.
+        trainers: the trainer processes' phase with the multi-broker Kafka's and the single
+            Kafka's bootstrap servers; None leaves it out.
     """
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     cluster = RedisClusterTableBackend.from_nodes(cluster_nodes, namespace=namespace)
@@ -261,9 +284,14 @@ def run_cluster_bench(cluster_nodes: str, redis_url: str, out_dir: Path) -> dict
             "cluster_guarded": _writers("cluster", cluster_nodes, cluster, 3),
         }
         scaling = [_writers("cluster", cluster_nodes, cluster, n) for n in (1, 2, 3)]
-        figures["events_per_cpu_s"] = scaling
+        figures["table_writers_events_per_cpu_s"] = scaling
         base = scaling[0]["events_per_cpu_s"]
-        figures["cpu_efficiency_3"] = scaling[2]["events_per_cpu_s"] / base
+        figures["table_writers_cpu_efficiency_3"] = scaling[2]["events_per_cpu_s"] / base
+        if trainers is not None:
+            scaling_run, cluster_bootstrap, bootstrap = trainers
+            figures["trainers"] = scaling_run.run(
+                cluster_nodes, cluster_bootstrap, redis_url, bootstrap
+            )
         figures["targets"] = TARGETS
         figures["shards"] = cluster.shards
         figures["masters"] = len(masters)

@@ -39,7 +39,7 @@ from freshrec.models import entity_row_ids
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, Tables, load_tables, open_tables
 
-__all__ = ["Fault", "SoakTargets", "SteadyProducer", "consumed", "run_soak"]
+__all__ = ["Fault", "SoakTargets", "SteadyProducer", "consumed", "ready", "run_soak"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def consumed(trainer_url: str) -> int:
     return sum(int(v) for v in status["offsets"].values())
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
+    """Whether the service at `url` answers `/readyz` with 200."""
     try:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -270,7 +271,7 @@ def _recover(targets: SoakTargets, record: _FaultRecord, timeout_s: float) -> No
     urls = (targets.ingest, targets.trainer, targets.ranker)
     while time.monotonic() < deadline:
         now = consumed(targets.trainer)
-        if now > at_return >= 0 and all(_ready(url) for url in urls):
+        if now > at_return >= 0 and all(ready(url) for url in urls):
             break
         if at_return < 0:
             at_return = now

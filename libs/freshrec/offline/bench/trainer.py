@@ -34,12 +34,13 @@ from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 
-__all__ = ["run_trainer_bench"]
+__all__ = ["bench_event", "run_trainer_bench", "zipf_draws"]
 
 _T0 = 1_700_000_000.0
 
 
-def _event(n: int, user: int, item: int, ts: float) -> Event:
+def bench_event(n: int, user: int, item: int, ts: float) -> Event:
+    """Rating event `n` of the benchmark streams: user `u<user>`, item `i<item>` at time `ts`."""
     return Event(
         event_id=f"b{n}",
         type="rating",
@@ -51,9 +52,16 @@ def _event(n: int, user: int, item: int, ts: float) -> Event:
     )
 
 
-def _draws(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def zipf_draws(
+    n: int, seed: int, *, users: int = 50_000, items: int = 20_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zipf-distributed user and item numbers of `n` events, below `users` and `items`.
+
+    Returns:
+        (users, items), each of shape (n,), int64.
+    """
     rng = np.random.default_rng(seed)
-    return rng.zipf(1.2, size=n) % 50_000, rng.zipf(1.1, size=n) % 20_000
+    return rng.zipf(1.2, size=n) % users, rng.zipf(1.1, size=n) % items
 
 
 def _produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, seed: int) -> None:
@@ -62,7 +70,7 @@ def _produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, seed
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
     )
     total = int(rate * seconds)
-    users, items = _draws(total, seed)
+    users, items = zipf_draws(total, seed)
     start = time.time()
     for n in range(total):
         due = start + n / rate
@@ -70,7 +78,7 @@ def _produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, seed
         if delay > 0:
             time.sleep(delay)
         now = time.time()
-        event = _event(n, int(users[n]), int(items[n]), min(now, _T0 + n))
+        event = bench_event(n, int(users[n]), int(items[n]), min(now, _T0 + n))
         producer.send(topic, key=str(event.user_id).encode(), value=encode_event(event, now))
     producer.flush(timeout=60)
     producer.close()
@@ -147,9 +155,9 @@ def run_trainer_bench(
         producer = KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
         )
-        users, items = _draws(events, seed=1)
+        users, items = zipf_draws(events, seed=1)
         for n in range(events):
-            event = _event(n, int(users[n]), int(items[n]), _T0 + n * 0.01)
+            event = bench_event(n, int(users[n]), int(items[n]), _T0 + n * 0.01)
             key = str(event.user_id).encode()
             # accepted after the last event time: none of them lies in ingest's future
             producer.send(topics[0], key=key, value=encode_event(event, _T0 + events))

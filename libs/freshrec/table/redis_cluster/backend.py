@@ -15,6 +15,10 @@ MULTI/EXEC cannot span slots, so a transaction is atomic within its commit group
    MULTI/EXEC. Another writer touching those rows in between aborts the EXEC and the shard is
    read again — a concurrent trainer's update is never overwritten (no lost update).
 
+The steps are pipelined (`freshrec.table.redis_cluster.apply`): step 1's MULTI/EXEC goes out
+with every shard's WATCH and reads, and every shard's MULTI/EXEC goes out together once step
+1's reply says it committed — a commit is two round trips in sequence, whatever its shards.
+
 A crash after step 1 leaves a record whose shards are partly applied; the first transaction
 the group opens in a new process replays it (step 2 again), and the applied hash makes that
 idempotent. A crash before step 1 commits nothing: the batch is consumed again. Batch ids
@@ -31,17 +35,13 @@ followed by ``WAIT n`` and a commit only counts once `n` replicas have it
 from __future__ import annotations
 
 import logging
-import random
-import struct
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
-import orjson
 import redis
-from prometheus_client import Counter
 
 from freshrec.errors import CommitConflict, ConfigError, InvalidInput, StoreUnavailable
 from freshrec.table.base import Atomicity, Transaction, UpdateResult
@@ -49,9 +49,18 @@ from freshrec.table.config import TableConfig
 from freshrec.table.records import IdArray
 from freshrec.table.redis.backend import RedisTableBackend
 from freshrec.table.redis.connection import TABLE_OP_SECONDS, RedisTransaction
+from freshrec.table.redis_cluster.apply import RecordCommit, apply_shards
+from freshrec.table.redis_cluster.record import (
+    RECORD_KEY,
+    WRITERS_KEY,
+    applier,
+    batch_seq,
+    decode_record,
+    encode_record,
+    record_key,
+)
 from freshrec.table.redis_cluster.router import (
     Node,
-    PinnedPool,
     SlotRouter,
     parse_nodes,
     shard_of,
@@ -65,36 +74,16 @@ from freshrec.table.redis_cluster.store import (
 )
 from freshrec.table.resp import EXEC, MULTI, pack_command
 
-__all__ = ["ClusterTransaction", "RedisClusterTableBackend", "decode_record", "encode_record"]
+__all__ = [
+    "RECORD_KEY",
+    "ClusterTransaction",
+    "RedisClusterTableBackend",
+    "decode_record",
+    "encode_record",
+    "group_tag",
+]
 
 logger = logging.getLogger(__name__)
-
-RECORD_MAGIC = b"FRCR1"
-RECORD_KEY = "commit"
-WRITERS_KEY = "writers"
-
-
-def record_key(writer: str | None) -> str:
-    """The metadata key of a writer's commit record (``commit``, ``commit:<writer>``)."""
-    return RECORD_KEY if writer is None else f"{RECORD_KEY}:{writer}"
-
-
-def applier(group: str | None, writer: str | None) -> str:
-    """The field naming a writer of a group in the shards' applied hashes."""
-    name = "" if group is None else group
-    return name if writer is None else f"{name}/{writer}"
-
-
-# A shard's apply retries this often when concurrent writers keep changing its rows.
-MAX_APPLY_ATTEMPTS = 64
-
-# Batches each shard's applied log keeps (audits; a few hundred kB per shard).
-APPLIED_LOG_LENGTH = 10_000
-
-APPLY_RETRIES = Counter(
-    "freshrec_table_apply_retries_total",
-    "Shard applies read again because another writer changed their rows under WATCH.",
-)
 
 
 def group_tag(group: str | None) -> str:
@@ -138,15 +127,14 @@ class ClusterTransaction(RedisTransaction):
         updates = self._updates
         self._updates = []
         if not updates:
-            self.backend.commit_group(self, None)
+            self.backend.commit_group(self)
             return
         batch = self.backend.next_batch(self.group, self.writer)
         self.put_blob(record_key(self.writer), encode_record(batch, updates))
         if self.writer is not None:
             self.put_hash(WRITERS_KEY, {self.writer: 1})
         try:
-            self.backend.commit_group(self, batch)
-            self.backend.apply_record(applier(self.group, self.writer), batch, updates)
+            self.backend.commit_record(self, applier(self.group, self.writer), batch, updates)
         except BaseException:
             # the record may have committed: the group's next transaction completes it
             self.backend.pending(self.group)
@@ -331,7 +319,8 @@ class RedisClusterTableBackend(ShardedBackend):
                 pool = self.router.pool_at(node)
                 conn = pool.get_connection()
                 held.append((pool, conn, shards))
-                conn.send_packed_command([c for s in shards for c in commands[s]])  # type: ignore[no-untyped-call]
+                # one write: redis-py makes a system call per list item
+                conn.send_packed_command([b"".join(c for s in shards for c in commands[s])])  # type: ignore[no-untyped-call]
             for _pool, conn, shards in held:
                 for s in shards:
                     out[s] = [conn.read_response() for _ in commands[s]]
@@ -346,13 +335,21 @@ class RedisClusterTableBackend(ShardedBackend):
 
     # ---- the commit protocol -----------------------------------------------------------
 
-    def _exec(self, conn: Any, chunks: Sequence[bytes], commands: int, *, watched: bool) -> bool:
-        """MULTI, `chunks`, EXEC (and WAIT) on `conn`; False when WATCH aborted it."""
-        tail = [EXEC]
+    def slot(self, shard: int) -> int:
+        """The hash slot of shard `shard`."""
+        return self._slots[shard]
+
+    def send_exec(self, conn: Any, chunks: Sequence[bytes]) -> None:
+        """Send MULTI, `chunks`, EXEC (and WAIT) on `conn` in one write (`read_exec` reads)."""
+        tail = EXEC
         if self.wait_replicas:
-            tail.append(pack_command(["WAIT", self.wait_replicas, self.wait_timeout_ms]))
-        conn.send_packed_command([MULTI, *chunks, *tail])
-        replies = [conn.read_response() for _ in range(commands + 1 + len(tail))]
+            tail += pack_command(["WAIT", self.wait_replicas, self.wait_timeout_ms])
+        conn.send_packed_command([b"".join([MULTI, *chunks, tail])])
+
+    def read_exec(self, conn: Any, commands: int, *, watched: bool) -> bool:
+        """The replies to `send_exec` of `commands` commands; False when WATCH aborted it."""
+        tail = 2 if self.wait_replicas else 1
+        replies = [conn.read_response() for _ in range(commands + 1 + tail)]
         results = replies[commands + 1]
         if results is None:
             if not watched:
@@ -383,8 +380,29 @@ class RedisClusterTableBackend(ShardedBackend):
 
         return self._run(op, run)
 
-    def commit_group(self, txn: ClusterTransaction, batch: str | None) -> None:
-        """Step 1: the group's metadata (and commit record) in one MULTI/EXEC in its slot."""
+    def commit_group(self, txn: ClusterTransaction) -> None:
+        """The group's metadata alone (no steps) in one MULTI/EXEC in its slot."""
+        self._commit_in_group(txn, self._exec_record)
+
+    def commit_record(
+        self, txn: ClusterTransaction, field: str, batch: str, updates: Sequence[ShardUpdate]
+    ) -> None:
+        """Step 1 (the group's metadata and commit record) and step 2 (every shard's apply).
+
+        The record's MULTI/EXEC travels with the shards' first round (`apply_shards`); its
+        reply is checked before any shard writes.
+        """
+        by_shard = _by_shard(updates)
+        self._commit_in_group(
+            txn, lambda record: self.apply_shards(by_shard, group=field, batch=batch, record=record)
+        )
+
+    def _exec_record(self, record: RecordCommit) -> None:
+        self.send_exec(record.conn, record.chunks)
+        if not self.read_exec(record.conn, record.commands, watched=record.watched):
+            raise CommitConflict("an expected hash changed during the commit")
+
+    def _commit_in_group(self, txn: ClusterTransaction, fn: Callable[[RecordCommit], Any]) -> None:
         chunks, commands = txn._chunks, txn._commands
         txn._chunks, txn._commands = [], 0
         if not commands:
@@ -392,99 +410,23 @@ class RedisClusterTableBackend(ShardedBackend):
         slot = tag_slot(group_tag(txn.group))
 
         def run(conn: Any) -> None:
-            watched = txn.watch_expected(conn)
-            if not self._exec(conn, chunks, commands, watched=watched):
-                raise CommitConflict("an expected hash changed during the commit")
+            fn(RecordCommit(conn, chunks, commands, txn.watch_expected(conn)))
 
         try:
             self._with_connection(slot, "commit", run)
         finally:
             txn._expect = []
 
-    def apply_record(
-        self, group: str, batch: str, updates: Sequence[ShardUpdate]
-    ) -> list[UpdateResult]:
-        """Step 2 for every shard of a committed record; `group` is the writer's `applier`."""
-        by_shard: dict[int, list[ShardUpdate]] = {}
-        for update in updates:
-            by_shard.setdefault(update.shard, []).append(update)
-        results: list[UpdateResult] = []
-        for shard in sorted(by_shard):
-            results += self.apply_shard(shard, by_shard[shard], group=group, batch=batch)
-        return results
-
-    def apply_shard(
+    def apply_shards(
         self,
-        shard: int,
-        updates: Sequence[ShardUpdate],
+        by_shard: Mapping[int, Sequence[ShardUpdate]],
         *,
         group: str | None,
         batch: str | None,
-    ) -> list[UpdateResult]:
-        """Apply `updates` (all of shard `shard`) to the rows as they are, under WATCH.
-
-        Args:
-            shard: the shard.
-            updates: gradient steps of tables on this backend, all in `shard`.
-            group: the commit group; with `batch`, the shard's applied hash records it.
-            batch: the batch id of the commit record; None applies without a record.
-
-        Returns:
-            One `UpdateResult` per update (empty when the batch was applied here already).
-        """
-        applied = self.applied_key(shard)
-        field = "" if group is None else group
-
-        def attempt(conn: Any) -> list[UpdateResult] | None:
-            pinned = redis.Redis(connection_pool=PinnedPool(conn))
-            watch: list[bytes | str] = [applied]
-            for u in updates:
-                part = u.store.parts[shard]
-                watch += [part.stats_key, *part.row_keys(u.ids)]
-            conn.send_packed_command(
-                [pack_command(["WATCH", *watch]), pack_command(["HGET", applied, field])]
-            )
-            conn.read_response()
-            last = _text(conn.read_response())
-            if batch is not None and batch_seq(last) >= batch_seq(batch):
-                # this batch, or a later one of the same writer, which comes only after this
-                # one was applied everywhere: a replay read before the writer moved on
-                conn.send_packed_command([pack_command(["UNWATCH"])])
-                conn.read_response()
-                return []
-            now = updates[0].store.clock()
-            staged = RedisTransaction(pinned, self.namespace, group)
-            results = []
-            for u in updates:
-                part = u.store.parts[shard]
-                view = part.bound_to(pinned)
-                view.watch_pending(u.ids)
-                pulled = view.pull(u.ids)
-                plan = u.plan(pulled, now)
-                view._stage_push(staged, plan, pulled, float(np.max(u.event_time)), now)
-                results.append(
-                    UpdateResult(
-                        written=plan.ids, created=int(plan.created.sum()), filtered=plan.filtered
-                    )
-                )
-            if batch is not None:
-                staged.stage("HSET", applied, field, batch)
-                log = self.applied_log_key(shard)
-                staged.stage("RPUSH", log, f"{field}:{batch}")
-                staged.stage("LTRIM", log, -APPLIED_LOG_LENGTH, -1)
-            ok = self._exec(conn, staged._chunks, staged._commands, watched=True)
-            return results if ok else None
-
-        slot = self._slots[shard]
-        for tries in range(MAX_APPLY_ATTEMPTS):
-            done = self._with_connection(slot, "apply", attempt)
-            if done is not None:
-                APPLY_RETRIES.inc(tries)
-                return cast(list[UpdateResult], done)
-            time.sleep(random.uniform(0.0, 0.002 * (tries + 1)))
-        raise StoreUnavailable(
-            f"shard {shard}: rows kept changing under {MAX_APPLY_ATTEMPTS} apply attempts"
-        )
+        record: RecordCommit | None = None,
+    ) -> dict[int, list[UpdateResult]]:
+        """Apply each shard's steps under WATCH, all shards at once (`apply.apply_shards`)."""
+        return apply_shards(self, by_shard, group=group, batch=batch, record=record)
 
     def next_batch(self, group: str | None, writer: str | None) -> str:
         """A new batch id of `writer` in `group`: ``<seq>.<random>``, seq one past its last.
@@ -520,11 +462,8 @@ class RedisClusterTableBackend(ShardedBackend):
             batch, updates = decode_record(raw, self._stores)
             self._seq[(group, writer)] = max(self._seq.get((group, writer), 0), batch_seq(batch))
             field = applier(group, writer)
-            done = 0
-            for shard in sorted({u.shard for u in updates}):
-                mine = [u for u in updates if u.shard == shard]
-                if self.apply_shard(shard, mine, group=field, batch=batch):
-                    done += 1
+            results = self.apply_shards(_by_shard(updates), group=field, batch=batch)
+            done = sum(1 for applied in results.values() if applied)
             if done:
                 logger.warning(
                     "commit group %s, writer %s: replayed batch %s on %d shards after a crash",
@@ -538,71 +477,8 @@ class RedisClusterTableBackend(ShardedBackend):
         return replayed
 
 
-def batch_seq(batch: str | None) -> int:
-    """The writer's sequence number in batch id `batch` (-1: none, or an id without one)."""
-    if not batch or "." not in batch:
-        return -1
-    head = batch.split(".", 1)[0]
-    return int(head) if head.isdigit() else -1
-
-
-def _text(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def encode_record(batch: str, updates: Sequence[ShardUpdate]) -> bytes:
-    """A commit record: batch id and every step (layout in `docs/specs/trainer-state.md`)."""
-    header = {
-        "batch": batch,
-        "updates": [
-            {"table": u.store.config.name, "shard": u.shard, "n": int(u.ids.shape[0])}
-            for u in updates
-        ],
-    }
-    head = orjson.dumps(header)
-    body = b"".join(
-        u.ids.astype("<u8").tobytes()
-        + np.ascontiguousarray(u.grads, dtype="<f4").tobytes()
-        + u.occurrences.astype("<i8").tobytes()
-        + u.event_time.astype("<f8").tobytes()
-        for u in updates
-    )
-    return RECORD_MAGIC + struct.pack("<I", len(head)) + head + body
-
-
-def decode_record(
-    raw: bytes, stores: Mapping[str, RedisClusterEmbeddingStore]
-) -> tuple[str, list[ShardUpdate]]:
-    """The batch id and steps of a commit record, on the tables `stores` has open.
-
-    Raises:
-        ConfigError: the record names a table that is not open, or is not a commit record.
-    """
-    if not raw.startswith(RECORD_MAGIC):
-        raise ConfigError("not a freshrec commit record")
-    at = len(RECORD_MAGIC)
-    (size,) = struct.unpack_from("<I", raw, at)
-    at += 4
-    header = orjson.loads(raw[at : at + size])
-    at += size
-    out = []
-    for item in header["updates"]:
-        store = stores.get(item["table"])
-        if store is None:
-            raise ConfigError(
-                f"the commit record names table {item['table']!r}, which is not open; "
-                "open every table before the first transaction"
-            )
-        n, dim = int(item["n"]), store.config.dim
-        ids = np.frombuffer(raw, "<u8", n, at).astype(np.uint64)
-        at += 8 * n
-        grads = np.frombuffer(raw, "<f4", n * dim, at).reshape(n, dim).astype(np.float32)
-        at += 4 * n * dim
-        occ = np.frombuffer(raw, "<i8", n, at).astype(np.int64)
-        at += 8 * n
-        times = np.frombuffer(raw, "<f8", n, at).astype(np.float64)
-        at += 8 * n
-        out.append(ShardUpdate(store, int(item["shard"]), ids, grads, occ, times))
-    return str(header["batch"]), out
+def _by_shard(updates: Sequence[ShardUpdate]) -> dict[int, list[ShardUpdate]]:
+    by_shard: dict[int, list[ShardUpdate]] = {}
+    for update in updates:
+        by_shard.setdefault(update.shard, []).append(update)
+    return by_shard

@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import redis
 
 from freshrec.errors import InvalidInput, StoreUnavailable
+from freshrec.table.admission import keeps_counts
 from freshrec.table.base import (
     Change,
     EmbeddingStore,
@@ -45,11 +46,20 @@ from freshrec.table.config import TableConfig
 from freshrec.table.optimizers import make_optimizer
 from freshrec.table.redis.backend import RedisTableBackend
 from freshrec.table.redis.keys import TableKeys
-from freshrec.table.redis.store import RedisEmbeddingStore
+from freshrec.table.redis.store import RedisEmbeddingStore, RedisPulled
 from freshrec.table.redis_cluster.router import SlotRouter
+from freshrec.table.resp import pack_command
 from freshrec.table.update import UpdatePlan, check_ids, fresh_rows, plan_update
 
-__all__ = ["ClusterCursor", "RedisClusterEmbeddingStore", "ShardUpdate", "ShardedBackend"]
+__all__ = [
+    "ClusterCursor",
+    "PendingReader",
+    "RedisClusterEmbeddingStore",
+    "ShardUpdate",
+    "ShardedBackend",
+    "pull_commands",
+    "pulled_from",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,60 @@ class ShardUpdate:
         )
 
 
+PendingReader = Callable[[IdArray, int], npt.NDArray[np.int64]]
+
+
+def pull_commands(part: RedisEmbeddingStore, ids: IdArray) -> list[bytes]:
+    """The commands reading what a pull of unique, non-empty `ids` needs (`pulled_from`)."""
+    commands = [part._mget_command(ids)]
+    if keeps_counts(part.config.admission) and part._clock_generation() is None:
+        commands.append(pack_command(["HGET", part.stats_key, "pgen"]))
+    return commands
+
+
+def pulled_from(
+    part: RedisEmbeddingStore, ids: IdArray, replies: Sequence[Any], read_pending: PendingReader
+) -> RedisPulled:
+    """The pulled rows of `ids` from the replies to `pull_commands` (as `part.pull` gives).
+
+    Args:
+        part: the shard's store.
+        ids: `(U,)` unique ids of the shard.
+        replies: the replies to `pull_commands(part, ids)`, in order.
+        read_pending: reads the pending counts `(M,)` of `M` ids without a row in a generation
+            (asked only on counting-filter tables).
+    """
+    exists, rec = part._decode(replies[0])
+    generation = part._clock_generation()
+    if generation is None:
+        generation = int(replies[1]) if len(replies) > 1 and replies[1] is not None else 0
+    found = part._rows(ids[exists], rec)
+    n, missing = ids.shape[0], ~exists
+    vectors = np.empty((n, part.config.dim), dtype=np.float32)
+    state = np.empty((n, part.width), dtype=np.float32)
+    vectors[exists], state[exists] = found.vectors, found.state
+    columns = {
+        name: np.zeros(n, dtype=getattr(found, name).dtype)
+        for name in ("count", "event_time", "wall_time")
+    }
+    for name, column in columns.items():
+        column[exists] = getattr(found, name)
+    if missing.any():
+        vectors[missing], state[missing] = fresh_rows(part.config, part.optimizer, ids[missing])
+        if keeps_counts(part.config.admission):
+            columns["count"][missing] = read_pending(ids[missing], generation)
+    return RedisPulled(
+        ids=ids,
+        vectors=vectors,
+        state=state,
+        exists=exists,
+        count=columns["count"],
+        event_time=columns["event_time"],
+        wall_time=columns["wall_time"],
+        generation=generation,
+    )
+
+
 class ShardedBackend(TableBackend):
     """What a sharded store needs of its backend (`RedisClusterTableBackend` implements it).
 
@@ -113,15 +177,14 @@ class ShardedBackend(TableBackend):
         """Each shard's packed commands sent to its master; shard → replies."""
 
     @abc.abstractmethod
-    def apply_shard(
+    def apply_shards(
         self,
-        shard: int,
-        updates: Sequence[ShardUpdate],
+        by_shard: Mapping[int, Sequence[ShardUpdate]],
         *,
         group: str | None,
         batch: str | None,
-    ) -> list[UpdateResult]:
-        """Apply `updates` of shard `shard` to the rows as they are (see the backend)."""
+    ) -> dict[int, list[UpdateResult]]:
+        """Apply each shard's steps to its rows as they are (see the backend); shard → results."""
 
     @abc.abstractmethod
     def stage_updates(self, txn: Transaction, updates: Sequence[ShardUpdate]) -> None:
@@ -278,10 +341,14 @@ class RedisClusterEmbeddingStore(EmbeddingStore):
         exists = np.zeros(n, dtype=np.bool_)
         count = np.zeros(n, dtype=np.int64)
         event_time = np.zeros(n, dtype=np.float64)
-        for s, pos in self._split(ids):
-            part = self._run("pull", partial(self.parts[s].pull, ids[pos]))
-            vectors[pos], state[pos], exists[pos] = part.vectors, part.state, part.exists
-            count[pos], event_time[pos] = part.count, part.event_time
+        parts = self._split(ids)
+        commands = {s: pull_commands(self.parts[s], ids[pos]) for s, pos in parts}
+        replies = self._run("pull", lambda: self.backend.fan_out(commands))
+        for s, pos in parts:
+            part = self.parts[s]
+            got = pulled_from(part, ids[pos], replies[s], partial(self._pending, part))
+            vectors[pos], state[pos], exists[pos] = got.vectors, got.state, got.exists
+            count[pos], event_time[pos] = got.count, got.event_time
         return Pulled(
             ids=ids,
             vectors=vectors,
@@ -290,6 +357,12 @@ class RedisClusterEmbeddingStore(EmbeddingStore):
             count=count,
             event_time=event_time,
         )
+
+    def _pending(
+        self, part: RedisEmbeddingStore, ids: IdArray, generation: int
+    ) -> npt.NDArray[np.int64]:
+        counts = self._run("pull", partial(part._pending_counts, ids, generation))
+        return cast(npt.NDArray[np.int64], counts)
 
     # ---- writes ------------------------------------------------------------------------
 
@@ -331,10 +404,10 @@ class RedisClusterEmbeddingStore(EmbeddingStore):
         """
         updates = self.updates(pulled.ids, grads, occurrences, event_time)
         if txn is None:
-            results = [
-                self.backend.apply_shard(u.shard, [u], group=None, batch=None) for u in updates
-            ]
-            return _merge([r[0] for r in results if r])
+            results = self.backend.apply_shards(
+                {u.shard: [u] for u in updates}, group=None, batch=None
+            )
+            return _merge([r[0] for r in results.values() if r])
         self.backend.stage_updates(txn, updates)
         plan = plan_update(
             self.config,

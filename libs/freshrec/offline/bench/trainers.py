@@ -1,0 +1,279 @@
+"""Trainer events per CPU-second with 1, 2 and 3 real trainer processes in one consumer group.
+
+For each count n, in a namespace and consumer group of its own: a topic of 6 partitions (made
+by `ensure_topics`, the broker's replication factor) holding a pre-produced stream of Zipf
+rating events over a few thousand users and items, each user's events on one partition and
+every item touched from every partition; then n trainer processes (the service, static members
+`trainer-0..n-1`, batch size 256). The CPU of every process of each trainer's tree (utime +
+stime + reaped children's, from `/proc/<pid>/stat`) is read when all n answer `/readyz` and
+again when the group's committed offsets reach the end of the stream; events per CPU-second
+is the events committed in between over that CPU. Every phase has a deadline; the trainers are
+stopped, the namespace's keys wiped and its topics deleted whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import KafkaProducer
+
+from freshrec.offline.bench.soak import ready
+from freshrec.offline.bench.trainer import bench_event, zipf_draws
+from freshrec.stream.events import Event
+from freshrec.stream.messages import encode_event
+from freshrec.stream.topics import ensure_topics, open_admin_client
+from freshrec.table import RedisTableBackend, TableBackend, open_backend
+from freshrec.table.backends import redis_backend_config
+from freshrec.table.redis_cluster import RedisClusterTableBackend
+
+__all__ = ["TrainerScaling", "tree_cpu_s"]
+
+PARTITIONS = 6
+USERS = 3_000
+ITEMS = 1_000
+BATCH = 256
+_T0 = 1_700_000_000.0
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of `root` and every live descendant, with their reaped children's.
+
+    A child that exits and is reaped moves its time into its parent's cutime/cstime, so the
+    sum over the tree only grows while the tree runs.
+    """
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone between the listing and the read
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    tree = {root}
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(ticks.get(pid, 0) for pid in tree) / _TICK
+
+
+def _stream(events: int, seed: int) -> tuple[list[int], list[Event]]:
+    """(partition, event) of the stream; the first ITEMS * PARTITIONS put each item on each."""
+    users, items = zipf_draws(events, seed, users=USERS, items=ITEMS)
+    cover = min(events, ITEMS * PARTITIONS)
+    k = np.arange(cover)
+    items[:cover] = k // PARTITIONS
+    users[:cover] = users[:cover] - users[:cover] % PARTITIONS + k % PARTITIONS
+    users %= USERS - USERS % PARTITIONS
+    made = [bench_event(n, int(users[n]), int(items[n]), _T0 + n * 0.01) for n in range(events)]
+    return (users % PARTITIONS).tolist(), made
+
+
+@dataclass
+class _Phase:
+    """One count of trainers on one topology: its namespace, processes and logs."""
+
+    redis_url: str
+    cluster_nodes: str
+    bootstrap: str
+    command: Sequence[str]
+    logs: Path
+    namespace: str = field(default_factory=lambda: f"bench-tr-{uuid.uuid4().hex[:8]}")
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        return f"{self.namespace}-group"
+
+    @property
+    def topic(self) -> str:
+        return f"{self.namespace}.events"
+
+    def backend(self) -> TableBackend:
+        return open_backend(
+            redis_backend_config(self.redis_url, self.namespace, cluster_nodes=self.cluster_nodes)
+        )
+
+    def produce(self, events: int) -> None:
+        ensure_topics(self.bootstrap, {self.topic: PARTITIONS}, timeout_s=30)
+        partitions, stream = _stream(events, seed=11)
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
+        )
+        try:
+            for partition, event in zip(partitions, stream, strict=True):
+                producer.send(
+                    self.topic,
+                    key=str(event.user_id).encode(),
+                    value=encode_event(event, _T0 + events),
+                    partition=partition,
+                )
+            producer.flush(timeout=120)
+        finally:
+            producer.close(timeout=10)
+
+    def start(self, n: int, port: int) -> None:
+        env = {
+            **os.environ,
+            "FRESHREC_REDIS_URL": self.redis_url,
+            "FRESHREC_REDIS_CLUSTER_NODES": self.cluster_nodes,
+            "FRESHREC_KAFKA_BOOTSTRAP": self.bootstrap,
+            "FRESHREC_NAMESPACE": self.namespace,
+            "FRESHREC_TRAINER__GROUP": self.group,
+            "FRESHREC_EVENTS_TOPIC_PARTITIONS": str(PARTITIONS),
+            "FRESHREC_BATCH_SIZE": str(BATCH),
+            "FRESHREC_TRAINER__MEMBER": f"trainer-{n}",
+            "FRESHREC_CONSUMER__GROUP_INSTANCE_ID": f"trainer-{n}",
+            "FRESHREC_TRAINER_PORT": str(port),
+        }
+        with (self.logs / f"{self.namespace}-trainer-{n}.log").open("ab") as log:
+            self.procs.append(subprocess.Popen(list(self.command), env=env, stdout=log, stderr=log))
+        self.urls.append(f"http://127.0.0.1:{port}")
+
+    def log_tail(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text()[-1500:]}"
+            for log in sorted(self.logs.glob(f"{self.namespace}-*.log"))
+        )
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    def clean(self) -> None:
+        backend = self.backend()
+        try:
+            clients = (
+                [backend.router.node_client(m) for m in backend.router.masters()]
+                if isinstance(backend, RedisClusterTableBackend)
+                else [backend.client]
+                if isinstance(backend, RedisTableBackend)
+                else []
+            )
+            for client in clients:
+                for key in list(client.scan_iter(match=f"{self.namespace}:*", count=10_000)):
+                    client.unlink(key)
+        finally:
+            backend.close()
+        admin = open_admin_client(self.bootstrap, client_id="freshrec-bench", timeout_s=30)
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(f"{self.namespace}.")]
+            if mine:
+                admin.delete_topics(mine)
+        finally:
+            admin.close()
+
+
+def _committed(backend: TableBackend, group: str) -> int:
+    return sum(int(v) for v in backend.get_hash(f"offsets:{group}", group=group).values())
+
+
+def _wait(phase: _Phase, what: str, done: Callable[[], bool], deadline: float) -> None:
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within the phase's deadline\n{phase.log_tail()}")
+        if any(proc.poll() is not None for proc in phase.procs):
+            raise RuntimeError(f"{what}: a trainer exited\n{phase.log_tail()}")
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class TrainerScaling:
+    """The trainer processes' events per CPU-second, 1 to 3 of them, on the cluster and one node.
+
+    Args:
+        command: the trainer service's command line (e.g. `python -m services.trainer`).
+        ports: a free loopback port per trainer, asked for each time one starts.
+        events: the stream's length per count of trainers.
+        phase_timeout_s: bound on each phase (start, produce, train).
+    """
+
+    command: Sequence[str]
+    ports: Callable[[], int]
+    events: int = 30_000
+    phase_timeout_s: float = 300.0
+
+    def measure(self, redis_url: str, cluster_nodes: str, bootstrap: str, n: int) -> dict[str, Any]:
+        """Stream `events` through `n` trainers on the given servers; their CPU and wall time."""
+        with tempfile.TemporaryDirectory(prefix="freshrec-bench-trainers-") as logs:
+            phase = _Phase(redis_url, cluster_nodes, bootstrap, self.command, Path(logs))
+            backend = phase.backend()
+            try:
+                phase.produce(self.events)
+                for member in range(n):
+                    phase.start(member, self.ports())
+                deadline = time.monotonic() + self.phase_timeout_s
+                _wait(phase, f"{n} trainers ready", lambda: all(map(ready, phase.urls)), deadline)
+                cpu_before = sum(tree_cpu_s(p.pid) for p in phase.procs)
+                committed_before = _committed(backend, phase.group)
+                started = time.perf_counter()
+                deadline = time.monotonic() + self.phase_timeout_s
+                _wait(
+                    phase,
+                    f"{n} trainers: {self.events} events committed",
+                    lambda: _committed(backend, phase.group) >= self.events,
+                    deadline,
+                )
+                wall_s = time.perf_counter() - started
+                cpu_s = sum(tree_cpu_s(p.pid) for p in phase.procs) - cpu_before
+            finally:
+                phase.stop()
+                backend.close()
+                phase.clean()
+        measured = self.events - committed_before
+        return {
+            "trainers": n,
+            "events_measured": measured,
+            "committed_when_ready": committed_before,
+            "cpu_s": round(cpu_s, 2),
+            "wall_s": round(wall_s, 2),
+            "events_per_cpu_s": round(measured / cpu_s, 1),
+        }
+
+    def run(
+        self, cluster_nodes: str, cluster_bootstrap: str, redis_url: str, bootstrap: str
+    ) -> dict[str, Any]:
+        """1, 2 and 3 trainers on the cluster, and one on the single Redis and Kafka.
+
+        Returns:
+            `cluster` (one entry per count), `single_node` (one trainer), the ratios of 2 and 3
+            trainers' events per CPU-second to one's, and the target.
+        """
+        cluster = [self.measure(redis_url, cluster_nodes, cluster_bootstrap, n) for n in (1, 2, 3)]
+        single = self.measure(redis_url, "", bootstrap, 1)
+        base = cluster[0]["events_per_cpu_s"]
+        return {
+            "cluster": cluster,
+            "single_node": single,
+            "efficiency_2": round(cluster[1]["events_per_cpu_s"] / base, 3),
+            "efficiency_3": round(cluster[2]["events_per_cpu_s"] / base, 3),
+            "cluster_vs_single_node_1": round(base / single["events_per_cpu_s"], 3),
+            "target_efficiency": 0.8,
+            "events": self.events,
+            "partitions": PARTITIONS,
+            "batch_size": BATCH,
+        }
