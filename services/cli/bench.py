@@ -36,8 +36,24 @@ def bench_table(out: BenchOut = Path("results/bench")) -> None:
 
 
 @bench_app.command("retrieval")
-def bench_retrieval(out: BenchOut = Path("results/bench")) -> None:
-    """Recall@100 and queries/s of the FAISS indexes at 100k items (retrieval.json)."""
+def bench_retrieval(
+    out: BenchOut = Path("results/bench"),
+    catalog: Annotated[
+        str,
+        typer.Option(
+            help="trained, gaussian or clustered: compare exact and IVF at 100,000 and "
+            "--items items (the Gaussian catalog runs alongside). Empty: the short 100k run."
+        ),
+    ] = "",
+    items: Annotated[int, typer.Option(help="Catalog size of the --catalog run.")] = 1_000_000,
+) -> None:
+    """Recall@100 and queries/s of the FAISS indexes (retrieval.json)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    if catalog:
+        from freshrec.offline.bench.retrieval_scale import run_scale_bench  # noqa: PLC0415
+
+        _show("retrieval", run_scale_bench(out, catalog, items))
+        return
     from freshrec.offline.bench.retrieval import run_retrieval_bench  # noqa: PLC0415
 
     _show("retrieval", run_retrieval_bench(out))
