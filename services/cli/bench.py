@@ -45,10 +45,25 @@ def bench_retrieval(
             "--items items (the Gaussian catalog runs alongside). Empty: the short 100k run."
         ),
     ] = "",
-    items: Annotated[int, typer.Option(help="Catalog size of the --catalog run.")] = 1_000_000,
+    items: Annotated[
+        int, typer.Option(help="Catalog size of the --catalog run (--churn: 100,000 default).")
+    ] = 1_000_000,
+    *,
+    churn: Annotated[
+        bool,
+        typer.Option(help="Recall@100 every 5 s of an IVF index following a churning table."),
+    ] = False,
+    minutes: Annotated[float, typer.Option(help="Length of the --churn run.")] = 3.0,
+    nprobe: Annotated[int, typer.Option(help="The --churn index's nprobe.")] = 128,
 ) -> None:
-    """Recall@100 and queries/s of the FAISS indexes (retrieval.json)."""
+    """Recall@100 and queries/s of the FAISS indexes (retrieval.json; --churn: churn.json)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    if churn:
+        from freshrec.offline.bench.churn import run_churn_bench  # noqa: PLC0415
+
+        size = items if catalog else 100_000
+        _show("churn", run_churn_bench(_endpoints()[0], out, minutes, size, nprobe))
+        return
     if catalog:
         from freshrec.offline.bench.retrieval_scale import run_scale_bench  # noqa: PLC0415
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,13 +39,21 @@ __all__ = ["DriftCheck", "DriftWatch"]
 _PROBE_CHUNK = 4
 
 
+@dataclass(frozen=True)
 class DriftCheck:
-    """The outcome of one check: measured imbalance growth, probe recall, reason to retrain."""
+    """The outcome of one check.
 
-    def __init__(self, imbalance_growth: float, recall: float | None, reason: str | None) -> None:
-        self.imbalance_growth = imbalance_growth
-        self.recall = recall
-        self.reason = reason
+    Attributes:
+        at: `time.time()` when it finished.
+        imbalance_growth: list imbalance factor over its value right after training.
+        recall: the probe's recall@probe_k, None without recent queries.
+        reason: `imbalance` or `recall` when the index is to be retrained, else None.
+    """
+
+    at: float
+    imbalance_growth: float
+    recall: float | None
+    reason: str | None
 
 
 class DriftWatch:
@@ -103,7 +113,7 @@ class DriftWatch:
             reason = "imbalance"
         elif recall is not None and recall < self.config.min_probe_recall:
             reason = "recall"
-        return DriftCheck(growth, recall, reason)
+        return DriftCheck(time.time(), growth, recall, reason)
 
     def _probe(
         self, structure: IvfIndex, reading: Callable[[], AbstractContextManager[None]]

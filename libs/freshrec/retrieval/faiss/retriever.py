@@ -10,6 +10,7 @@ old index until that assignment, so they never see a half-built one.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -144,8 +145,7 @@ class FaissRetriever(Retriever):
         )
         self._drift_reason: str | None = None
         self._check_thread: threading.Thread | None = None
-        self.last_drift_check: DriftCheck | None = None
-        """The outcome of the latest drift check (IVF only), None before the first."""
+        self._drift_checks: collections.deque[DriftCheck] = collections.deque(maxlen=256)
 
     # -- introspection -------------------------------------------------------------------
 
@@ -178,6 +178,11 @@ class FaissRetriever(Retriever):
     def rebuilds(self) -> int:
         """Background rebuilds swapped in since this retriever was created."""
         return self._rebuilds
+
+    @property
+    def drift_checks(self) -> list[DriftCheck]:
+        """The latest drift checks (IVF only; at most 256), oldest first."""
+        return list(self._drift_checks)
 
     @property
     def rebuilding(self) -> bool:
@@ -495,7 +500,7 @@ class FaissRetriever(Retriever):
             return
         try:
             check = self._drift.check(structure, self._lock.read)
-            self.last_drift_check = check
+            self._drift_checks.append(check)
             logger.info(
                 "index %s: drift check: imbalance %.2fx trained, probe recall %s -> %s",
                 self._name,
