@@ -95,12 +95,14 @@ class IvfConfig(StrictModel):
         "each drift check; 0 turns the probe off.",
     )
     probe_k: int = Field(100, ge=1, description="k of the drift check's recall probe.")
-    min_probe_recall: float = Field(
-        0.97,
+    max_recall_drop: float = Field(
+        0.03,
         gt=0.0,
-        le=1.0,
-        description="Retrain in the background when the probe's recall@probe_k against an "
-        "exact scan of every list falls below this.",
+        lt=1.0,
+        description="Retrain in the background when the probe's recall@probe_k (against an "
+        "exact scan of every list) has fallen this much below the first probe after the last "
+        "training. Relative, so that an nprobe too small for the data does not retrain in a "
+        "loop: only drift does.",
     )
 
 

@@ -10,8 +10,10 @@ of the trained size has changed, the retriever runs a check in a background thre
   full) against the value right after training; above `max_imbalance_growth` times it the
   index is retrained;
 - **recall probe**: the last `probe_queries` real queries (one kept per search call) are
-  searched with the serving `nprobe` and with every list (exact); recall@`probe_k` below
-  `min_probe_recall` retrains the index.
+  searched with the serving `nprobe` and with every list (exact); a recall@`probe_k` more
+  than `max_recall_drop` below the first probe after the last training retrains the index
+  (relative, because the recall a given `nprobe` reaches depends on the data: a retrain
+  restores what drift took, not what a small `nprobe` never had).
 
 Both read the index under the shared lock, so searches go on meanwhile.
 """
@@ -47,12 +49,14 @@ class DriftCheck:
         at: `time.time()` when it finished.
         imbalance_growth: list imbalance factor over its value right after training.
         recall: the probe's recall@probe_k, None without recent queries.
+        baseline_recall: the first probe's recall after the last training.
         reason: `imbalance` or `recall` when the index is to be retrained, else None.
     """
 
     at: float
     imbalance_growth: float
     recall: float | None
+    baseline_recall: float | None
     reason: str | None
 
 
@@ -61,7 +65,7 @@ class DriftWatch:
 
     Args:
         config: the IVF knobs (`drift_check_fraction`, `max_imbalance_growth`,
-            `probe_queries`, `probe_k`, `min_probe_recall`).
+            `probe_queries`, `probe_k`, `max_recall_drop`).
         name: the `index` label of the gauges.
     """
 
@@ -74,6 +78,8 @@ class DriftWatch:
         )
         self._lock = threading.Lock()
         self.checks = 0
+        self.baseline_recall: float | None = None
+        """The first probe's recall after the last training (None until it ran)."""
 
     def remember(self, queries: FloatArray) -> None:
         """Keep the first of `(Q, D)` queries for the probe (a copy; cheap per call)."""
@@ -93,9 +99,10 @@ class DriftWatch:
             return True
 
     def reset(self) -> None:
-        """Forget the changes counted (a fresh index was swapped in)."""
+        """Forget the changes counted and the recall baseline (a fresh index was swapped in)."""
         with self._lock:
             self._changes = 0
+            self.baseline_recall = None
 
     def check(
         self, structure: IvfIndex, reading: Callable[[], AbstractContextManager[None]]
@@ -109,11 +116,17 @@ class DriftWatch:
         INDEX_LIST_IMBALANCE.labels(index=self._name).set(growth)
         recall = self._probe(structure, reading)
         reason = None
+        if recall is not None and self.baseline_recall is None:
+            self.baseline_recall = recall
         if growth > self.config.max_imbalance_growth:
             reason = "imbalance"
-        elif recall is not None and recall < self.config.min_probe_recall:
+        elif (
+            recall is not None
+            and self.baseline_recall is not None
+            and recall < self.baseline_recall - self.config.max_recall_drop
+        ):
             reason = "recall"
-        return DriftCheck(time.time(), growth, recall, reason)
+        return DriftCheck(time.time(), growth, recall, self.baseline_recall, reason)
 
     def _probe(
         self, structure: IvfIndex, reading: Callable[[], AbstractContextManager[None]]

@@ -502,10 +502,12 @@ class FaissRetriever(Retriever):
             check = self._drift.check(structure, self._lock.read)
             self._drift_checks.append(check)
             logger.info(
-                "index %s: drift check: imbalance %.2fx trained, probe recall %s -> %s",
+                "index %s: drift check: imbalance %.2fx trained, probe recall %s (after "
+                "training %s) -> %s",
                 self._name,
                 check.imbalance_growth,
                 "n/a" if check.recall is None else f"{check.recall:.3f}",
+                "n/a" if check.baseline_recall is None else f"{check.baseline_recall:.3f}",
                 check.reason or "keep",
             )
             if check.reason is None:
