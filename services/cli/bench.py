@@ -86,13 +86,27 @@ def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
 def bench_ranker(
     out: BenchOut = Path("results/bench"),
     index_kind: Annotated[
-        str, typer.Option(help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).")
+        str,
+        typer.Option(
+            "--index-kind",
+            "--index",
+            help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).",
+        ),
     ] = "flat",
+    items: Annotated[int, typer.Option(help="Items in the ranker's index.")] = 100_000,
+    nprobe: Annotated[int, typer.Option(help="The ivf index's nprobe (0: its default).")] = 0,
 ) -> None:
     """Recommend latency/throughput and end-to-end freshness (ranker.json, freshness.json)."""
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    from freshrec.retrieval.config import RetrieverConfig  # noqa: PLC0415
     from services.cli.bench_ranker import ranker_bench  # noqa: PLC0415
 
-    _show("ranker", ranker_bench(*_endpoints(), out, index_kind=index_kind))
+    knobs: dict[str, object] = {"type": index_kind}
+    if nprobe:
+        knobs["nprobe"] = nprobe
+    index = TypeAdapter(RetrieverConfig).validate_python(knobs)
+    _show("ranker", ranker_bench(*_endpoints(), out, index=index, items=items))
 
 
 @bench_app.command("soak")
