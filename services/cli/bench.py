@@ -55,6 +55,10 @@ def bench_retrieval(
     ] = False,
     minutes: Annotated[float, typer.Option(help="Length of the --churn run.")] = 3.0,
     nprobe: Annotated[int, typer.Option(help="The --churn index's nprobe.")] = 128,
+    shift: Annotated[
+        float,
+        typer.Option(help="--churn: upserted items move this many mean item norms (0: in place)."),
+    ] = 0.0,
 ) -> None:
     """Recall@100 and queries/s of the FAISS indexes (retrieval.json; --churn: churn.json)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
@@ -62,7 +66,10 @@ def bench_retrieval(
         from freshrec.offline.bench.churn import run_churn_bench  # noqa: PLC0415
 
         size = items if catalog else 100_000
-        _show("churn", run_churn_bench(_endpoints()[0], out, minutes, size, nprobe))
+        result = run_churn_bench(
+            _endpoints()[0], out, minutes=minutes, items=size, nprobe=nprobe, shift=shift
+        )
+        _show("churn", result)
         return
     if catalog:
         from freshrec.offline.bench.retrieval_scale import run_scale_bench  # noqa: PLC0415

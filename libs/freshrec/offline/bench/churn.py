@@ -6,9 +6,11 @@ out of the table's event-time expiry (removed by `expire`, announced on the chan
 as tombstones). Every second of the run the feed clock advances one second, `expire`
 runs, and 1 % per minute of the catalog is upserted: an item re-trained towards a user
 (its vector plus `STEP` times the query of a random trained user outside the sampled
-ones, as a few training steps would move it). The follower applies both to the index; a
-drift check retrains it in the background when its lists crowd or a recall probe falls.
-Every 5 s the sampled users search one per call (as the ranker does) and recall@100 is
+ones, as a few training steps would move it). With `shift` > 0 the catalog also moves:
+each upserted item is offset by `shift` mean item norms along one direction no centroid
+was trained on, and half the sampled users' tastes move the same way (a new season).
+The follower applies both to the index; a drift check retrains it in the background when
+its lists crowd or a recall probe falls. Every 5 s the sampled users search one per call (as the ranker does) and recall@100 is
 measured against an exact scan of what the table holds at that moment. Writes `churn.json` and
 `retrieval_churn.png`.
 
@@ -137,6 +139,7 @@ def _churn_step(
     mirror: _Mirror,
     users: np.ndarray,
     *,
+    offset: np.ndarray,
     watermark: float,
     n_upserts: int,
     rng: np.random.Generator,
@@ -148,7 +151,7 @@ def _churn_step(
     if n_upserts and live.shape[0]:
         at = rng.choice(live, size=min(n_upserts, live.shape[0]), replace=False)
         towards = users[rng.integers(0, users.shape[0], size=at.shape[0])]
-        vectors = mirror.vectors[at] + STEP * towards
+        vectors = mirror.vectors[at] + STEP * towards + offset
         ids = mirror.ids[at]
         store.import_rows(_rows(ids, vectors, np.full(ids.shape[0], watermark)))
         mirror.upsert(ids, vectors)
@@ -156,7 +159,13 @@ def _churn_step(
 
 
 def run_churn_bench(
-    redis_url: str, out: Path, minutes: float = 3.0, items: int = 100_000, nprobe: int = 128
+    redis_url: str,
+    out: Path,
+    *,
+    minutes: float = 3.0,
+    items: int = 100_000,
+    nprobe: int = 128,
+    shift: float = 0.0,
 ) -> dict[str, Any]:
     """Follow a churning table for `minutes`, sampling recall@100 every 5 s.
 
@@ -166,6 +175,7 @@ def run_churn_bench(
         minutes: run length (wall time = feed time).
         items: catalog size (the trained catalog of that size).
         nprobe: the IVF index's `nprobe`.
+        shift: how far upserted items (and half the sampled users) move, in mean item norms.
 
     Returns:
         The figures written to `churn.json`.
@@ -174,6 +184,14 @@ def run_churn_bench(
     rng = np.random.default_rng(SEED)
     picked = rng.permutation(catalog.queries.shape[0])
     queries, users = catalog.queries[picked[:N_USERS]], catalog.queries[picked[N_USERS:]]
+    direction = rng.standard_normal(DIM).astype(np.float32)
+    direction[-1] = 0.0  # the bias component stays the model's
+    direction /= np.linalg.norm(direction)
+    offset = shift * float(np.linalg.norm(catalog.items, axis=1).mean()) * direction
+    queries = queries.copy()
+    queries[: N_USERS // 2, :-1] += (
+        float(np.linalg.norm(queries, axis=1).mean()) * direction[:-1] * min(shift, 1.0)
+    )
     namespace = f"bench-churn-{uuid.uuid4().hex[:8]}"
     backend = RedisTableBackend.from_url(redis_url, namespace)
     config = IvfConfig(nprobe=nprobe)
@@ -188,7 +206,14 @@ def run_churn_bench(
         bootstrap_s = time.perf_counter() - started
         follower.start()
         samples, events = _drive(
-            store, retriever, mirror, queries=queries, users=users, minutes=minutes, rng=rng
+            store,
+            retriever,
+            mirror,
+            queries=queries,
+            users=users,
+            offset=offset,
+            minutes=minutes,
+            rng=rng,
         )
         follower.stop()
     finally:
@@ -199,6 +224,7 @@ def run_churn_bench(
         "benchmark": "retrieval_churn",
         "catalog": {"kind": "trained", "items": items, "built": catalog.built},
         "index": config.model_dump(),
+        "shift": shift,
         "upserts_per_min": UPSERT_PER_MIN,
         "expiries_per_min": EXPIRE_PER_MIN,
         "minutes": minutes,
@@ -220,8 +246,9 @@ def run_churn_bench(
         "samples": samples,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "churn.json").write_text(json.dumps(result, indent=2))
-    _plot(result, out / "retrieval_churn.png")
+    name = "churn" if shift == 0 else "churn_shift"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    _plot(result, out / f"retrieval_{name}.png")
     return result
 
 
@@ -232,6 +259,7 @@ def _drive(
     *,
     queries: np.ndarray,
     users: np.ndarray,
+    offset: np.ndarray,
     minutes: float,
     rng: np.random.Generator,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -251,7 +279,13 @@ def _drive(
                 time.sleep(0.01)
             owed += per_second
             ups, gone = _churn_step(
-                store, mirror, users, watermark=T0 + second, n_upserts=int(owed), rng=rng
+                store,
+                mirror,
+                users,
+                offset=offset,
+                watermark=T0 + second,
+                n_upserts=int(owed),
+                rng=rng,
             )
             owed -= ups
             upserted, removed = upserted + ups, removed + gone
@@ -262,6 +296,7 @@ def _drive(
                 time.sleep(0.3)  # the follower's poll applies what was just written
                 samples.append({
                     "t_s": second,
+                    "wall_s": round(time.time() - wall_start, 1),
                     "recall_at_100": round(_sample(retriever, mirror, queries), 4),
                     "items": int(mirror.live.sum()),
                     "upserted": upserted,
@@ -293,8 +328,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     axis.set_xlabel("seconds (feed time = wall time)")
     axis.set_ylabel("recall@100")
     catalog = result["catalog"]
-    axis.set_title(f"IVF under churn: {catalog['items']:,} trained items, 1 %/min upserted, "
-                   "0.1 %/min expired", fontsize=9)  # fmt: skip
+    moving = f", moving {result['shift']} norms" if result["shift"] else ""
+    axis.set_title(f"IVF under churn: {catalog['items']:,} trained items, 1 %/min upserted"
+                   f"{moving}, 0.1 %/min expired", fontsize=9)  # fmt: skip
     axis.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
