@@ -9,12 +9,13 @@ runs, and 1 % per minute of the catalog is upserted: an item re-trained towards 
 ones, as a few training steps would move it). With `shift` > 0 the catalog also moves:
 each upserted item is offset by `shift` mean item norms along one direction no centroid
 was trained on, and half the sampled users' tastes move the same way (a new season).
-The follower applies both to the index; a drift check retrains it in the background when
-its lists crowd or a recall probe falls. Every 5 s the sampled users search one per call (as the ranker does) and recall@100 is
-measured against an exact scan of what the table holds at that moment. Writes `churn.json` and
-`retrieval_churn.png`.
+The follower applies both to the index; a drift check retrains it in the background
+when its lists crowd or a recall probe falls. Every 5 s the sampled users search one per
+call (as the ranker does) and recall@100 is measured against an exact scan of what the
+table holds at that moment. Writes `churn.json` and `retrieval_churn.png`
+(`churn_shift.*` with a shift).
 
-Run: ``freshrec bench retrieval --churn --minutes 3``.
+Run: ``freshrec bench retrieval --churn --minutes 3 [--shift 2]``.
 """
 
 from __future__ import annotations
