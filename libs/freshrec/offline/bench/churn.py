@@ -190,7 +190,8 @@ def run_churn_bench(
     direction /= np.linalg.norm(direction)
     offset = shift * float(np.linalg.norm(catalog.items, axis=1).mean()) * direction
     queries = queries.copy()
-    queries[: N_USERS // 2, :-1] += (
+    # every other user moves: the probe, which keeps the latest searches, sees both kinds
+    queries[::2, :-1] += (
         float(np.linalg.norm(queries, axis=1).mean()) * direction[:-1] * min(shift, 1.0)
     )
     namespace = f"bench-churn-{uuid.uuid4().hex[:8]}"
