@@ -27,6 +27,7 @@ import orjson
 from rich.progress import Progress
 
 from freshrec.offline.data.synthetic import LatentFactorConfig, LatentFactorWorld
+from freshrec.settings import default_table_config_path
 from freshrec.table import InMemoryTableBackend, load_tables, open_tables
 from freshrec.table.base import FloatArray, IdArray
 from freshrec.training import ExampleConfig, Message, OnlineTrainer, TrainerConfig
@@ -41,7 +42,7 @@ _FORMAT = 1
 # The retrieval softmax is (batch, batch + negatives): throughput falls with larger batches
 # (measured in-process: 15,700 events/s at 1,024, 11,900 at 2,048, 6,600 at 4,096).
 TRAIN_BATCH = 1024
-_TABLES = Path(__file__).resolve().parents[2] / "tables.yaml"
+_TABLES = default_table_config_path()
 
 
 @dataclass(frozen=True)

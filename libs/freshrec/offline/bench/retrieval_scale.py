@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 BASE_ITEMS = 100_000
 RECALL_TARGET = 0.95
 SPEEDUP_TARGET = 5.0
-NPROBE_SWEEP = (16, 32, 64, 96, 128, 192, 256, 384, 512)
+NPROBE_SWEEP = (16, 32, 64, 96, 128, 160, 192, 224, 256, 384, 512)
 
 
 def _rss_bytes() -> int:
