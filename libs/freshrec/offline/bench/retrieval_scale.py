@@ -182,18 +182,20 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, (speed, recall) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {"trained": "tab:red", "gaussian": "tab:blue", "clustered": "tab:green"}
     for kind in sorted({run["catalog"] for run in runs}):
         mine = [run for run in runs if run["catalog"] == kind]
         sizes = [run["items"] for run in mine]
-        speed.plot(
-            sizes, [run["exact"]["qps_single"] for run in mine], "o--", label=f"{kind} exact"
-        )
+        colour = colours.get(kind, "black")
+        exact = [run["exact"]["qps_single"] for run in mine]
+        speed.plot(sizes, exact, "o--", color=colour, label=f"{kind} exact")
         best = [run["chosen"] or run["ivf"]["sweep"][-1] for run in mine]
-        labels = [f"nprobe {row['nprobe']}" for row in best]
-        speed.plot(sizes, [row["qps_single"] for row in best], "o-", label=f"{kind} ivf")
-        for x, row, text in zip(sizes, best, labels, strict=True):
-            speed.annotate(text, (x, row["qps_single"]), fontsize=7)
-        recall.plot(sizes, [row["recall_at_100"] for row in best], "o-", label=f"{kind} ivf")
+        speed.plot(sizes, [row["qps_single"] for row in best], "o-", color=colour,
+                   label=f"{kind} ivf")  # fmt: skip
+        for x, row in zip(sizes, best, strict=True):
+            speed.annotate(f"nprobe {row['nprobe']}", (x, row["qps_single"]), fontsize=7)
+        recall.plot(sizes, [row["recall_at_100"] for row in best], "o-", color=colour,
+                    label=f"{kind} ivf")  # fmt: skip
     recall.axhline(RECALL_TARGET, color="grey", linestyle=":", label="target")
     for axis, title in ((speed, "queries/s (one query per call)"), (recall, "recall@100")):
         axis.set_xscale("log")
