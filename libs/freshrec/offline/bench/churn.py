@@ -31,7 +31,7 @@ import numpy as np
 from prometheus_client import REGISTRY, generate_latest
 from rich.progress import Progress
 
-from freshrec.offline.bench.catalog import trained_catalog
+from freshrec.offline.bench.catalog import Catalog, trained_catalog
 from freshrec.offline.bench.ranker import clear_namespace
 from freshrec.offline.bench.retrieval import DIM, SEED, K
 from freshrec.offline.data.synthetic import LatentFactorConfig
@@ -183,17 +183,7 @@ def run_churn_bench(
     """
     catalog = trained_catalog(LatentFactorConfig(n_items=items), seed=SEED)
     rng = np.random.default_rng(SEED)
-    picked = rng.permutation(catalog.queries.shape[0])
-    queries, users = catalog.queries[picked[:N_USERS]], catalog.queries[picked[N_USERS:]]
-    direction = rng.standard_normal(DIM).astype(np.float32)
-    direction[-1] = 0.0  # the bias component stays the model's
-    direction /= np.linalg.norm(direction)
-    offset = shift * float(np.linalg.norm(catalog.items, axis=1).mean()) * direction
-    queries = queries.copy()
-    # every other user moves: the probe, which keeps the latest searches, sees both kinds
-    queries[::2, :-1] += (
-        float(np.linalg.norm(queries, axis=1).mean()) * direction[:-1] * min(shift, 1.0)
-    )
+    queries, users, offset = _population(catalog, shift, rng)
     namespace = f"bench-churn-{uuid.uuid4().hex[:8]}"
     backend = RedisTableBackend.from_url(redis_url, namespace)
     config = IvfConfig(nprobe=nprobe)
@@ -231,6 +221,39 @@ def run_churn_bench(
         "expiries_per_min": EXPIRE_PER_MIN,
         "minutes": minutes,
         "bootstrap_s": round(bootstrap_s, 2),
+        **_figures(retriever, samples, events),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    name = "churn" if shift == 0 else "churn_shift"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    _plot(result, out / f"retrieval_{name}.png")
+    return result
+
+
+def _population(
+    catalog: Catalog, shift: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sampled users' queries, the other users (upserts move towards them), and the
+    offset every upserted item moves by (`shift` mean item norms along one direction)."""
+    picked = rng.permutation(catalog.queries.shape[0])
+    queries = catalog.queries[picked[:N_USERS]].copy()
+    users = catalog.queries[picked[N_USERS:]]
+    direction = rng.standard_normal(DIM).astype(np.float32)
+    direction[-1] = 0.0  # the bias component stays the model's
+    direction /= np.linalg.norm(direction)
+    offset = shift * float(np.linalg.norm(catalog.items, axis=1).mean()) * direction
+    # every other user moves: the probe, which keeps the latest searches, sees both kinds
+    queries[::2, :-1] += (
+        float(np.linalg.norm(queries, axis=1).mean()) * direction[:-1] * min(shift, 1.0)
+    )
+    return queries, users, offset
+
+
+def _figures(
+    retriever: FaissRetriever, samples: list[dict[str, Any]], events: dict[str, Any]
+) -> dict[str, Any]:
+    """Recall over the run, the drift checks and retrains, and the index's metric lines."""
+    return {
         "min_recall": min(s["recall_at_100"] for s in samples),
         "meets_target": all(s["recall_at_100"] >= 0.95 for s in samples),
         "retrains": retriever.rebuilds,
@@ -247,11 +270,6 @@ def run_churn_bench(
         "metrics": events["metrics"],
         "samples": samples,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    name = "churn" if shift == 0 else "churn_shift"
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    _plot(result, out / f"retrieval_{name}.png")
-    return result
 
 
 def _drive(
