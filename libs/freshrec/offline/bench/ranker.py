@@ -236,7 +236,10 @@ def _wait_http(url: str, timeout_s: float = 60.0) -> None:
 
 
 def _index_items(ranker: str) -> float:
-    text = httpx.get(f"{ranker}/metrics", timeout=5).text
+    try:
+        text = httpx.get(f"{ranker}/metrics", timeout=5).text
+    except httpx.TimeoutException:
+        return 0.0  # busy building a large index: asked again until the deadline
     for line in text.splitlines():
         if line.startswith("freshrec_index_items{"):
             return float(line.rsplit(" ", 1)[1])
