@@ -37,8 +37,46 @@ def bench_table(out: BenchOut = Path("results/bench")) -> None:
 
 
 @bench_app.command("retrieval")
-def bench_retrieval(out: BenchOut = Path("results/bench")) -> None:
-    """Recall@100 and queries/s of the FAISS indexes at 100k items (retrieval.json)."""
+def bench_retrieval(
+    out: BenchOut = Path("results/bench"),
+    catalog: Annotated[
+        str,
+        typer.Option(
+            help="trained, gaussian or clustered: compare exact and IVF at 100,000 and "
+            "--items items (the Gaussian catalog runs alongside). Empty: the short 100k run."
+        ),
+    ] = "",
+    items: Annotated[
+        int, typer.Option(help="Catalog size of the --catalog run (--churn: 100,000 default).")
+    ] = 1_000_000,
+    *,
+    churn: Annotated[
+        bool,
+        typer.Option(help="Recall@100 every 5 s of an IVF index following a churning table."),
+    ] = False,
+    minutes: Annotated[float, typer.Option(help="Length of the --churn run.")] = 3.0,
+    nprobe: Annotated[int, typer.Option(help="The --churn index's nprobe.")] = 128,
+    shift: Annotated[
+        float,
+        typer.Option(help="--churn: upserted items move this many mean item norms (0: in place)."),
+    ] = 0.0,
+) -> None:
+    """Recall@100 and queries/s of the FAISS indexes (retrieval.json; --churn: churn.json)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    if churn:
+        from freshrec.offline.bench.churn import run_churn_bench  # noqa: PLC0415
+
+        size = items if catalog else 100_000
+        result = run_churn_bench(
+            _endpoints()[0], out, minutes=minutes, items=size, nprobe=nprobe, shift=shift
+        )
+        _show("churn", result)
+        return
+    if catalog:
+        from freshrec.offline.bench.retrieval_scale import run_scale_bench  # noqa: PLC0415
+
+        _show("retrieval", run_scale_bench(out, catalog, items))
+        return
     from freshrec.offline.bench.retrieval import run_retrieval_bench  # noqa: PLC0415
 
     _show("retrieval", run_retrieval_bench(out))
@@ -56,13 +94,27 @@ def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
 def bench_ranker(
     out: BenchOut = Path("results/bench"),
     index_kind: Annotated[
-        str, typer.Option(help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).")
+        str,
+        typer.Option(
+            "--index-kind",
+            "--index",
+            help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).",
+        ),
     ] = "flat",
+    items: Annotated[int, typer.Option(help="Items in the ranker's index.")] = 100_000,
+    nprobe: Annotated[int, typer.Option(help="The ivf index's nprobe (0: its default).")] = 0,
 ) -> None:
     """Recommend latency/throughput and end-to-end freshness (ranker.json, freshness.json)."""
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    from freshrec.retrieval.config import RetrieverConfig  # noqa: PLC0415
     from services.cli.bench_ranker import ranker_bench  # noqa: PLC0415
 
-    _show("ranker", ranker_bench(*_endpoints(), out, index_kind=index_kind))
+    knobs: dict[str, object] = {"type": index_kind}
+    if nprobe:
+        knobs["nprobe"] = nprobe
+    index = TypeAdapter(RetrieverConfig).validate_python(knobs)
+    _show("ranker", ranker_bench(*_endpoints(), out, index=index, items=items))
 
 
 @bench_app.command("soak")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freshrec.offline.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
+from freshrec.retrieval.config import RetrieverConfig
 from services.cli import stack
 from services.cli.paths import checkout_dir
 from services.cli.ports import free_port
@@ -26,7 +27,7 @@ __all__ = ["ranker_bench"]
 
 
 def _stack_env(
-    redis_url: str, bootstrap: str, namespace: str, key: str, index_kind: str
+    redis_url: str, bootstrap: str, namespace: str, key: str, index: RetrieverConfig
 ) -> dict[str, str]:
     ports = {name: free_port() for name in ("INGEST", "TRAINER", "RANKER")}
     return {
@@ -39,7 +40,10 @@ def _stack_env(
         "FRESHREC_TRAINER__PUBLISH_INTERVAL_S": "1",
         "FRESHREC_MAX_BATCH_WAIT_S": "0.01",
         "FRESHREC_CANDIDATES": "500",
-        "FRESHREC_INDEX__TYPE": index_kind,
+        **{
+            f"FRESHREC_INDEX__{name.upper()}": str(value)
+            for name, value in index.model_dump(exclude_none=True).items()
+        },
         **{f"FRESHREC_{name}_PORT": str(port) for name, port in ports.items()},
     }
 
@@ -59,11 +63,13 @@ def _baseline_servers(ports: Mapping[str, int]) -> list[subprocess.Popen[bytes]]
     ]  # fmt: skip
 
 
-def ranker_bench(redis_url: str, bootstrap: str, out: Path, index_kind: str) -> dict[str, Any]:
+def ranker_bench(
+    redis_url: str, bootstrap: str, out: Path, index: RetrieverConfig, items: int = 100_000
+) -> dict[str, Any]:
     """Start the stack and the baselines, run the ranker bench against them, stop them all."""
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
-    env = _stack_env(redis_url, bootstrap, namespace, key, index_kind)
+    env = _stack_env(redis_url, bootstrap, namespace, key, index)
     workdir = Path(tempfile.mkdtemp(prefix="freshrec-bench-"))
     noop_port, http_port = free_port(), free_port()
     with stack.use_run_dir(workdir / "run"):
@@ -78,7 +84,14 @@ def ranker_bench(redis_url: str, bootstrap: str, out: Path, index_kind: str) -> 
                 api_key=key,
                 namespace=namespace,
             )
-            return run_ranker_bench(targets, redis_url, out, index_kind=index_kind)
+            return run_ranker_bench(
+                targets,
+                redis_url,
+                out,
+                items=items,
+                index_kind=index.type,
+                index=None if index.type == "flat" else index,
+            )
         finally:
             for server in baselines:
                 server.terminate()

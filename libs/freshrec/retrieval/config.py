@@ -7,7 +7,8 @@ Example (as it would appear in a service's settings, JSON or YAML)::
 - `exact`: numpy brute force (`ExactRetriever`), the reference.
 - `flat`: FAISS `IndexIDMap2(IndexFlatIP)`, exact; cost grows linearly with the catalog.
 - `ivf`: FAISS IVF-flat, approximate; upserts and removals are native, retrained in the
-  background when the catalog has grown or shrunk by `retrain_growth` since training.
+  background when the catalog has grown or shrunk by `retrain_growth` since training, or
+  when a drift check (list imbalance, sampled recall probe) finds the centroids stale.
 - `hnsw`: FAISS HNSW-flat, approximate; removals are tombstones filtered at search time,
   compacted by a background rebuild once `max_dead_fraction` of the graph is dead.
 
@@ -72,6 +73,36 @@ class IvfConfig(StrictModel):
     train_iterations: int = Field(10, ge=1, description="k-means iterations per training.")
     train_points_per_list: int = Field(
         64, ge=39, description="k-means sample size per centroid (bounds training time)."
+    )
+    drift_check_fraction: float = Field(
+        0.01,
+        ge=0.0,
+        description="Check the live index for drift (list imbalance, recall probe) each time "
+        "this fraction of the trained size has been upserted or removed; 0 turns the checks "
+        "off.",
+    )
+    max_imbalance_growth: float = Field(
+        1.5,
+        gt=1.0,
+        description="Retrain in the background when the IVF list imbalance factor has grown "
+        "to this many times its value right after training (items crowd into few lists).",
+    )
+    probe_queries: int = Field(
+        64,
+        ge=0,
+        le=4096,
+        description="Recent real queries kept (one per search call) for the recall probe of "
+        "each drift check; 0 turns the probe off.",
+    )
+    probe_k: int = Field(100, ge=1, description="k of the drift check's recall probe.")
+    max_recall_drop: float = Field(
+        0.03,
+        gt=0.0,
+        lt=1.0,
+        description="Retrain in the background when the probe's recall@probe_k (against an "
+        "exact scan of every list) has fallen this much below the first probe after the last "
+        "training. Relative, so that an nprobe too small for the data does not retrain in a "
+        "loop: only drift does.",
     )
 
 

@@ -16,6 +16,8 @@ __all__ = [
     "INDEX_CHANGES",
     "INDEX_FEED_LAG",
     "INDEX_ITEMS",
+    "INDEX_LIST_IMBALANCE",
+    "INDEX_PROBE_RECALL",
     "INDEX_REBUILDS",
     "INDEX_VERSION",
 ]
@@ -50,8 +52,20 @@ INDEX_APPLY_DELAY = Histogram(
 )
 INDEX_REBUILDS = Counter(
     "freshrec_index_rebuilds_total",
-    "Full index rebuilds, by reason (bootstrap, feed_trimmed, train, grown, shrunk, tombstones).",
+    "Full index rebuilds, by reason (bootstrap, feed_trimmed, manual; train, grown, shrunk, "
+    "imbalance, recall: IVF retrains; tombstones: HNSW compaction).",
     ["index", "reason"],
+)
+INDEX_LIST_IMBALANCE = Gauge(
+    "freshrec_index_list_imbalance",
+    "IVF list imbalance at the last drift check, relative to right after training (1: as "
+    "trained; the index retrains above max_imbalance_growth).",
+    ["index"],
+)
+INDEX_PROBE_RECALL = Gauge(
+    "freshrec_index_probe_recall",
+    "Recall@probe_k of recent real queries against an exact scan, at the last drift check.",
+    ["index"],
 )
 INDEX_CHANGES = Counter(
     "freshrec_index_changes_total",

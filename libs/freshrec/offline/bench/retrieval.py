@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import time
 from pathlib import Path
@@ -34,10 +35,11 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+from freshrec.offline.bench.catalog import make_catalog
 from freshrec.retrieval import FaissRetriever, FlatConfig, HnswConfig, IvfConfig
 from freshrec.table.base import FloatArray, IdArray
 
-__all__ = ["main", "run_retrieval_bench"]
+__all__ = ["main", "measure_search", "run_retrieval_bench"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,44 +58,48 @@ CANDIDATE_BATCH = 32
 REPEATS = 3
 
 
-def _catalog(kind: str, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
-    """`(N_ITEMS, DIM)` items and `(N_QUERIES, DIM)` queries drawn the same way."""
-    if kind == "gaussian":
-        items = rng.standard_normal((N_ITEMS, DIM), dtype=np.float32)
-        queries = rng.standard_normal((N_QUERIES, DIM), dtype=np.float32)
-        return items, queries
-    centres = rng.standard_normal((1_000, DIM), dtype=np.float32)
-
-    def draw(n: int) -> FloatArray:
-        noise = 0.5 * rng.standard_normal((n, DIM), dtype=np.float32)
-        drawn: FloatArray = centres[rng.integers(0, centres.shape[0], size=n)] + noise
-        return drawn
-
-    return draw(N_ITEMS), draw(N_QUERIES)
-
-
 def _recall(found: IdArray, truth: IdArray) -> float:
     hits = [np.intersect1d(f, t).shape[0] for f, t in zip(found, truth, strict=True)]
     return float(np.mean(hits) / K)
 
 
-def _measure(retriever: FaissRetriever, queries: FloatArray, truth: IdArray) -> dict[str, float]:
-    started = time.perf_counter()
-    found, _ = retriever.search(queries, K)
-    batch_s = time.perf_counter() - started
-    latencies: list[float] = []
-    for row in range(N_SINGLE):
-        one = queries[row : row + 1]
+def measure_search(
+    retriever: FaissRetriever, queries: FloatArray, truth: IdArray, repeats: int = 1
+) -> dict[str, float]:
+    """Recall@100 against `truth`, batch and single-query throughput and latency.
+
+    Args:
+        retriever: the index under test.
+        queries: `(Q, D)` queries; the first `N_SINGLE` also run one per call.
+        truth: `(Q, K)` exact top-`K` ids of the queries.
+        repeats: timed passes; the fastest counts (a noisy neighbour slows a pass, never
+            speeds it up).
+
+    Returns:
+        `recall_at_100`, `qps_batch`, `qps_single`, `latency_ms_p50`, `latency_ms_p99`.
+    """
+    batch_s = math.inf
+    best: npt.NDArray[np.float64] | None = None
+    for _ in range(repeats):
         started = time.perf_counter()
-        retriever.search(one, K)
-        latencies.append(time.perf_counter() - started)
-    lat: npt.NDArray[np.float64] = np.array(latencies)
+        found, _ = retriever.search(queries, K)
+        batch_s = min(batch_s, time.perf_counter() - started)
+        latencies: list[float] = []
+        for row in range(N_SINGLE):
+            one = queries[row : row + 1]
+            started = time.perf_counter()
+            retriever.search(one, K)
+            latencies.append(time.perf_counter() - started)
+        lat: npt.NDArray[np.float64] = np.array(latencies)
+        if best is None or lat.sum() < best.sum():
+            best = lat
+    assert best is not None
     return {
         "recall_at_100": round(_recall(found, truth), 4),
         "qps_batch": round(queries.shape[0] / batch_s, 1),
-        "qps_single": round(N_SINGLE / float(lat.sum()), 1),
-        "latency_ms_p50": round(float(np.percentile(lat, 50)) * 1e3, 3),
-        "latency_ms_p99": round(float(np.percentile(lat, 99)) * 1e3, 3),
+        "qps_single": round(N_SINGLE / float(best.sum()), 1),
+        "latency_ms_p50": round(float(np.percentile(best, 50)) * 1e3, 3),
+        "latency_ms_p99": round(float(np.percentile(best, 99)) * 1e3, 3),
     }
 
 
@@ -154,9 +160,8 @@ def run_retrieval_bench(out: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     candidates: dict[str, Any] = {}
     for catalog in ("gaussian", "clustered"):
-        items, queries = _catalog(catalog, rng)
-        ids = np.unique(rng.integers(0, 2**64 - 1, size=N_ITEMS + 1_000, dtype=np.uint64))
-        ids = rng.permutation(ids)[:N_ITEMS]
+        drawn = make_catalog(catalog, N_ITEMS, N_QUERIES, DIM, SEED)
+        ids, items, queries = drawn.ids, drawn.items, drawn.queries
         builds: list[tuple[str, FaissRetriever]] = [
             ("flat", FaissRetriever(DIM, FlatConfig())),
             ("ivf", FaissRetriever(DIM, IvfConfig())),
@@ -186,7 +191,7 @@ def run_retrieval_bench(out: Path) -> dict[str, Any]:
                     "index": name,
                     "params": params,
                     "build_s": build_s,
-                    **_measure(retriever, queries, truth),
+                    **measure_search(retriever, queries, truth),
                 }
                 rows.append(row)
                 logger.info("retrieval bench: %s", row)

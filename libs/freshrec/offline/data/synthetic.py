@@ -34,12 +34,21 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from freshrec.errors import InvalidInput
+from freshrec.table.base import FloatArray
 
-__all__ = ["SyntheticConfig", "SyntheticWorld", "synthetic_events", "write_event_file"]
+__all__ = [
+    "LatentFactorConfig",
+    "LatentFactorWorld",
+    "SyntheticConfig",
+    "SyntheticWorld",
+    "synthetic_events",
+    "write_event_file",
+]
 
 _MASK64 = (1 << 64) - 1
 _DEVICES = ("mobile", "web", "tv")
@@ -310,6 +319,117 @@ class SyntheticWorld:
             if self.item_cluster(item) == want:
                 break
         return item
+
+
+class LatentFactorConfig(BaseModel):
+    """Shape of a latent-factor world: a catalog whose every item is rated a few times."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_items: int = Field(1_000_000, ge=1, description="Items in the catalog.")
+    n_users: int = Field(20_000, ge=2, description="Users in the population.")
+    factors: int = Field(16, ge=2, description="Dimension of the hidden user/item factors.")
+    topics: int = Field(200, ge=1, description="Topic centres the item factors gather around.")
+    topic_spread: float = Field(
+        0.5, ge=0.0, description="Spread of an item's factor around its topic centre."
+    )
+    events_per_item: int = Field(
+        2, ge=1, description="Ratings per item on average: one each, the rest by popularity."
+    )
+    item_zipf: float = Field(1.0, gt=0.0, description="Zipf exponent of item popularity.")
+    candidates: int = Field(
+        32, ge=1, description="Users considered per rating; the best-matching one rates."
+    )
+    temperature: float = Field(
+        0.5, gt=0.0, description="Noise of the choice among candidates (Gumbel scale)."
+    )
+    drift_period_s: float = Field(
+        3600.0, gt=0.0, description="Event time over which every user's taste moves to a new one."
+    )
+    events_per_s: float = Field(200.0, gt=0.0, description="Ratings per second of event time.")
+    start_time: float = Field(1_600_000_000.0, description="Event time of the first rating.")
+
+
+class LatentFactorWorld:
+    """Users and items with hidden factors; ratings follow their inner product, with drift.
+
+    Item `i<k>` has a factor near one of `topics` centres. User `u<k>` has two factors
+    and, at event time `t`, the blend `cos(a) f0 + sin(a) f1` with `a` growing by a quarter
+    turn every `drift_period_s`: tastes drift smoothly. Every item is rated once, and
+    `events_per_item - 1` ratings per item more go to items drawn by Zipf popularity (a
+    few head items get thousands, the tail one): a million-item catalog costs a few
+    million events. Each rating goes to the best of `candidates` random users by affinity
+    plus Gumbel noise, and its value (1-5) grows with the affinity. Arrays:
+    `(n_items, factors)` item factors, `(2, n_users, factors)` user factors, float32.
+
+    Args:
+        config: the world's shape; defaults when None.
+        seed: equal seeds give equal worlds and streams.
+    """
+
+    def __init__(self, config: LatentFactorConfig | None = None, seed: int = 0) -> None:
+        self.config = cfg = config or LatentFactorConfig()
+        self.seed = seed
+        rng = np.random.default_rng(np.random.SeedSequence([seed & _MASK64, 0xFAC7]))
+        scale = 1.0 / math.sqrt(cfg.factors)
+        centres = rng.standard_normal((cfg.topics, cfg.factors), dtype=np.float32)
+        topic = rng.integers(0, cfg.topics, size=cfg.n_items)
+        noise = rng.standard_normal((cfg.n_items, cfg.factors), dtype=np.float32)
+        self.item_factors = (centres[topic] + cfg.topic_spread * noise) * scale
+        shape = (cfg.n_users, cfg.factors)
+        user_topic = rng.integers(0, cfg.topics, size=(2, cfg.n_users))
+        self.user_factors = (
+            centres[user_topic] + cfg.topic_spread * rng.standard_normal((2, *shape))
+        ).astype(np.float32) * scale
+
+    def users_at(self, users: npt.NDArray[np.int64], timestamp: float) -> FloatArray:
+        """`(B, factors)` drifted factors of `(B,)` user indices at `timestamp`."""
+        cfg = self.config
+        angle = 0.5 * math.pi * max(0.0, timestamp - cfg.start_time) / cfg.drift_period_s
+        first, second = self.user_factors[0][users], self.user_factors[1][users]
+        blended: FloatArray = math.cos(angle) * first + math.sin(angle) * second
+        return blended
+
+    def rating_blocks(self, block: int = 8192) -> Iterator[list[dict[str, Any]]]:
+        """The whole stream, `n_items * events_per_item` ratings, in blocks of `block`.
+
+        Args:
+            block: events per yielded list.
+
+        Yields:
+            Lists of event dicts in the wire format of `POST /v1/events`, in event-time order.
+        """
+        cfg = self.config
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed & _MASK64, 0x57EA]))
+        popular = rng.permutation(cfg.n_items)
+        extra = cfg.n_items * (cfg.events_per_item - 1)
+        ranks = [_zipf_index(u, cfg.n_items, cfg.item_zipf) for u in rng.random(extra).tolist()]
+        order = rng.permutation(np.concatenate([np.arange(cfg.n_items), popular[ranks]]))
+        for start in range(0, order.shape[0], block):
+            items = order[start : start + block]
+            clock = cfg.start_time + start / cfg.events_per_s
+            users = rng.integers(0, cfg.n_users, size=(items.shape[0], cfg.candidates))
+            factors = self.users_at(users.reshape(-1), clock).reshape(*users.shape, -1)
+            affinity = np.einsum("bcf,bf->bc", factors, self.item_factors[items])
+            gumbel = -np.log(-np.log(rng.random(affinity.shape) + 1e-12) + 1e-12)
+            chosen = np.argmax(affinity / cfg.temperature + gumbel, axis=1)
+            rows = np.arange(items.shape[0])
+            best = affinity[rows, chosen]
+            value = np.clip(np.rint(3.0 + 2.0 * np.tanh(best)), 1, 5)
+            who = users[rows, chosen]
+            yield [
+                {
+                    "event_id": f"lf{self.seed}-{start + j}",
+                    "type": "rating",
+                    "user_id": f"u{int(who[j])}",
+                    "item_id": f"i{int(items[j])}",
+                    "request_id": None,
+                    "timestamp": round(clock + j / cfg.events_per_s, 3),
+                    "value": float(value[j]),
+                    "context": {},
+                }
+                for j in range(items.shape[0])
+            ]
 
 
 def synthetic_events(

@@ -33,6 +33,8 @@ class IvfIndex(IndexStructure):
         super().__init__(index, dim)
         self.nprobe = nprobe
         self.trained_size = int(index.ntotal)
+        # Baseline of the drift check; an index loaded from disk measures its own.
+        self.trained_imbalance = self.imbalance()
         hashtable = faiss.DirectMap.Hashtable  # type: ignore[attr-defined]  # not in faiss stubs
         if index.direct_map.type != hashtable:
             # The hash-table direct map is what makes remove_ids O(removed).
@@ -59,7 +61,15 @@ class IvfIndex(IndexStructure):
         structure = cls(index, dim, config.nprobe)
         structure.add_new(labels, vectors)
         structure.trained_size = n
+        structure.trained_imbalance = structure.imbalance()
         return structure
+
+    def imbalance(self) -> float:
+        """FAISS's imbalance factor of the list sizes: 1 when all are equal, larger when
+        items crowd into few lists (the expected scan cost relative to even lists)."""
+        if self.size() == 0:
+            return 1.0
+        return float(self.index.invlists.imbalance_factor())
 
     def size(self) -> int:
         return int(self.index.ntotal)
@@ -80,9 +90,11 @@ class IvfIndex(IndexStructure):
     def remove(self, labels: Labels) -> int:
         return self._remove(labels)
 
-    def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
+    def search(
+        self, queries: FloatArray, k: int, nprobe: int | None = None
+    ) -> tuple[Labels, FloatArray]:
         params = faiss.SearchParametersIVF()
-        params.nprobe = min(self.nprobe, int(self.index.nlist))
+        params.nprobe = min(nprobe or self.nprobe, int(self.index.nlist))
         scores, labels = self.index.search(queries, k, params=params)
         return labels, scores
 

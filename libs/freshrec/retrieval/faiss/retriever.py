@@ -10,6 +10,7 @@ old index until that assignment, so they never see a half-built one.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from freshrec.retrieval.base import (
     filter_excluded,
 )
 from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.faiss.drift import DriftCheck, DriftWatch
 from freshrec.retrieval.faiss.flat import FlatIndex
 from freshrec.retrieval.faiss.hnsw import HnswIndex
 from freshrec.retrieval.faiss.ivf import IvfIndex
@@ -138,6 +140,12 @@ class FaissRetriever(Retriever):
         self._rebuilds = 0
         self._retry_rebuild_at = 0.0
         self._closed = False
+        self._drift = (
+            DriftWatch(self._config, name) if isinstance(self._config, IvfConfig) else None
+        )
+        self._drift_reason: str | None = None
+        self._check_thread: threading.Thread | None = None
+        self._drift_checks: collections.deque[DriftCheck] = collections.deque(maxlen=256)
 
     # -- introspection -------------------------------------------------------------------
 
@@ -170,6 +178,11 @@ class FaissRetriever(Retriever):
     def rebuilds(self) -> int:
         """Background rebuilds swapped in since this retriever was created."""
         return self._rebuilds
+
+    @property
+    def drift_checks(self) -> list[DriftCheck]:
+        """The latest drift checks (IVF only; at most 256), oldest first."""
+        return list(self._drift_checks)
 
     @property
     def rebuilding(self) -> bool:
@@ -228,6 +241,7 @@ class FaissRetriever(Retriever):
             if self._journal is not None:
                 self._journal.append(_Op(labels, vec))
             self._version += 1
+            self._note_changes(labels.shape[0])
             self._maybe_start_rebuild()
 
     def remove(self, ids: IdArray) -> int:
@@ -241,6 +255,7 @@ class FaissRetriever(Retriever):
             if self._journal is not None:
                 self._journal.append(_Op(labels, None))
             self._version += 1
+            self._note_changes(labels.shape[0])
             self._maybe_start_rebuild()
         return removed
 
@@ -258,6 +273,9 @@ class FaissRetriever(Retriever):
             self._epoch += 1
             self._journal = None
             self._version += 1
+            self._drift_reason = None
+            if self._drift is not None:
+                self._drift.reset()
             self._maybe_start_rebuild()
 
     # -- search --------------------------------------------------------------------------
@@ -268,6 +286,8 @@ class FaissRetriever(Retriever):
         """Top-k by inner product; `(Q, k)` ids and scores (see `Retriever.search`)."""
         q, excl = check_queries(queries, k, exclude, self._dim)
         n_queries = q.shape[0]
+        if self._drift is not None:
+            self._drift.remember(q)
         with self._lock.read():
             fetch = min(k + exclusion_width(excl), self._structure.size())
             if fetch > 0 and n_queries > 0:
@@ -368,6 +388,8 @@ class FaissRetriever(Retriever):
             if isinstance(structure, FlatIndex):
                 return "train" if n >= config.min_train_size else None
             if isinstance(structure, IvfIndex):
+                if self._drift_reason is not None:
+                    return self._drift_reason
                 trained = max(structure.trained_size, 1)
                 if n >= config.retrain_growth * trained:
                     return "grown"
@@ -387,6 +409,7 @@ class FaissRetriever(Retriever):
         if reason is None:
             return
         epoch = self._epoch
+        self._drift_reason = None
         thread = threading.Thread(
             target=self._rebuild,
             args=(reason, epoch),
@@ -428,6 +451,8 @@ class FaissRetriever(Retriever):
                         self._structure = fresh  # the atomic swap
                         self._journal = None
                         self._rebuilds += 1
+                        if self._drift is not None:
+                            self._drift.reset()
                         self._rebuild_thread = None
                         self._maybe_start_rebuild()
                         break
@@ -449,6 +474,58 @@ class FaissRetriever(Retriever):
                 if self._epoch == epoch:
                     self._journal = None
                 self._retry_rebuild_at = time.monotonic() + _RETRY_AFTER_FAILURE_S
+
+    def _note_changes(self, n: int) -> None:
+        """Count changed ids; start a drift check in the background when one is due.
+        Caller holds the write lock."""
+        structure = self._structure
+        if self._drift is None or self._closed or not isinstance(structure, IvfIndex):
+            return
+        if not self._drift.note_changes(n, structure.trained_size):
+            return
+        running = self._check_thread
+        if self.rebuilding or (running is not None and running.is_alive()):
+            return
+        thread = threading.Thread(
+            target=self._check_drift,
+            args=(structure, self._epoch),
+            name=f"freshrec-index-drift-{self._name}",
+            daemon=True,
+        )
+        self._check_thread = thread
+        thread.start()
+
+    def _check_drift(self, structure: IvfIndex, epoch: int) -> None:
+        if self._drift is None:
+            return
+        try:
+            check = self._drift.check(structure, self._lock.read)
+            self._drift_checks.append(check)
+            logger.info(
+                "index %s: drift check: imbalance %.2fx trained, probe recall %s (after "
+                "training %s) -> %s",
+                self._name,
+                check.imbalance_growth,
+                "n/a" if check.recall is None else f"{check.recall:.3f}",
+                "n/a" if check.baseline_recall is None else f"{check.baseline_recall:.3f}",
+                check.reason or "keep",
+            )
+            if check.reason is None:
+                return
+            with self._lock.write():
+                if self._epoch == epoch and self._structure is structure:
+                    self._drift_reason = check.reason
+                    self._maybe_start_rebuild()
+        except Exception:
+            logger.exception("index %s: drift check failed", self._name)
+
+    def wait_for_drift_check(self, timeout_s: float | None = None) -> bool:
+        """Block until no drift check runs; True when none is running."""
+        thread = self._check_thread
+        if thread is not None:
+            thread.join(timeout_s)
+            return not thread.is_alive()
+        return True
 
     def wait_for_rebuild(self, timeout_s: float | None = None) -> bool:
         """Block until no background rebuild runs (including one the last swap started).
@@ -472,4 +549,5 @@ class FaissRetriever(Retriever):
         """Stop starting rebuilds and wait for a running one to finish or drop."""
         with self._lock.write():
             self._closed = True
+        self.wait_for_drift_check(timeout_s)
         self.wait_for_rebuild(timeout_s)
