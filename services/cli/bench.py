@@ -28,11 +28,22 @@ def _show(name: str, result: object) -> None:
 
 
 @bench_app.command("table")
-def bench_table(out: BenchOut = Path("results/bench")) -> None:
-    """Table lookups/updates against raw MGET/SET at batch 4096 (table.json)."""
-    from freshrec.offline.bench.table import run_table_bench  # noqa: PLC0415
+def bench_table(
+    out: BenchOut = Path("results/bench"),
+    rows: Annotated[
+        int,
+        typer.Option(
+            help="Largest table size; above 200,000 it is measured beside 200,000 (dim 16 only)."
+        ),
+    ] = 200_000,
+    seconds: Annotated[float, typer.Option(help="Time per timed phase.")] = 2.0,
+) -> None:
+    """Both table layouts against raw MGET/SET at batch 4096 on a private Redis (table.json)."""
+    from freshrec.offline.bench.table import DIMS, ROWS, run_table_bench  # noqa: PLC0415
 
-    _show("table", run_table_bench(_endpoints()[0], out))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    dims = DIMS if rows <= ROWS else (16,)
+    _show("table", run_table_bench(out, rows=rows, seconds=seconds, dims=dims))
 
 
 @bench_app.command("retrieval")
