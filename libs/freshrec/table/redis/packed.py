@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from freshrec.errors import ConfigError
 from freshrec.table.base import Rows
+from freshrec.table.ids import mix64
 from freshrec.table.records import IdArray
 from freshrec.table.redis.connection import RedisTransaction
 from freshrec.table.redis.expiry import TOMBSTONES_LUA, RedisExpiry
@@ -87,14 +88,7 @@ def bucket_of_ids(ids: IdArray, buckets: int) -> npt.NDArray[np.uint64]:
     Returns:
         `(N,)` uint64 in ``[0, buckets)``.
     """
-    z = ids.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return z % np.uint64(buckets)
+    return mix64(ids) % np.uint64(buckets)
 
 
 def _hex8(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
