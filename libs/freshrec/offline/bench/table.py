@@ -8,11 +8,12 @@ too), and for each layout (`key`: one Redis key per row; `packed`: rows in small
 to about 32 rows per hash), at batch 4096:
 
 - `bytes_per_row`: growth of INFO `used_memory` per row while the rows are loaded through the
-  store's own batch path (`import_rows`: rows, expiry index, change feed, counters) into an empty
-  server. `row_bytes_sampled`: the rows alone, from `MEMORY USAGE` of sampled keys (a key per row,
-  or a hash per bucket divided by its rows). Baseline `raw_payload_bytes_per_row`: the same
-  growth for plain SETs of `payload_bytes`-sized values (vector + optimizer state, no header)
-  under keys of a row key's length. `payload_bytes` is the bare ``4 * (D + S)``.
+  store's own batch path (`import_rows`: rows, expiry index, change feed, counters), each size
+  into a server holding no other rows of that layout. `row_bytes_sampled`: the rows alone, from
+  `MEMORY USAGE` of sampled keys (a key per row, or a hash per bucket divided by its rows).
+  Baseline `raw_payload_bytes_per_row`: the same growth for plain SETs of `payload_bytes`-sized
+  values (vector + optimizer state, no header) under keys of a row key's length, into an empty
+  server. `payload_bytes` is the bare ``4 * (D + S)``.
 - `lookup_rows_per_s`: `lookup` of random existing ids (vectors decoded to `(B, D)` float32).
   Baseline `raw_mget_rows_per_s`: `client.mget` of plain keys holding values of the encoded
   row's size, as many keys as the table has rows, on the same server.
@@ -20,9 +21,11 @@ to about 32 rows per hash), at batch 4096:
   the rows, expiry index, change-feed XADD and counters. Baselines `raw_set_rows_per_s` (a
   non-transactional pipeline of plain SETs) and `raw_mset_rows_per_s` (one plain MSET).
 
-Timed phases alternate layout/raw in short rounds and report the median round, so load from
-other processes on the machine hits both sides alike. `scaling` holds each layout's rate at the
-largest size over its rate at the smallest. Writes `table.json` and `table.png`.
+Both sizes of a layout and both sizes' raw keys are on the server together while timed, and
+every operation at every size alternates with the others in short rounds (the median round is
+reported), so load from other processes on the machine hits all of them alike. `scaling` holds
+each layout's rate at the largest size over its rate at the smallest, from those same rounds.
+Writes `table.json` and `table.png`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,10 +87,6 @@ def _flush(client: redis.Redis) -> None:
     client.flushall(asynchronous=True)
     while int(client.info("memory").get("lazyfree_pending_objects", 0)):
         time.sleep(0.2)
-
-
-def _median_rate(rounds: list[float], rows: int) -> float:
-    return rows / statistics.median(rounds)
 
 
 def _timed(fn: Callable[[int], None], calls: int, first: int) -> float:
@@ -143,9 +143,9 @@ def bulk_load(store: EmbeddingStore, ids: np.ndarray, label: str, seed: int = 0)
 class _RawKeys:
     """Plain string keys, one per id, as long as a row key; written with whole-batch MSETs."""
 
-    def __init__(self, client: redis.Redis, key_len: int, dim: int) -> None:
+    def __init__(self, client: redis.Redis, key_len: int, tag: str) -> None:
         self.client = client
-        self.prefix = f"{NAMESPACE}:raw{dim}:".encode()
+        self.prefix = f"raw{tag}:".encode()
         self.prefix += b"_" * max(key_len - len(self.prefix) - 8, 0)
         self.head = b"$%d\r\n" % (len(self.prefix) + 8) + self.prefix
 
@@ -174,7 +174,7 @@ def _sampled_row_bytes(client: redis.Redis, store: RedisEmbeddingStore, ids: np.
 
 
 def _timed_rounds(phases: dict[str, Callable[[int], None]], seconds: float) -> dict[str, float]:
-    """Median seconds per 5 calls of each phase, phases alternating in short rounds."""
+    """Median seconds per call of each phase, phases alternating in short rounds of 5 calls."""
     for fn in phases.values():  # warm up connections, scripts and caches
         fn(0)
     calls = 5
@@ -188,106 +188,147 @@ def _timed_rounds(phases: dict[str, Callable[[int], None]], seconds: float) -> d
     return {name: statistics.median(r) / calls for name, r in rounds.items()}
 
 
-def _bench_layout(
+@dataclass
+class _Size:
+    """One table size of a dimension: its ids, raw keys and sampled batches."""
+
+    rows: int
+    ids: np.ndarray
+    raw: _RawKeys
+    id_batches: list[np.ndarray]
+    key_batches: list[list[bytes]]
+
+
+def _phases(
     client: redis.Redis,
-    dim: int,
-    rows: int,
-    layout: Literal["key", "packed"],
-    *,
-    key_len: int,
-    batch: int,
-    seconds: float,
-) -> dict[str, Any]:
-    """Load `rows` rows in `layout` into an empty server, then time them against raw keys."""
-    _flush(client)
-    store = RedisTableBackend(client, NAMESPACE).store(_config(dim, layout, rows))
-    ids = _ids(rows, seed=dim)
-    before = _used_memory(client)
-    bulk_load(store, ids, f"dim {dim}, {rows:,} rows, {layout} layout")
-    figures: dict[str, Any] = {
-        "bytes_per_row": (_used_memory(client) - before) / rows,
-        "row_bytes_sampled": _sampled_row_bytes(client, store, ids),
-    }
-    raw = _RawKeys(client, key_len, dim)
-    row_value = np.random.default_rng(0).bytes(store.dtype.itemsize)
-    raw.load(ids, row_value, f"dim {dim}, {rows:,} raw keys of row size")
-    rng = np.random.default_rng(dim + 1)
-    id_batches = [ids[rng.choice(rows, size=min(batch, rows), replace=False)] for _ in range(16)]
-    key_batches = [raw.keys(b) for b in id_batches]
-    grads = rng.normal(0, 0.1, size=(len(id_batches[0]), dim)).astype(np.float32)
+    stores: dict[int, RedisEmbeddingStore],
+    sizes: list[_Size],
+    row_value: bytes,
+    grads: np.ndarray,
+) -> dict[str, Callable[[int], None]]:
+    """Every timed operation at every size, named ``<op>@<rows>``."""
+    phases: dict[str, Callable[[int], None]] = {}
+    for size in sizes:
+        store, ids, keys = stores[size.rows], size.id_batches, size.key_batches
 
-    def lookup(k: int) -> None:
-        store.lookup(id_batches[k % 16])
+        def lookup(k: int, store: RedisEmbeddingStore = store, ids: list[Any] = ids) -> None:
+            store.lookup(ids[k % 16])
 
-    def raw_mget(k: int) -> None:
-        client.mget(key_batches[k % 16])
+        def update(k: int, store: RedisEmbeddingStore = store, ids: list[Any] = ids) -> None:
+            store.apply_gradients(ids[k % 16], grads, EVENT_TIME + k)
 
-    def update(k: int) -> None:
-        store.apply_gradients(id_batches[k % 16], grads, EVENT_TIME + k)
+        def raw_mget(k: int, keys: list[list[bytes]] = keys) -> None:
+            client.mget(keys[k % 16])
 
-    def raw_set(k: int) -> None:
-        pipe = client.pipeline(transaction=False)
-        for key in key_batches[k % 16]:
-            pipe.set(key, row_value)
-        pipe.execute()
+        def raw_set(k: int, keys: list[list[bytes]] = keys) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key in keys[k % 16]:
+                pipe.set(key, row_value)
+            pipe.execute()
 
-    def raw_mset(k: int) -> None:
-        client.mset(dict.fromkeys(key_batches[k % 16], row_value))
+        def raw_mset(k: int, keys: list[list[bytes]] = keys) -> None:
+            client.mset(dict.fromkeys(keys[k % 16], row_value))
 
-    phases: dict[str, Callable[[int], None]] = {
-        "lookup": lookup,
-        "raw_mget": raw_mget,
-        "update": update,
-        "raw_set": raw_set,
-        "raw_mset": raw_mset,
-    }
-    per_call = _timed_rounds(phases, seconds)
-    n = len(id_batches[0])
-    for name, secs in per_call.items():
-        figures[f"{name}_rows_per_s"] = n / secs
-    figures["lookup_vs_raw_mget"] = figures["lookup_rows_per_s"] / figures["raw_mget_rows_per_s"]
-    figures["update_vs_raw_set"] = figures["update_rows_per_s"] / figures["raw_set_rows_per_s"]
-    if layout == "packed":
-        figures["packed_buckets"] = store.config.packed_buckets
-    _flush(client)
-    return figures
+        for name, fn in (
+            ("lookup", lookup),
+            ("raw_mget", raw_mget),
+            ("update", update),
+            ("raw_set", raw_set),
+            ("raw_mset", raw_mset),
+        ):
+            phases[f"{name}@{size.rows}"] = fn
+    return phases
 
 
-def _raw_payload(client: redis.Redis, dim: int, rows: int, payload: int, key_len: int) -> float:
+def _load_layout(
+    client: redis.Redis, dim: int, layout: Literal["key", "packed"], sizes: list[_Size]
+) -> tuple[dict[int, RedisEmbeddingStore], dict[int, dict[str, Any]]]:
+    """Load every size of `layout` (smallest first), measuring the memory each one adds."""
+    stores: dict[int, RedisEmbeddingStore] = {}
+    figures: dict[int, dict[str, Any]] = {}
+    for k, size in enumerate(sizes):
+        config = _config(dim, layout, size.rows)
+        store = RedisTableBackend(client, f"{NAMESPACE}{k}").store(config)
+        before = _used_memory(client)
+        bulk_load(store, size.ids, f"dim {dim}, {size.rows:,} rows, {layout} layout")
+        figures[size.rows] = {
+            "bytes_per_row": (_used_memory(client) - before) / size.rows,
+            "row_bytes_sampled": _sampled_row_bytes(client, store, size.ids),
+        }
+        if layout == "packed":
+            figures[size.rows]["packed_buckets"] = config.packed_buckets
+        stores[size.rows] = store
+    return stores, figures
+
+
+def _raw_payload(client: redis.Redis, rows: int, payload: int, key_len: int) -> float:
     """INFO used_memory growth per plain SET of a bare payload, into an empty server."""
     _flush(client)
-    raw = _RawKeys(client, key_len, dim)
+    raw = _RawKeys(client, key_len, "p")
     before = _used_memory(client)
-    raw.load(_ids(rows, seed=dim), np.random.default_rng(1).bytes(payload), "raw payload keys")
+    raw.load(_ids(rows, seed=rows), np.random.default_rng(1).bytes(payload), "raw payload keys")
     grown = (_used_memory(client) - before) / rows
     _flush(client)
     return grown
 
 
-def _bench_cell(
-    client: redis.Redis, dim: int, rows: int, *, batch: int, seconds: float
-) -> dict[str, Any]:
-    probe = RedisTableBackend(client, NAMESPACE).store(_config(dim, "key", rows))
+def _bench_dim(
+    client: redis.Redis, dim: int, rows: list[int], *, batch: int, seconds: float
+) -> list[dict[str, Any]]:
+    """Both layouts at every size of one dimension; sizes and raw baselines timed interleaved.
+
+    Each layout's sizes are loaded into a server holding nothing else of that layout, the
+    memory measured as each one loads; the raw keys of every size are loaded after the first
+    layout's memory is measured and stay for both layouts' timing.
+    """
+    probe = RedisTableBackend(client, f"{NAMESPACE}0").store(_config(dim, "key", 1))
     payload = 4 * (dim + probe.width)
     key_len = len(probe.row_keys(np.ones(1, dtype=np.uint64))[0])
-    raw_payload = _raw_payload(client, dim, rows, payload, key_len)
-    cell: dict[str, Any] = {
-        "dim": dim,
-        "rows": rows,
-        "state_width": probe.width,
-        "row_bytes": probe.dtype.itemsize,
-        "payload_bytes": payload,
-        "raw_payload_bytes_per_row": raw_payload,
-        "layouts": {},
+    cells: dict[int, dict[str, Any]] = {
+        n: {
+            "dim": dim,
+            "rows": n,
+            "state_width": probe.width,
+            "row_bytes": probe.dtype.itemsize,
+            "payload_bytes": payload,
+            "raw_payload_bytes_per_row": _raw_payload(client, n, payload, key_len),
+            "layouts": {},
+        }
+        for n in rows
     }
+    rng = np.random.default_rng(dim)
+    sizes = []
+    for k, n in enumerate(rows):
+        ids = _ids(n, seed=dim * 100 + k)
+        picks = [ids[rng.choice(n, size=min(batch, n), replace=False)] for _ in range(16)]
+        raw = _RawKeys(client, key_len, f"{dim}.{k}")
+        sizes.append(_Size(n, ids, raw, picks, [raw.keys(p) for p in picks]))
+    row_value = rng.bytes(probe.dtype.itemsize)
+    grads = rng.normal(0, 0.1, size=(min(batch, rows[0]), dim)).astype(np.float32)
     for layout in LAYOUTS:
-        figures = _bench_layout(
-            client, dim, rows, layout, key_len=key_len, batch=batch, seconds=seconds
-        )
-        figures["bytes_vs_payload"] = figures["bytes_per_row"] / payload
-        figures["bytes_vs_raw_payload"] = figures["bytes_per_row"] / raw_payload
-        cell["layouts"][layout] = figures
-    return cell
+        stores, memory = _load_layout(client, dim, layout, sizes)
+        if layout == LAYOUTS[0]:
+            for size in sizes:
+                size.raw.load(size.ids, row_value, f"dim {dim}, {size.rows:,} raw keys")
+        per_call = _timed_rounds(_phases(client, stores, sizes, row_value, grads), seconds)
+        for size in sizes:
+            figures = memory[size.rows]
+            for name in ("lookup", "raw_mget", "update", "raw_set", "raw_mset"):
+                figures[f"{name}_rows_per_s"] = len(grads) / per_call[f"{name}@{size.rows}"]
+            figures["lookup_vs_raw_mget"] = (
+                figures["lookup_rows_per_s"] / figures["raw_mget_rows_per_s"]
+            )
+            figures["update_vs_raw_set"] = (
+                figures["update_rows_per_s"] / figures["raw_set_rows_per_s"]
+            )
+            figures["bytes_vs_payload"] = figures["bytes_per_row"] / payload
+            raw_payload = cells[size.rows]["raw_payload_bytes_per_row"]
+            figures["bytes_vs_raw_payload"] = figures["bytes_per_row"] / raw_payload
+            cells[size.rows]["layouts"][layout] = figures
+        for store in stores.values():
+            store.clear()
+    _flush(client)
+    return [cells[n] for n in rows]
 
 
 def _scaling(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -339,7 +380,9 @@ def run_table_bench(
         server: dict[str, Any] = client.info("server")
         try:
             cells = [
-                _bench_cell(client, d, n, batch=batch, seconds=seconds) for d in dims for n in sizes
+                cell
+                for d in dims
+                for cell in _bench_dim(client, d, sizes, batch=batch, seconds=seconds)
             ]
         finally:
             client.close()
