@@ -67,6 +67,7 @@ def bench_trainer(
     from freshrec.offline.bench.trainer import run_trainer_bench  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     _show("trainer", run_trainer_bench(_endpoints()[1], out, events=events, ids=ids))
 
 

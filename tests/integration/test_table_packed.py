@@ -12,7 +12,9 @@ from freshrec.errors import ConfigError
 from freshrec.table import InMemoryEmbeddingStore, RedisTableBackend
 from freshrec.table.config import AdagradConfig, ExpiryConfig, TableConfig
 from freshrec.table.redis import PackedRedisEmbeddingStore, RedisEmbeddingStore
+from freshrec.table.redis_cluster.backend import RedisClusterTableBackend
 from freshrec.table.snapshot import restore_snapshot, save_snapshot
+from tests.cluster_servers import ClusterServers
 from tests.integration.test_table_parity import CONFIG, assert_matches_reference
 from tests.private_servers import PrivateRedis
 
@@ -102,3 +104,12 @@ def test_packed_layout_refuses_wall_clock_and_the_one_key_store() -> None:
     client = redis.Redis(port=1)
     with pytest.raises(ConfigError, match="stores layout 'key', not 'packed'"):
         RedisEmbeddingStore(RedisTableBackend(client, "pk"), PACKED)
+
+
+def test_cluster_backend_refuses_a_packed_table(cluster_servers: ClusterServers) -> None:
+    backend = RedisClusterTableBackend.from_nodes(cluster_servers.redis_nodes, "pk")
+    try:
+        with pytest.raises(ConfigError, match="not 'packed'"):
+            backend.store(TableConfig(name="x", dim=4, layout="packed"))
+    finally:
+        backend.close()
