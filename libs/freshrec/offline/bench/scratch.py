@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -63,9 +64,9 @@ def scratch_redis(settings: dict[str, str] | None = None, timeout_s: float = 30.
         yield url
     finally:
         proc.terminate()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
