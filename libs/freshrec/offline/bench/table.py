@@ -85,6 +85,12 @@ def _flush(client: redis.Redis) -> None:
     """Empty the server and wait until it has freed everything (a synchronous FLUSHALL of ten
     million keys outlasts a client's read timeout)."""
     client.flushall(asynchronous=True)
+    _wait_freed(client)
+
+
+def _wait_freed(client: redis.Redis) -> None:
+    """Wait until Redis has freed what FLUSHALL ASYNC or UNLINK handed to its lazy-free thread,
+    so the next memory measurement does not see it shrinking."""
     while int(client.info("memory").get("lazyfree_pending_objects", 0)):
         time.sleep(0.2)
 
@@ -327,6 +333,7 @@ def _bench_dim(
             cells[size.rows]["layouts"][layout] = figures
         for store in stores.values():
             store.clear()
+        _wait_freed(client)
     _flush(client)
     return [cells[n] for n in rows]
 
