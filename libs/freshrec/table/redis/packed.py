@@ -25,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from freshrec.errors import ConfigError
+from freshrec.errors import ConfigError, InvalidInput
 from freshrec.table.base import Rows
 from freshrec.table.ids import mix64
 from freshrec.table.records import IdArray
@@ -213,7 +213,7 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
 
     def export(self, batch_size: int = 4096) -> Iterator[Rows]:
         if batch_size < 1:
-            raise ConfigError("batch_size must be >= 1")
+            raise InvalidInput("batch_size must be >= 1")
         key_len = len(self.bucket_prefix) + 8
         seen: set[bytes] = set()
         fields: list[bytes] = []
