@@ -277,6 +277,7 @@ def run_trainer_bench(
     ids: int = SMALL_IDS,
     rate: float = 5000.0,
     rate_seconds: float = 20.0,
+    small_ids: int = SMALL_IDS,
 ) -> dict[str, Any]:
     """Measure the trainer and write `out/trainer.json` and `out/trainer.png`.
 
@@ -287,13 +288,14 @@ def run_trainer_bench(
         bootstrap: Kafka bootstrap servers.
         out: output directory.
         events: events per stream of the throughput figures.
-        ids: distinct user + item ids of the largest stream; above 100,000 it is measured
-            beside the 100,000-id stream, in the same run.
+        ids: distinct user + item ids of the largest stream; above `small_ids` it is measured
+            beside the `small_ids` stream, in the same run.
         rate: offered events/s for the lag figures.
         rate_seconds: how long the fixed-rate phase lasts.
+        small_ids: distinct ids of the reference stream.
     """
     namespace = f"bench-trainer-{uuid.uuid4().hex[:8]}"
-    sizes = [_bench_size(bootstrap, namespace, n, events) for n in sorted({SMALL_IDS, ids})]
+    sizes = [_bench_size(bootstrap, namespace, n, events) for n in sorted({small_ids, ids})]
     small, large = sizes[0], sizes[-1]
     result: dict[str, Any] = {
         "events_per_s": small["events_per_s"],
