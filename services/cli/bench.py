@@ -29,11 +29,22 @@ def _show(name: str, result: object) -> None:
 
 
 @bench_app.command("table")
-def bench_table(out: BenchOut = Path("results/bench")) -> None:
-    """Table lookups/updates against raw MGET/SET at batch 4096 (table.json)."""
-    from freshrec.offline.bench.table import run_table_bench  # noqa: PLC0415
+def bench_table(
+    out: BenchOut = Path("results/bench"),
+    rows: Annotated[
+        int,
+        typer.Option(
+            help="Largest table size; above 200,000 it is measured beside 200,000 (dim 16 only)."
+        ),
+    ] = 200_000,
+    seconds: Annotated[float, typer.Option(help="Time per timed phase.")] = 2.0,
+) -> None:
+    """Both table layouts against raw MGET/SET at batch 4096 on a private Redis (table.json)."""
+    from freshrec.offline.bench.table import DIMS, ROWS, run_table_bench  # noqa: PLC0415
 
-    _show("table", run_table_bench(_endpoints()[0], out))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    dims = DIMS if rows <= ROWS else (16,)
+    _show("table", run_table_bench(out, rows=rows, seconds=seconds, dims=dims))
 
 
 @bench_app.command("retrieval")
@@ -83,11 +94,20 @@ def bench_retrieval(
 
 
 @bench_app.command("trainer")
-def bench_trainer(out: BenchOut = Path("results/bench")) -> None:
-    """Sustained Kafka → Redis events/s and lag at 5,000 events/s (trainer.json)."""
+def bench_trainer(
+    out: BenchOut = Path("results/bench"),
+    ids: Annotated[
+        int,
+        typer.Option(help="Distinct ids of the largest stream; above 100,000 measured beside it."),
+    ] = 100_000,
+    events: Annotated[int, typer.Option(help="Events per stream.")] = 100_000,
+) -> None:
+    """Kafka → Redis events/s by distinct ids vs raw consume, lag at 5,000/s (trainer.json)."""
     from freshrec.offline.bench.trainer import run_trainer_bench  # noqa: PLC0415
 
-    _show("trainer", run_trainer_bench(*_endpoints(), out))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    _show("trainer", run_trainer_bench(_endpoints()[1], out, events=events, ids=ids))
 
 
 @bench_app.command("ranker")
@@ -160,10 +180,20 @@ def bench_cluster(
 
 
 @bench_app.command("all")
-def bench_all(out: BenchOut = Path("results/bench")) -> None:
-    """Every benchmark above, one after another."""
-    bench_table(out)
-    bench_retrieval(out)
-    bench_trainer(out)
+def bench_all(
+    out: BenchOut = Path("results/bench"),
+    large: Annotated[
+        bool, typer.Option(help="The large sizes too: 10M rows and ids, 1M items, churn.")
+    ] = False,
+) -> None:
+    """Every benchmark above at its default size; --large runs the sizes of
+    docs/performance.md instead (each beside its default size) and the churn run."""
+    bench_table(out, rows=10_000_000 if large else 200_000)
+    if large:
+        bench_retrieval(out, catalog="trained", items=1_000_000)
+        bench_retrieval(out, churn=True)
+    else:
+        bench_retrieval(out)
+    bench_trainer(out, ids=10_000_000 if large else 100_000)
     bench_ranker(out)
-    bench_ranker(out, index_kind="ivf")
+    bench_ranker(out, index_kind="ivf", **({"items": 1_000_000, "nprobe": 224} if large else {}))

@@ -1,31 +1,41 @@
-"""Trainer benchmark: sustained Kafka → Redis throughput, and freshness at a fixed offered rate.
+"""Trainer benchmark: throughput by table size, against a raw consume, and freshness at a rate.
 
-- `events_per_s`: a pre-produced stream of rating events (Zipf users and items) is consumed,
-  trained and committed by the real `TrainingLoop` over the Redis table; events divided by
-  the seconds from the first to the last commit.
+- `sizes`: for 100,000 distinct ids (and, with ``--ids N``, N as well, in the same run) a
+  pre-produced stream of rating events over that many users + items (Zipf) is consumed,
+  trained and committed by the real `TrainingLoop`, in a child process of its own, over a
+  private Redis in which every one of those ids already has its row (loaded through the
+  tables' bulk path before the clock starts). `events_per_s`: events over the seconds from the
+  first to the last commit; `trainer_peak_rss_bytes`: the child's peak resident memory.
+  `raw_consume_records_per_s`, the physical baseline: the same topic read with the same client
+  (kafka-python, the trainer's fetch settings) and no training.
 - `lag_p50_s` / `lag_p99_s`: a separate producer process sends events at a fixed rate (open
   loop), stamping each with the wall time it is handed to Kafka (what ingest stamps as
   `accepted_at`); the trainer reports, per event, the time until its rows were committed.
 
-Run: `freshrec bench trainer` (or `python -m freshrec.offline.bench.trainer`).
+Run: `freshrec bench trainer [--ids 10000000]`. Writes `trainer.json` and `trainer.png`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
+import resource
 import threading
 import time
 import uuid
+from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import redis
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from freshrec.models.features import entity_row_ids
+from freshrec.offline.bench.plots import plot_trainer
+from freshrec.offline.bench.scratch import scratch_redis
+from freshrec.offline.bench.table import bulk_load
 from freshrec.settings import default_table_config_path
 from freshrec.stream.consumer import KafkaEventSource
 from freshrec.stream.events import Event
@@ -34,9 +44,10 @@ from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
 
-__all__ = ["bench_event", "run_trainer_bench", "zipf_draws"]
+__all__ = ["SMALL_IDS", "bench_event", "run_trainer_bench", "zipf_draws"]
 
 _T0 = 1_700_000_000.0
+SMALL_IDS = 100_000
 
 
 def bench_event(n: int, user: int, item: int, ts: float) -> Event:
@@ -52,9 +63,7 @@ def bench_event(n: int, user: int, item: int, ts: float) -> Event:
     )
 
 
-def zipf_draws(
-    n: int, seed: int, *, users: int = 50_000, items: int = 20_000
-) -> tuple[np.ndarray, np.ndarray]:
+def zipf_draws(n: int, seed: int, *, users: int, items: int) -> tuple[np.ndarray, np.ndarray]:
     """Zipf-distributed user and item numbers of `n` events, below `users` and `items`.
 
     Returns:
@@ -64,13 +73,18 @@ def zipf_draws(
     return rng.zipf(1.2, size=n) % users, rng.zipf(1.1, size=n) % items
 
 
+def _draws(n: int, seed: int, distinct: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zipf user and item numbers, `distinct // 2` users and the rest items."""
+    return zipf_draws(n, seed, users=distinct // 2, items=distinct - distinct // 2)
+
+
 def _produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, seed: int) -> None:
     """Child process: send `rate` events/s for `seconds`, open loop, stamped at send time."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2
     )
     total = int(rate * seconds)
-    users, items = zipf_draws(total, seed)
+    users, items = _draws(total, seed, SMALL_IDS)
     start = time.time()
     for n in range(total):
         due = start + n / rate
@@ -121,95 +135,203 @@ def _drain(
     return time.perf_counter() - first, lags
 
 
-def _cleanup(client: redis.Redis, namespace: str) -> None:
-    keys = list(client.scan_iter(match=f"{namespace}:*", count=5000))
-    for start in range(0, len(keys), 5000):
-        client.delete(*keys[start : start + 5000])
+def _produce(bootstrap: str, topic: str, events: int, distinct: int) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
+    )
+    users, items = _draws(events, 1, distinct)
+    for n in range(events):
+        event = bench_event(n, int(users[n]), int(items[n]), _T0 + n * 0.01)
+        # accepted after the last event time: none of them lies in ingest's future
+        producer.send(
+            topic, key=str(event.user_id).encode(), value=encode_event(event, _T0 + events)
+        )
+    producer.flush(timeout=120)
+    producer.close()
+
+
+def _raw_consume(bootstrap: str, topic: str, events: int) -> float:
+    """Records/s of kafka-python reading the topic with the trainer's fetch settings, no work."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=2048,
+        fetch_max_bytes=32 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    seen = 0
+    first = last = 0.0
+    deadline = time.monotonic() + 300
+    while seen < events and time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=500, max_records=2048)
+        got = sum(len(records) for records in batch.values())
+        if got:
+            # Timed as the trainer is: every record over the span from first to last batch.
+            last = time.perf_counter()
+            first = first or last
+            seen += got
+    consumer.close()
+    return seen / (last - first) if last > first else 0.0
+
+
+def _preload(url: str, namespace: str, distinct: int) -> None:
+    """Give every user and item of the stream its row, through the tables' bulk path."""
+    tables = load_tables(default_table_config_path())
+    client = redis.Redis.from_url(url, socket_timeout=300)
+    backend = RedisTableBackend(client, namespace)
+    halves: list[tuple[Literal["user", "item"], str, int]] = [
+        ("user", "u", distinct // 2),
+        ("item", "i", distinct - distinct // 2),
+    ]
+    for name, prefix, count in halves:
+        chunks = [
+            entity_row_ids(name, (f"{prefix}{k}" for k in range(at, min(at + 10**6, count))))
+            for at in range(0, count, 10**6)
+        ]
+        ids = np.concatenate(chunks)
+        bulk_load(backend.store(tables[name]), ids, f"{count:,} {name} rows")
+    client.close()
+
+
+def _train_child(
+    url: str, namespace: str, bootstrap: str, topic: str, *, events: int, out: Queue[Any]
+) -> None:
+    """Child process: train the whole topic; report its seconds and the process's memory."""
+    client = redis.Redis.from_url(url, socket_timeout=300)
+    loop = _loop(client, namespace, bootstrap, topic)
+    ready_rss = _rss_bytes()
+    seconds, _ = _drain(loop, topic, events, timeout_s=1800)
+    loop.source.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out.put({"seconds": seconds, "rss_ready_bytes": ready_rss, "peak_rss_bytes": peak})
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def _bench_size(bootstrap: str, namespace: str, distinct: int, events: int) -> dict[str, Any]:
+    """Trainer events/s and raw consume records/s over `distinct` ids, on a private Redis."""
+    topic = f"{namespace}.ids{distinct}"
+    ensure_topics(bootstrap, {topic: 1})
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="freshrec-bench")
+    try:
+        _produce(bootstrap, topic, events, distinct)
+        raw = _raw_consume(bootstrap, topic, events)
+        with scratch_redis() as url:
+            _preload(url, namespace, distinct)
+            context = multiprocessing.get_context("spawn")
+            results: Queue[Any] = context.Queue()
+            child = context.Process(
+                target=_train_child,
+                args=(url, namespace, bootstrap, topic),
+                kwargs={"events": events, "out": results},
+            )
+            child.start()
+            figures = results.get(timeout=1800)
+            child.join(timeout=60)
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
+    events_per_s = events / figures["seconds"]
+    return {
+        "distinct_ids": distinct,
+        "events": events,
+        "events_per_s": round(events_per_s, 1),
+        "raw_consume_records_per_s": round(raw, 1),
+        "events_vs_raw_consume": round(events_per_s / raw, 3) if raw else None,
+        "trainer_rss_ready_bytes": figures["rss_ready_bytes"],
+        "trainer_peak_rss_bytes": figures["peak_rss_bytes"],
+    }
+
+
+def _paced_lag(bootstrap: str, namespace: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Freshness at a fixed offered rate: per event, send to rows committed."""
+    topic = f"{namespace}.paced"
+    ensure_topics(bootstrap, {topic: 1})
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="freshrec-bench")
+    try:
+        with scratch_redis() as url:
+            client = redis.Redis.from_url(url)
+            loop = _loop(client, f"{namespace}-b", bootstrap, topic)
+            child = multiprocessing.get_context("spawn").Process(
+                target=_produce_paced, args=(bootstrap, topic, rate, seconds, 2)
+            )
+            child.start()
+            _, lags = _drain(loop, topic, int(rate * seconds), timeout_s=seconds + 120)
+            child.join(timeout=30)
+            loop.source.close()
+            client.close()
+    finally:
+        admin.delete_topics([topic])
+        admin.close()
+    lag = np.array(lags)
+    return {
+        "offered_rate_per_s": rate,
+        "lag_events": int(lag.shape[0]),
+        "lag_p50_s": round(float(np.percentile(lag, 50)), 4),
+        "lag_p99_s": round(float(np.percentile(lag, 99)), 4),
+    }
 
 
 def run_trainer_bench(
-    redis_url: str,
     bootstrap: str,
     out: Path,
     *,
     events: int = 100_000,
+    ids: int = SMALL_IDS,
     rate: float = 5000.0,
     rate_seconds: float = 20.0,
+    small_ids: int = SMALL_IDS,
 ) -> dict[str, Any]:
-    """Measure the trainer and write `out/trainer.json`.
+    """Measure the trainer and write `out/trainer.json` and `out/trainer.png`.
+
+    Every table lives on a private Redis the benchmark starts per phase; Kafka topics are
+    created on `bootstrap` and deleted afterwards.
 
     Args:
-        redis_url: the Redis the table lives in (a scratch namespace is used and removed).
-        bootstrap: Kafka bootstrap servers (scratch topics are created and deleted).
+        bootstrap: Kafka bootstrap servers.
         out: output directory.
-        events: size of the pre-produced stream for the throughput figure.
+        events: events per stream of the throughput figures.
+        ids: distinct user + item ids of the largest stream; above `small_ids` it is measured
+            beside the `small_ids` stream, in the same run.
         rate: offered events/s for the lag figures.
         rate_seconds: how long the fixed-rate phase lasts.
+        small_ids: distinct ids of the reference stream.
     """
-    client = redis.Redis.from_url(redis_url)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="freshrec-bench")
     namespace = f"bench-trainer-{uuid.uuid4().hex[:8]}"
-    topics = [f"{namespace}.sustained", f"{namespace}.paced"]
-    ensure_topics(bootstrap, {t: 1 for t in topics})
-    try:
-        producer = KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
-        )
-        users, items = zipf_draws(events, seed=1)
-        for n in range(events):
-            event = bench_event(n, int(users[n]), int(items[n]), _T0 + n * 0.01)
-            key = str(event.user_id).encode()
-            # accepted after the last event time: none of them lies in ingest's future
-            producer.send(topics[0], key=key, value=encode_event(event, _T0 + events))
-        producer.flush(timeout=120)
-        producer.close()
-
-        loop = _loop(client, f"{namespace}-a", bootstrap, topics[0])
-        seconds, _ = _drain(loop, topics[0], events, timeout_s=600)
-        loop.source.close()
-        events_per_s = events / seconds
-
-        loop = _loop(client, f"{namespace}-b", bootstrap, topics[1])
-        child = multiprocessing.get_context("spawn").Process(
-            target=_produce_paced, args=(bootstrap, topics[1], rate, rate_seconds, 2)
-        )
-        child.start()
-        _, lags = _drain(loop, topics[1], int(rate * rate_seconds), timeout_s=rate_seconds + 120)
-        child.join(timeout=30)
-        loop.source.close()
-        lag = np.array(lags)
-        result = {
-            "events_per_s": round(events_per_s, 1),
-            "events": events,
-            "offered_rate_per_s": rate,
-            "lag_events": int(lag.shape[0]),
-            "lag_p50_s": round(float(np.percentile(lag, 50)), 4),
-            "lag_p99_s": round(float(np.percentile(lag, 99)), 4),
-            "batch_size": 2048,
-            "targets": {"events_per_s": ">= 20000", "lag_p99_s": "< 1.0"},
-        }
-    finally:
-        for ns in (f"{namespace}-a", f"{namespace}-b"):
-            _cleanup(client, ns)
-        admin.delete_topics(topics)
-        admin.close()
-        client.close()
+    sizes = [_bench_size(bootstrap, namespace, n, events) for n in sorted({small_ids, ids})]
+    small, large = sizes[0], sizes[-1]
+    result: dict[str, Any] = {
+        "events_per_s": small["events_per_s"],
+        "events": events,
+        "raw_consume_records_per_s": small["raw_consume_records_per_s"],
+        "events_vs_raw_consume": small["events_vs_raw_consume"],
+        **_paced_lag(bootstrap, namespace, rate, rate_seconds),
+        "batch_size": 2048,
+        "sizes": sizes,
+        "large_vs_small_events_per_s": round(large["events_per_s"] / small["events_per_s"], 3),
+        "definitions": {
+            "events_per_s": "events of a pre-produced topic trained and committed by the real "
+            "TrainingLoop (a child process), over the seconds from its first to its last commit",
+            "raw_consume_records_per_s": "kafka-python reading the same topic with the trainer's "
+            "fetch settings and no work, first to last record",
+            "distinct_ids": "user + item ids the stream draws from (Zipf); each has a row, "
+            "loaded before the clock starts",
+            "trainer_peak_rss_bytes": "ru_maxrss of the training child process",
+        },
+        "targets": {
+            "events_per_s": ">= 20000",
+            "lag_p99_s": "< 1.0",
+            "large_vs_small_events_per_s": ">= 0.8",
+            "events_vs_raw_consume": ">= 0.5",
+        },
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "trainer.json").write_text(json.dumps(result, indent=2))
+    plot_trainer(sizes, out / "trainer.png")
     return result
-
-
-def main() -> None:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
-    parser.add_argument("--events", type=int, default=100_000)
-    args = parser.parse_args()
-    result = run_trainer_bench(args.redis_url, args.bootstrap, args.out, events=args.events)
-    print(json.dumps(result, indent=2))  # noqa: T201
-
-
-if __name__ == "__main__":
-    main()

@@ -9,6 +9,7 @@ import redis
 
 from freshrec.table.config import TableConfig
 from freshrec.table.redis.connection import RedisConnection
+from freshrec.table.redis.packed import PackedRedisEmbeddingStore
 from freshrec.table.redis.store import RedisEmbeddingStore
 
 __all__ = ["RedisTableBackend"]
@@ -38,5 +39,9 @@ class RedisTableBackend(RedisConnection):
         feed_maxlen: int = 100_000,
         clock: Callable[[], float] = time.time,
     ) -> RedisEmbeddingStore:
-        """The store of table `config.name` (see `RedisEmbeddingStore` for the arguments)."""
-        return RedisEmbeddingStore(self, config, feed_maxlen=feed_maxlen, clock=clock)
+        """The store of table `config.name` (see `RedisEmbeddingStore` for the arguments).
+
+        A table with ``layout: packed`` opens as a `PackedRedisEmbeddingStore`.
+        """
+        kind = PackedRedisEmbeddingStore if config.layout == "packed" else RedisEmbeddingStore
+        return kind(self, config, feed_maxlen=feed_maxlen, clock=clock)

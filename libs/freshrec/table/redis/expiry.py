@@ -22,14 +22,14 @@ from freshrec.table.expiry import bucket_width, event_cutoff, pending_generation
 from freshrec.table.records import IdArray
 from freshrec.table.redis.keys import TableKeys, unpack_ids
 
-__all__ = ["RedisExpiry"]
+__all__ = ["TOMBSTONES_LUA", "RedisExpiry"]
 
 # Ids per Lua call when expiring, so one call blocks Redis for milliseconds, not seconds.
 _EXPIRE_CHUNK = 4096
 
 # Announces the ids in the Lua list `gone` on the change feed (KEYS[1], trimmed to about
 # ARGV[2] entries) and counts them in the table's counters (KEYS[2]); shared by both scripts.
-_TOMBSTONES_LUA = """
+TOMBSTONES_LUA = """
 if #gone > 0 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'op', 'delete', 'ids',
              table.concat(gone))
@@ -53,7 +53,7 @@ for i = 3, #KEYS do
   end
 end
 """
-    + _TOMBSTONES_LUA
+    + TOMBSTONES_LUA
     + """
 return table.concat(gone)
 """
@@ -73,7 +73,7 @@ for i = 3, #KEYS do
   end
 end
 """
-    + _TOMBSTONES_LUA
+    + TOMBSTONES_LUA
     + """
 return {table.concat(gone), table.concat(waiting)}
 """
@@ -159,9 +159,7 @@ class RedisExpiry:
             ids = ids[[i not in done for i in ids.tolist()]] if done else ids
             if not ids.size:
                 return
-            keys = [self.keys.feed.encode(), self.keys.stats.encode(), *self.keys.rows(ids)]
-            out = self._event_script(keys=keys, args=[repr(cutoff), self.feed_maxlen])
-            gone = unpack_ids(cast(bytes, out))
+            gone = self._expire_rows(ids, cutoff)
             done.update(gone.tolist())
             removed.append(gone)
 
@@ -176,6 +174,12 @@ class RedisExpiry:
             self._scan_bucket(bucket, process, finish)
         self._drop_pending_generations(watermark)
         return np.concatenate(removed) if removed else np.zeros(0, dtype=np.uint64)
+
+    def _expire_rows(self, ids: IdArray, cutoff: float) -> IdArray:
+        """Remove the rows of unique `ids` last updated before `cutoff`; the ids removed."""
+        keys = [self.keys.feed.encode(), self.keys.stats.encode(), *self.keys.rows(ids)]
+        out = self._event_script(keys=keys, args=[repr(cutoff), self.feed_maxlen])
+        return unpack_ids(cast(bytes, out))
 
     def _drop_pending_generations(self, watermark: float) -> None:
         expiry = self.config.expiry

@@ -64,6 +64,7 @@ T = TypeVar("T")
 # Redis's own cost per key on a 64-bit build (dict entry, key and value headers, allocator
 # rounding), used to estimate `TableStats.bytes`; the table benchmark measures the real figure.
 KEY_OVERHEAD_BYTES = 64
+_PENDING_BYTES = 8 + 4 + KEY_OVERHEAD_BYTES // 2
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class RedisEmbeddingStore(EmbeddingStore):
             table passes one shard's hash-tagged keys (`TableKeys.of` with a tag).
     """
 
+    layout = "key"
+
     def __init__(
         self,
         backend: RedisConnection,
@@ -102,6 +105,9 @@ class RedisEmbeddingStore(EmbeddingStore):
     ) -> None:
         if feed_maxlen < 1:
             raise ConfigError("feed_maxlen must be >= 1")
+        if config.layout != self.layout:
+            msg = f"{type(self).__name__} stores layout {self.layout!r}, not {config.layout!r}"
+            raise ConfigError(f"table {config.name!r}: {msg} (only a single server packs rows)")
         self.backend = backend
         self.client = backend.client
         self.namespace = backend.namespace
@@ -120,7 +126,10 @@ class RedisEmbeddingStore(EmbeddingStore):
         self.pending_set_key = self.keys.pending_set
         self.feed_key = self.keys.feed
         self._generation = 0
-        self._expiry = RedisExpiry(self.client, self.keys, config, clock, feed_maxlen)
+        self._expiry = self._make_expiry()
+
+    def _make_expiry(self) -> RedisExpiry:
+        return RedisExpiry(self.client, self.keys, self.config, self.clock, self.feed_maxlen)
 
     # ---- keys and plumbing -------------------------------------------------------------
 
@@ -314,14 +323,7 @@ class RedisEmbeddingStore(EmbeddingStore):
     def _stage_rows(self, txn: RedisTransaction, plan: UpdatePlan, now: float) -> None:
         """Stage the rows: one MSET, or one SET PXAT per row on wall-clock tables."""
         n = int(plan.ids.shape[0])
-        values = encode_records(
-            self.dtype,
-            plan.vectors,
-            plan.state,
-            event_time=plan.event_time,
-            wall_time=plan.wall_time,
-            count=plan.count,
-        )
+        values = self._encode_plan(plan)
         value_head = b"\r\n$%d\r\n" % self.dtype.itemsize
         expiry = self.config.expiry
         if expiry is not None and expiry.clock == "wall":
@@ -338,6 +340,17 @@ class RedisEmbeddingStore(EmbeddingStore):
             n, [self._key_head, id_bytes(plan.ids), value_head, values, b"\r\n"]
         )
         txn.stage_packed(command, 1)
+
+    def _encode_plan(self, plan: UpdatePlan) -> npt.NDArray[np.uint8]:
+        """`(N, row_bytes)` uint8: the encoded rows of `plan`."""
+        return encode_records(
+            self.dtype,
+            plan.vectors,
+            plan.state,
+            event_time=plan.event_time,
+            wall_time=plan.wall_time,
+            count=plan.count,
+        )
 
     def _stage_feed(self, txn: RedisTransaction, op: ChangeOp, ids: IdArray) -> None:
         txn.stage(
@@ -485,14 +498,17 @@ class RedisEmbeddingStore(EmbeddingStore):
             return int(counters.get(name.encode(), b"0"))
 
         rows = max(counter("rows"), 0)
-        per_row = len(self._row_prefix) + 8 + self.dtype.itemsize + KEY_OVERHEAD_BYTES
         return TableStats(
             rows=rows,
-            bytes=rows * per_row + sum(sizes) + pending * (8 + 4 + KEY_OVERHEAD_BYTES // 2),
+            bytes=rows * self._row_bytes_estimate() + sum(sizes) + pending * _PENDING_BYTES,
             created_total=counter("created_total"),
             filtered_total=counter("filtered_total"),
             expired_total=counter("expired_total"),
         )
+
+    def _row_bytes_estimate(self) -> int:
+        """Memory one row takes in Redis, for `stats` (the table benchmark measures it)."""
+        return len(self._row_prefix) + 8 + self.dtype.itemsize + KEY_OVERHEAD_BYTES
 
     def export(self, batch_size: int = 4096) -> Iterator[Rows]:
         if batch_size < 1:
