@@ -36,7 +36,7 @@ from freshrec.table import RedisTableBackend, TableBackend, open_backend
 from freshrec.table.backends import redis_backend_config
 from freshrec.table.redis_cluster import RedisClusterTableBackend
 
-__all__ = ["TrainerScaling", "tree_cpu_s"]
+__all__ = ["TrainerScaling", "partitioned_stream", "tree_cpu_s"]
 
 PARTITIONS = 6
 USERS = 3_000
@@ -73,8 +73,15 @@ def tree_cpu_s(root: int) -> float:
     return sum(ticks.get(pid, 0) for pid in tree) / _TICK
 
 
-def _stream(events: int, seed: int) -> tuple[list[int], list[Event]]:
-    """(partition, event) of the stream; the first ITEMS * PARTITIONS put each item on each."""
+def partitioned_stream(events: int, seed: int) -> tuple[list[int], list[Event]]:
+    """The bench's stream: each event's partition (its user's), and the events.
+
+    Zipf users and items below `USERS` and `ITEMS`; the first `ITEMS * PARTITIONS` events
+    put every item on every partition, so every item row is updated from every partition.
+
+    Returns:
+        (partitions, events), both of length `events`.
+    """
     users, items = zipf_draws(events, seed, users=USERS, items=ITEMS)
     cover = min(events, ITEMS * PARTITIONS)
     k = np.arange(cover)
@@ -113,7 +120,7 @@ class _Phase:
 
     def produce(self, events: int) -> None:
         ensure_topics(self.bootstrap, {self.topic: PARTITIONS}, timeout_s=30)
-        partitions, stream = _stream(events, seed=11)
+        partitions, stream = partitioned_stream(events, seed=11)
         producer = KafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
         )
