@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 from kafka import KafkaProducer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from freshrec.offline.bench.soak import ready
 from freshrec.offline.bench.trainer import bench_event, zipf_draws
@@ -224,8 +226,25 @@ class TrainerScaling:
     events: int = 30_000
     phase_timeout_s: float = 300.0
 
-    def measure(self, redis_url: str, cluster_nodes: str, bootstrap: str, n: int) -> dict[str, Any]:
-        """Stream `events` through `n` trainers on the given servers; their CPU and wall time."""
+    def measure(
+        self,
+        redis_url: str,
+        cluster_nodes: str,
+        bootstrap: str,
+        n: int,
+        shown: Callable[[int], None] = lambda _: None,
+    ) -> dict[str, Any]:
+        """Stream `events` through `n` trainers on the given servers; their CPU and wall time.
+
+        Args:
+            shown: called with the committed count while the trainers train (progress).
+        """
+
+        def committed() -> int:
+            count = _committed(backend, phase.group)
+            shown(count)
+            return count
+
         with tempfile.TemporaryDirectory(prefix="freshrec-bench-trainers-") as logs:
             phase = _Phase(redis_url, cluster_nodes, bootstrap, self.command, Path(logs))
             backend = phase.backend()
@@ -242,7 +261,7 @@ class TrainerScaling:
                 _wait(
                     phase,
                     f"{n} trainers: {self.events} events committed",
-                    lambda: _committed(backend, phase.group) >= self.events,
+                    lambda: committed() >= self.events,
                     deadline,
                 )
                 wall_s = time.perf_counter() - started
@@ -270,8 +289,17 @@ class TrainerScaling:
             `cluster` (one entry per count), `single_node` (one trainer), the ratios of 2 and 3
             trainers' events per CPU-second to one's, and the target.
         """
-        cluster = [self.measure(redis_url, cluster_nodes, cluster_bootstrap, n) for n in (1, 2, 3)]
-        single = self.measure(redis_url, "", bootstrap, 1)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True)) as bar:
+
+            def phase(nodes: str, kafka: str, n: int, where: str) -> dict[str, Any]:
+                task = bar.add_task(f"{n} trainer(s), {where}", total=self.events)
+                return self.measure(
+                    redis_url, nodes, kafka, n, lambda done: bar.update(task, completed=done)
+                )
+
+            cluster = [phase(cluster_nodes, cluster_bootstrap, n, "cluster") for n in (1, 2, 3)]
+            single = phase("", bootstrap, 1, "single node")
         base = cluster[0]["events_per_cpu_s"]
         return {
             "cluster": cluster,
