@@ -7,7 +7,9 @@ every item touched from every partition; then n trainer processes (the service, 
 `trainer-0..n-1`, batch size 256). The CPU of every process of each trainer's tree (utime +
 stime + reaped children's, from `/proc/<pid>/stat`) is read when all n answer `/readyz` and
 again when the group's committed offsets reach the end of the stream; events per CPU-second
-is the events committed in between over that CPU. Every phase has a deadline; the trainers are
+is the events committed in between over that CPU. Then the trainers idle for `IDLE_S`: their
+CPU per trainer-second with nothing to train is the part of the cost each process adds by
+running at all. Every phase has a deadline; the trainers are
 stopped, the namespace's keys wiped and its topics deleted whatever happens.
 """
 
@@ -44,6 +46,7 @@ PARTITIONS = 6
 USERS = 3_000
 ITEMS = 1_000
 BATCH = 256
+IDLE_S = 5.0
 _T0 = 1_700_000_000.0
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -265,7 +268,11 @@ class TrainerScaling:
                     deadline,
                 )
                 wall_s = time.perf_counter() - started
-                cpu_s = sum(tree_cpu_s(p.pid) for p in phase.procs) - cpu_before
+                cpu_after = sum(tree_cpu_s(p.pid) for p in phase.procs)
+                cpu_s = cpu_after - cpu_before
+                # what the trainers burn with nothing to train: polls, heartbeats, publishing
+                time.sleep(IDLE_S)
+                idle_s = sum(tree_cpu_s(p.pid) for p in phase.procs) - cpu_after
             finally:
                 phase.stop()
                 backend.close()
@@ -278,6 +285,7 @@ class TrainerScaling:
             "cpu_s": round(cpu_s, 2),
             "wall_s": round(wall_s, 2),
             "events_per_cpu_s": round(measured / cpu_s, 1),
+            "idle_cpu_s_per_trainer_s": round(idle_s / (n * IDLE_S), 4),
         }
 
     def run(
