@@ -110,13 +110,13 @@ class _Phase:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
 
-    @property
-    def group(self) -> str:
-        return f"{self.namespace}-group"
+    group: str = ""
+    topic: str = ""
 
-    @property
-    def topic(self) -> str:
-        return f"{self.namespace}.events"
+    def __post_init__(self) -> None:
+        # the group the trainers are given; the events topic the service names after the namespace
+        self.group = f"{self.namespace}-group"
+        self.topic = f"{self.namespace}.events"
 
     def backend(self) -> TableBackend:
         return open_backend(
