@@ -7,7 +7,9 @@ every item touched from every partition; then n trainer processes (the service, 
 `trainer-0..n-1`, batch size 256). The CPU of every process of each trainer's tree (utime +
 stime + reaped children's, from `/proc/<pid>/stat`) is read when all n answer `/readyz` and
 again when the group's committed offsets reach the end of the stream; events per CPU-second
-is the events committed in between over that CPU. Every phase has a deadline; the trainers are
+is the events committed in between over that CPU. Then the trainers idle for `IDLE_S`: their
+CPU per trainer-second with nothing to train is the part of the cost each process adds by
+running at all. Every phase has a deadline; the trainers are
 stopped, the namespace's keys wiped and its topics deleted whatever happens.
 """
 
@@ -26,6 +28,8 @@ from typing import Any
 
 import numpy as np
 from kafka import KafkaProducer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from freshrec.offline.bench.soak import ready
 from freshrec.offline.bench.trainer import bench_event, zipf_draws
@@ -36,12 +40,13 @@ from freshrec.table import RedisTableBackend, TableBackend, open_backend
 from freshrec.table.backends import redis_backend_config
 from freshrec.table.redis_cluster import RedisClusterTableBackend
 
-__all__ = ["TrainerScaling", "tree_cpu_s"]
+__all__ = ["TrainerScaling", "partitioned_stream", "tree_cpu_s"]
 
 PARTITIONS = 6
 USERS = 3_000
 ITEMS = 1_000
 BATCH = 256
+IDLE_S = 5.0
 _T0 = 1_700_000_000.0
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -73,8 +78,15 @@ def tree_cpu_s(root: int) -> float:
     return sum(ticks.get(pid, 0) for pid in tree) / _TICK
 
 
-def _stream(events: int, seed: int) -> tuple[list[int], list[Event]]:
-    """(partition, event) of the stream; the first ITEMS * PARTITIONS put each item on each."""
+def partitioned_stream(events: int, seed: int) -> tuple[list[int], list[Event]]:
+    """The bench's stream: each event's partition (its user's), and the events.
+
+    Zipf users and items below `USERS` and `ITEMS`; the first `ITEMS * PARTITIONS` events
+    put every item on every partition, so every item row is updated from every partition.
+
+    Returns:
+        (partitions, events), both of length `events`.
+    """
     users, items = zipf_draws(events, seed, users=USERS, items=ITEMS)
     cover = min(events, ITEMS * PARTITIONS)
     k = np.arange(cover)
@@ -98,13 +110,13 @@ class _Phase:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
 
-    @property
-    def group(self) -> str:
-        return f"{self.namespace}-group"
+    group: str = ""
+    topic: str = ""
 
-    @property
-    def topic(self) -> str:
-        return f"{self.namespace}.events"
+    def __post_init__(self) -> None:
+        # the group the trainers are given; the events topic the service names after the namespace
+        self.group = f"{self.namespace}-group"
+        self.topic = f"{self.namespace}.events"
 
     def backend(self) -> TableBackend:
         return open_backend(
@@ -113,7 +125,7 @@ class _Phase:
 
     def produce(self, events: int) -> None:
         ensure_topics(self.bootstrap, {self.topic: PARTITIONS}, timeout_s=30)
-        partitions, stream = _stream(events, seed=11)
+        partitions, stream = partitioned_stream(events, seed=11)
         producer = KafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", linger_ms=20, batch_size=512 * 1024
         )
@@ -217,8 +229,25 @@ class TrainerScaling:
     events: int = 30_000
     phase_timeout_s: float = 300.0
 
-    def measure(self, redis_url: str, cluster_nodes: str, bootstrap: str, n: int) -> dict[str, Any]:
-        """Stream `events` through `n` trainers on the given servers; their CPU and wall time."""
+    def measure(
+        self,
+        redis_url: str,
+        cluster_nodes: str,
+        bootstrap: str,
+        n: int,
+        shown: Callable[[int], None] = lambda _: None,
+    ) -> dict[str, Any]:
+        """Stream `events` through `n` trainers on the given servers; their CPU and wall time.
+
+        Args:
+            shown: called with the committed count while the trainers train (progress).
+        """
+
+        def committed() -> int:
+            count = _committed(backend, phase.group)
+            shown(count)
+            return count
+
         with tempfile.TemporaryDirectory(prefix="freshrec-bench-trainers-") as logs:
             phase = _Phase(redis_url, cluster_nodes, bootstrap, self.command, Path(logs))
             backend = phase.backend()
@@ -235,11 +264,15 @@ class TrainerScaling:
                 _wait(
                     phase,
                     f"{n} trainers: {self.events} events committed",
-                    lambda: _committed(backend, phase.group) >= self.events,
+                    lambda: committed() >= self.events,
                     deadline,
                 )
                 wall_s = time.perf_counter() - started
-                cpu_s = sum(tree_cpu_s(p.pid) for p in phase.procs) - cpu_before
+                cpu_after = sum(tree_cpu_s(p.pid) for p in phase.procs)
+                cpu_s = cpu_after - cpu_before
+                # what the trainers burn with nothing to train: polls, heartbeats, publishing
+                time.sleep(IDLE_S)
+                idle_s = sum(tree_cpu_s(p.pid) for p in phase.procs) - cpu_after
             finally:
                 phase.stop()
                 backend.close()
@@ -252,6 +285,7 @@ class TrainerScaling:
             "cpu_s": round(cpu_s, 2),
             "wall_s": round(wall_s, 2),
             "events_per_cpu_s": round(measured / cpu_s, 1),
+            "idle_cpu_s_per_trainer_s": round(idle_s / (n * IDLE_S), 4),
         }
 
     def run(
@@ -263,8 +297,17 @@ class TrainerScaling:
             `cluster` (one entry per count), `single_node` (one trainer), the ratios of 2 and 3
             trainers' events per CPU-second to one's, and the target.
         """
-        cluster = [self.measure(redis_url, cluster_nodes, cluster_bootstrap, n) for n in (1, 2, 3)]
-        single = self.measure(redis_url, "", bootstrap, 1)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True)) as bar:
+
+            def phase(nodes: str, kafka: str, n: int, where: str) -> dict[str, Any]:
+                task = bar.add_task(f"{n} trainer(s), {where}", total=self.events)
+                return self.measure(
+                    redis_url, nodes, kafka, n, lambda done: bar.update(task, completed=done)
+                )
+
+            cluster = [phase(cluster_nodes, cluster_bootstrap, n, "cluster") for n in (1, 2, 3)]
+            single = phase("", bootstrap, 1, "single node")
         base = cluster[0]["events_per_cpu_s"]
         return {
             "cluster": cluster,
