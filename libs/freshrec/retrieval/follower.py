@@ -54,6 +54,7 @@ from freshrec.retrieval.metrics import (
     INDEX_CHANGES,
     INDEX_FEED_LAG,
     INDEX_ITEMS,
+    INDEX_REBUILDING,
     INDEX_REBUILDS,
     INDEX_VERSION,
 )
@@ -154,6 +155,9 @@ class IndexFollower:
             lambda: time.monotonic() - self._last_applied
         )
         INDEX_FEED_LAG.labels(index=self._name).set_function(self._feed_lag)
+        INDEX_REBUILDING.labels(index=self._name).set_function(
+            lambda: float(bool(getattr(self._retriever, "rebuilding", False)))
+        )
 
     # -- state ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ __all__ = [
     "INDEX_ITEMS",
     "INDEX_LIST_IMBALANCE",
     "INDEX_PROBE_RECALL",
+    "INDEX_REBUILDING",
     "INDEX_REBUILDS",
     "INDEX_VERSION",
 ]
@@ -49,6 +50,12 @@ INDEX_APPLY_DELAY = Histogram(
     "it (only for stores whose cursors carry the write time, as Redis stream ids do).",
     ["index"],
     buckets=LATENCY_BUCKETS_S,
+)
+INDEX_REBUILDING = Gauge(
+    "freshrec_index_rebuilding",
+    "1 while a full rebuild or retrain of the index runs in the background (searches are "
+    "served by the previous index meanwhile), else 0.",
+    ["index"],
 )
 INDEX_REBUILDS = Counter(
     "freshrec_index_rebuilds_total",

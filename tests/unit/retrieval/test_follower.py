@@ -224,6 +224,7 @@ def test_metrics(store: CountingStore) -> None:
     assert sample("freshrec_index_rebuilds_total", reason="bootstrap") == 1
     assert sample("freshrec_index_changes_total", op="upsert") == 35
     assert sample("freshrec_index_changes_total", op="remove") == 0
+    assert sample("freshrec_index_rebuilding") == 0
 
 
 def test_dimension_mismatch_is_refused(store: CountingStore) -> None:
@@ -233,3 +234,15 @@ def test_dimension_mismatch_is_refused(store: CountingStore) -> None:
 
 def test_mirror_holds_what_the_index_holds(store: CountingStore, tmp_path: Path) -> None:
     sc.mirror_holds_what_the_index_holds(store, tmp_path / "snap")
+
+
+def test_rebuilding_gauge_follows_the_retriever(store: CountingStore) -> None:
+    class Rebuilding(ExactRetriever):
+        rebuilding = True
+
+    retriever = Rebuilding(sc.DIM)
+    IndexFollower(store, retriever, name="item_rebuilding")
+    labels = {"index": "item_rebuilding"}
+    assert REGISTRY.get_sample_value("freshrec_index_rebuilding", labels) == 1
+    retriever.rebuilding = False
+    assert REGISTRY.get_sample_value("freshrec_index_rebuilding", labels) == 0

@@ -235,15 +235,27 @@ def _wait_http(url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
-def _index_items(ranker: str) -> float:
+def _index_gauge(ranker: str, name: str) -> float | None:
+    """The ranker's gauge `name` (e.g. `freshrec_index_items`); None while it cannot say."""
     try:
         text = httpx.get(f"{ranker}/metrics", timeout=5).text
     except httpx.TimeoutException:
-        return 0.0  # busy building a large index: asked again until the deadline
+        return None  # busy building a large index: asked again until the deadline
     for line in text.splitlines():
-        if line.startswith("freshrec_index_items{"):
+        if line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return None
+
+
+def _index_settled(ranker: str, items: int) -> bool:
+    """The index holds the catalog and no rebuild runs in the background: a retrain at the
+    full size takes a core for a minute or more, and the figures describe steady state."""
+    held = _index_gauge(ranker, "freshrec_index_items")
+    return (
+        held is not None
+        and held >= items
+        and _index_gauge(ranker, "freshrec_index_rebuilding") == 0.0
+    )
 
 
 def _seed_catalog(
@@ -288,9 +300,12 @@ def _seed_catalog(
     # take minutes on two busy cores
     wait_s = 120 + items / 2_000
     deadline = time.monotonic() + wait_s
-    while _index_items(urls["ranker"]) < items:
+    while not _index_settled(urls["ranker"], items):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the ranker's index did not reach the catalog size in {wait_s} s")
+            raise RuntimeError(
+                f"the ranker's index did not reach the catalog size and finish its rebuilds "
+                f"in {wait_s} s"
+            )
         time.sleep(0.5)
 
 
