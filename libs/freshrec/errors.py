@@ -28,6 +28,7 @@ __all__ = [
     "CommitConflict",
     "ConfigError",
     "DependencyUnavailable",
+    "FenceAborted",
     "FreshrecError",
     "InvalidInput",
     "NotFound",
@@ -117,6 +118,15 @@ class CommitConflict(StoreUnavailable):
 
     The writer's view is stale (another writer took over its partitions); it restores from
     the store, as after an outage.
+    """
+
+
+class FenceAborted(CommitConflict):
+    """A fenced commit's EXEC was aborted by a write to a hash it watched: nothing committed.
+
+    Another writer wrote the hash (other fields of a shared offsets hash, say); the expected
+    fields may still hold, so the commit checks them again and retries before it concludes
+    that its view is stale.
     """
 
 

@@ -162,7 +162,7 @@ def bench_cluster(
     brokers: Annotated[
         str, typer.Option(help="The multi-broker Kafka's bootstrap servers.")
     ] = "127.0.0.1:9192,127.0.0.1:9194,127.0.0.1:9196",
-    events: Annotated[int, typer.Option(help="Events per trainer-count phase.")] = 30_000,
+    events: Annotated[int, typer.Option(help="Events per trainer-count phase.")] = 60_000,
 ) -> None:
     """The Redis Cluster table against raw per-node MGET/SET, lost updates, CPU per event
     with 1-3 table writers and 1-3 trainer processes (cluster.json); needs

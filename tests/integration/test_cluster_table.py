@@ -185,8 +185,8 @@ def test_a_record_cut_short_by_a_crash_is_replayed_exactly_once(
     assert restarted.recover("g") == 0
     np.testing.assert_array_equal(again.read_rows(ids).count, np.ones(ids.size))
     shard = int(restarted.shard_of(ids[:1])[0])
-    field = restarted.router.slot_client(key_slot(restarted.tag(shard).encode())).hget(
-        restarted.applied_key(shard), "g"
+    field = restarted.router.slot_client(key_slot(restarted.tag(shard).encode())).get(
+        restarted.applied_key(shard, "g")
     )
     assert field == batch.encode()
     restarted.close()

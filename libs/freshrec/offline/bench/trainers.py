@@ -5,9 +5,12 @@ by `ensure_topics`, the broker's replication factor) holding a pre-produced stre
 rating events over a few thousand users and items, each user's events on one partition and
 every item touched from every partition; then n trainer processes (the service, static members
 `trainer-0..n-1`, batch size 256). The CPU of every process of each trainer's tree (utime +
-stime + reaped children's, from `/proc/<pid>/stat`) is read when all n answer `/readyz` and
-again when the group's committed offsets reach the end of the stream; events per CPU-second
-is the events committed in between over that CPU. Then the trainers idle for `IDLE_S`: their
+stime + reaped children's, from `/proc/<pid>/stat`) is read when all n answer `/readyz`, when
+the trainers are warm (each has committed `WARM_BATCHES` batches and `WARM_SHARE` of the stream
+is committed: group joins, first batches and lazy initialisation are behind them) and when the
+group's committed offsets reach the end of the stream; events per CPU-second is the events
+committed in the steady window (warm to end) over its CPU, and the same from ready to end is
+kept beside it (`from_ready`). Then the trainers idle for `IDLE_S`: their
 CPU per trainer-second with nothing to train is the part of the cost each process adds by
 running at all. Every phase has a deadline; the trainers are
 stopped, the namespace's keys wiped and its topics deleted whatever happens.
@@ -26,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -47,6 +52,9 @@ USERS = 3_000
 ITEMS = 1_000
 BATCH = 256
 IDLE_S = 5.0
+# Share of the stream committed, and batches every trainer committed, before the steady window.
+WARM_SHARE = 0.2
+WARM_BATCHES = 3
 _T0 = 1_700_000_000.0
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -204,6 +212,43 @@ def _committed(backend: TableBackend, group: str) -> int:
     return sum(int(v) for v in backend.get_hash(f"offsets:{group}", group=group).values())
 
 
+def _batches(url: str) -> float:
+    """The batches the trainer at `url` has committed (its `/metrics`; 0 if it does not answer)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "freshrec_trainer_batches":
+            return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+    return 0.0
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """The trainers' CPU so far, the group's committed events and the time, read together."""
+
+    cpu_s: float
+    committed: int
+    at: float
+
+
+def _mark(phase: _Phase, backend: TableBackend) -> _Mark:
+    committed = _committed(backend, phase.group)
+    return _Mark(sum(tree_cpu_s(p.pid) for p in phase.procs), committed, time.perf_counter())
+
+
+def _window(start: _Mark, end: _Mark) -> dict[str, Any]:
+    """Events, CPU and wall time between two marks, and events per CPU-second."""
+    events, cpu_s = end.committed - start.committed, end.cpu_s - start.cpu_s
+    return {
+        "events_measured": events,
+        "cpu_s": round(cpu_s, 2),
+        "wall_s": round(end.at - start.at, 2),
+        "events_per_cpu_s": round(events / cpu_s, 1),
+    }
+
+
 def _wait(phase: _Phase, what: str, done: Callable[[], bool], deadline: float) -> None:
     while not done():
         if time.monotonic() > deadline:
@@ -226,7 +271,7 @@ class TrainerScaling:
 
     command: Sequence[str]
     ports: Callable[[], int]
-    events: int = 30_000
+    events: int = 60_000
     phase_timeout_s: float = 300.0
 
     def measure(
@@ -243,11 +288,6 @@ class TrainerScaling:
             shown: called with the committed count while the trainers train (progress).
         """
 
-        def committed() -> int:
-            count = _committed(backend, phase.group)
-            shown(count)
-            return count
-
         with tempfile.TemporaryDirectory(prefix="freshrec-bench-trainers-") as logs:
             phase = _Phase(redis_url, cluster_nodes, bootstrap, self.command, Path(logs))
             backend = phase.backend()
@@ -257,36 +297,47 @@ class TrainerScaling:
                     phase.start(member, self.ports())
                 deadline = time.monotonic() + self.phase_timeout_s
                 _wait(phase, f"{n} trainers ready", lambda: all(map(ready, phase.urls)), deadline)
-                cpu_before = sum(tree_cpu_s(p.pid) for p in phase.procs)
-                committed_before = _committed(backend, phase.group)
-                started = time.perf_counter()
-                deadline = time.monotonic() + self.phase_timeout_s
-                _wait(
-                    phase,
-                    f"{n} trainers: {self.events} events committed",
-                    lambda: committed() >= self.events,
-                    deadline,
-                )
-                wall_s = time.perf_counter() - started
-                cpu_after = sum(tree_cpu_s(p.pid) for p in phase.procs)
-                cpu_s = cpu_after - cpu_before
+                marks = self._train(phase, backend, n, shown)
                 # what the trainers burn with nothing to train: polls, heartbeats, publishing
                 time.sleep(IDLE_S)
-                idle_s = sum(tree_cpu_s(p.pid) for p in phase.procs) - cpu_after
+                idle_s = _mark(phase, backend).cpu_s - marks[-1].cpu_s
             finally:
                 phase.stop()
                 backend.close()
                 phase.clean()
-        measured = self.events - committed_before
+        ready_at, warm, end = marks
         return {
             "trainers": n,
-            "events_measured": measured,
-            "committed_when_ready": committed_before,
-            "cpu_s": round(cpu_s, 2),
-            "wall_s": round(wall_s, 2),
-            "events_per_cpu_s": round(measured / cpu_s, 1),
+            **_window(warm, end),
+            "committed_when_ready": ready_at.committed,
+            "committed_when_warm": warm.committed,
+            "from_ready": _window(ready_at, end),
             "idle_cpu_s_per_trainer_s": round(idle_s / (n * IDLE_S), 4),
         }
+
+    def _train(
+        self, phase: _Phase, backend: TableBackend, n: int, shown: Callable[[int], None]
+    ) -> tuple[_Mark, _Mark, _Mark]:
+        """Marks when the trainers are ready, warm (every partition committed and
+        `WARM_SHARE` of the stream) and done."""
+
+        def warm() -> bool:
+            count = _committed(backend, phase.group)
+            shown(count)
+            return count >= warm_at and all(_batches(url) >= WARM_BATCHES for url in phase.urls)
+
+        def done() -> bool:
+            count = _committed(backend, phase.group)
+            shown(count)
+            return count >= self.events
+
+        warm_at = int(self.events * WARM_SHARE)
+        ready_at = _mark(phase, backend)
+        deadline = time.monotonic() + self.phase_timeout_s
+        _wait(phase, f"{n} trainers: every partition trained", warm, deadline)
+        warmed = _mark(phase, backend)
+        _wait(phase, f"{n} trainers: {self.events} events committed", done, deadline)
+        return ready_at, warmed, _mark(phase, backend)
 
     def run(
         self, cluster_nodes: str, cluster_bootstrap: str, redis_url: str, bootstrap: str
@@ -314,6 +365,14 @@ class TrainerScaling:
             "single_node": single,
             "efficiency_2": round(cluster[1]["events_per_cpu_s"] / base, 3),
             "efficiency_3": round(cluster[2]["events_per_cpu_s"] / base, 3),
+            "efficiency_from_ready": [
+                round(
+                    c["from_ready"]["events_per_cpu_s"]
+                    / cluster[0]["from_ready"]["events_per_cpu_s"],
+                    3,
+                )
+                for c in cluster
+            ],
             "cluster_vs_single_node_1": round(base / single["events_per_cpu_s"], 3),
             "target_efficiency": 0.8,
             "events": self.events,

@@ -14,7 +14,7 @@ from freshrec.metrics import LATENCY_BUCKETS_S
 from freshrec.table.base import Atomicity, TableBackend, Transaction
 from freshrec.table.resp import EXEC, MULTI, execute_packed, pack_command
 
-__all__ = ["TABLE_OP_SECONDS", "RedisConnection", "RedisTransaction", "meta_key"]
+__all__ = ["FENCE_ATTEMPTS", "TABLE_OP_SECONDS", "RedisConnection", "RedisTransaction", "meta_key"]
 
 T = TypeVar("T")
 
@@ -29,6 +29,11 @@ TABLE_OP_SECONDS = Histogram(
 def meta_key(namespace: str, key: str) -> str:
     """The Redis key of metadata hash or blob `key` (``ns:meta:<key>``)."""
     return f"{namespace}:meta:{key}"
+
+
+# A fenced commit whose EXEC other writers' writes to the watched hashes keep aborting is tried
+# this often, the expected fields checked each time, before it counts as a conflict.
+FENCE_ATTEMPTS = 16
 
 
 class RedisTransaction(Transaction):
@@ -138,9 +143,14 @@ class RedisTransaction(Transaction):
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            self.watch_expected(conn)
-            conn.send_packed_command([MULTI, *chunks, EXEC])  # type: ignore[no-untyped-call]
-            return [conn.read_response() for _ in range(commands + 2)]
+            for _ in range(FENCE_ATTEMPTS):
+                self.watch_expected(conn)  # CommitConflict when an expected field moved on
+                conn.send_packed_command([MULTI, *chunks, EXEC])  # type: ignore[no-untyped-call]
+                replies = [conn.read_response() for _ in range(commands + 2)]
+                if replies[-1] is not None:
+                    return replies
+                # another writer wrote a watched hash; the expected fields may still hold
+            return replies
         except BaseException:
             conn.disconnect()  # type: ignore[no-untyped-call]
             raise

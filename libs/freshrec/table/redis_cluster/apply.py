@@ -4,8 +4,9 @@ Applying a batch's steps (`docs/specs/trainer-state.md`, "On Redis Cluster") tak
 over the shards it touches, each shard on a connection of its own (WATCH state belongs to a
 connection, and one MULTI/EXEC cannot span slots):
 
-1. ``WATCH`` the shard's applied hash, stats and row keys; read ``applied[writer]``, the rows
-   and, where the counting filter needs it, the pending generation;
+1. ``WATCH`` the writer's applied key in the shard and the row keys (and the stats hash where
+   the counting filter reads its pending generation); read the applied batch, the rows and that
+   generation;
 2. ``MULTI``, the rows the optimizer step makes of what round 1 read, the feed entry, the
    counters, ``HSET applied writer <batch>``, ``EXEC`` (and ``WAIT``) — or ``UNWATCH`` when
    the shard has the batch already.
@@ -37,7 +38,7 @@ import numpy.typing as npt
 import redis
 from prometheus_client import Counter
 
-from freshrec.errors import CommitConflict, StoreUnavailable
+from freshrec.errors import FenceAborted, StoreUnavailable
 from freshrec.table.base import UpdateResult
 from freshrec.table.records import IdArray
 from freshrec.table.redis.connection import RedisTransaction
@@ -90,8 +91,11 @@ class ApplyingBackend(Protocol):
     def slot(self, shard: int) -> int:
         """The hash slot of shard `shard`."""
 
-    def applied_key(self, shard: int) -> str:
-        """The applied hash of shard `shard`."""
+    def applied_key(self, shard: int, applier: str) -> str:
+        """The applied key of writer `applier` in shard `shard`."""
+
+    def legacy_applied_key(self, shard: int) -> str:
+        """The applied hash of shard `shard` that earlier releases wrote."""
 
     def applied_log_key(self, shard: int) -> str:
         """The applied log of shard `shard`."""
@@ -156,7 +160,7 @@ def apply_shards(
         shard → one `UpdateResult` per update (empty where the shard had the batch already).
 
     Raises:
-        CommitConflict: `record` was fenced off (nothing applied).
+        FenceAborted: a write to a hash `record` watched aborted it (nothing applied).
         StoreUnavailable: the cluster failed, or rows kept changing for
             `MAX_APPLY_ATTEMPTS` rounds.
     """
@@ -199,7 +203,7 @@ def _round(
         if record is not None and not backend.read_exec(
             record.conn, record.commands, watched=record.watched
         ):
-            raise CommitConflict("an expected hash changed during the commit")
+            raise FenceAborted("a write to an expected hash aborted the commit")
         for at, sh in enumerate(shards):
             if at + WATCH_AHEAD < len(shards):
                 shards[at + WATCH_AHEAD].conn.send_packed_command([reads[at + WATCH_AHEAD]])
@@ -227,13 +231,20 @@ def _round(
 
 def _reads(backend: ApplyingBackend, sh: _Shard, field: str) -> list[bytes]:
     """Round 1 of shard `sh`: WATCH, the applied field, every update's pull reads."""
-    applied = backend.applied_key(sh.shard)
+    applied = backend.applied_key(sh.shard, field)
     watch: list[bytes | str] = [applied]
-    reads = [pack_command(["HGET", applied, field])]
+    reads = [
+        pack_command(["GET", applied]),
+        pack_command(["HGET", backend.legacy_applied_key(sh.shard), field]),
+    ]
     for u in sh.updates:
         part = u.store.parts[sh.shard]
-        watch += [part.stats_key, *part.row_keys(u.ids)]
         pulls = pull_commands(part, u.ids)
+        if len(pulls) > 1:
+            # the pull read the pending generation from the stats hash: a writer moving it on
+            # in between must abort this apply (other stats writes are increments, which commute)
+            watch.append(part.stats_key)
+        watch += part.row_keys(u.ids)
         sh.replies.append(len(pulls))
         reads += pulls
     return [pack_command(["WATCH", *watch]), *reads]
@@ -242,7 +253,7 @@ def _reads(backend: ApplyingBackend, sh: _Shard, field: str) -> list[bytes]:
 def _plan(backend: ApplyingBackend, sh: _Shard, field: str, batch: str | None) -> None:
     """Read shard `sh`'s round-1 replies and stage its writes (none: it has the batch)."""
     sh.conn.read_response()
-    last = text(sh.conn.read_response())
+    last = max(text(sh.conn.read_response()), text(sh.conn.read_response()), key=batch_seq)
     replies = [[sh.conn.read_response() for _ in range(n)] for n in sh.replies]
     if batch is not None and batch_seq(last) >= batch_seq(batch):
         # this batch, or a later one of the same writer, which comes only after this one
@@ -260,7 +271,7 @@ def _plan(backend: ApplyingBackend, sh: _Shard, field: str, batch: str | None) -
         sh.results.append(UpdateResult(written=plan.ids, created=created, filtered=plan.filtered))
     if staged is not None and batch is not None:
         log = backend.applied_log_key(sh.shard)
-        staged.stage("HSET", backend.applied_key(sh.shard), field, batch)
+        staged.stage("SET", backend.applied_key(sh.shard, field), batch)
         staged.stage("RPUSH", log, f"{field}:{batch}")
         staged.stage("LTRIM", log, -APPLIED_LOG_LENGTH, -1)
     sh.staged = staged

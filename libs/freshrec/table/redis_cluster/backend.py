@@ -9,9 +9,9 @@ MULTI/EXEC cannot span slots, so a transaction is atomic within its commit group
    batch id and every table's gradient step, split by shard. Once this EXEC returns, the
    batch is committed: its offsets have moved on and its steps will be applied.
 2. **Apply, shard by shard.** For each shard the record touches, under WATCH of the rows it
-   changes and the shard's *applied* hash: if ``applied[group]`` already names this batch, the
+   changes and the writer's *applied* key in that shard: if it already names this batch, the
    shard is done; otherwise read the rows as they are now, run the optimizer step on them, and
-   write the rows, the shard's feed entry, its counters and ``applied[group] = batch`` in one
+   write the rows, the shard's feed entry, its counters and ``applied = batch`` in one
    MULTI/EXEC. Another writer touching those rows in between aborts the EXEC and the shard is
    read again — a concurrent trainer's update is never overwritten (no lost update).
 
@@ -20,7 +20,7 @@ with every shard's WATCH and reads, and every shard's MULTI/EXEC goes out togeth
 1's reply says it committed — a commit is two round trips in sequence, whatever its shards.
 
 A crash after step 1 leaves a record whose shards are partly applied; the first transaction
-the group opens in a new process replays it (step 2 again), and the applied hash makes that
+the group opens in a new process replays it (step 2 again), and the applied keys make that
 idempotent. A crash before step 1 commits nothing: the batch is consumed again. Batch ids
 are ``<seq>.<random>`` with a per-writer sequence number, and a shard skips any batch not
 newer than the one it last applied for that writer: a writer applies a record everywhere
@@ -43,12 +43,17 @@ from typing import Any, cast
 import numpy as np
 import redis
 
-from freshrec.errors import CommitConflict, ConfigError, InvalidInput, StoreUnavailable
+from freshrec.errors import (
+    ConfigError,
+    FenceAborted,
+    InvalidInput,
+    StoreUnavailable,
+)
 from freshrec.table.base import Atomicity, Transaction, UpdateResult
 from freshrec.table.config import TableConfig
 from freshrec.table.records import IdArray
 from freshrec.table.redis.backend import RedisTableBackend
-from freshrec.table.redis.connection import TABLE_OP_SECONDS, RedisTransaction
+from freshrec.table.redis.connection import FENCE_ATTEMPTS, TABLE_OP_SECONDS, RedisTransaction
 from freshrec.table.redis_cluster.apply import RecordCommit, apply_shards
 from freshrec.table.redis_cluster.record import (
     RECORD_KEY,
@@ -223,8 +228,16 @@ class RedisClusterTableBackend(ShardedBackend):
         (``<group>[/<writer>]:<batch>``), for audits: a batch is never in it twice."""
         return f"{self.namespace}:applog:{self._tags[shard]}"
 
-    def applied_key(self, shard: int) -> str:
-        """The hash of shard `shard` naming, per commit group, the last batch applied there."""
+    def applied_key(self, shard: int, applier: str) -> str:
+        """The key naming the last batch of writer `applier` applied to shard `shard`.
+
+        One key per (shard, writer): an apply WATCHes only its own writer's key, so two
+        writers applying to the same shard conflict only where their rows do."""
+        return f"{self.namespace}:applied:{self._tags[shard]}:{applier}"
+
+    def legacy_applied_key(self, shard: int) -> str:
+        """The hash of shard `shard` in which earlier releases named, per writer, the last
+        batch applied there (read, never written: a record in flight across an upgrade)."""
         return f"{self.namespace}:applied:{self._tags[shard]}"
 
     # ---- TableBackend ------------------------------------------------------------------
@@ -400,7 +413,7 @@ class RedisClusterTableBackend(ShardedBackend):
     def _exec_record(self, record: RecordCommit) -> None:
         self.send_exec(record.conn, record.chunks)
         if not self.read_exec(record.conn, record.commands, watched=record.watched):
-            raise CommitConflict("an expected hash changed during the commit")
+            raise FenceAborted("a write to an expected hash aborted the commit")
 
     def _commit_in_group(self, txn: ClusterTransaction, fn: Callable[[RecordCommit], Any]) -> None:
         chunks, commands = txn._chunks, txn._commands
@@ -410,7 +423,15 @@ class RedisClusterTableBackend(ShardedBackend):
         slot = tag_slot(group_tag(txn.group))
 
         def run(conn: Any) -> None:
-            fn(RecordCommit(conn, chunks, commands, txn.watch_expected(conn)))
+            for attempt in range(FENCE_ATTEMPTS):
+                try:
+                    # CommitConflict when an expected field moved on: the writer is stale
+                    fn(RecordCommit(conn, chunks, commands, txn.watch_expected(conn)))
+                    return
+                except FenceAborted:
+                    # another member's commit wrote the group's offsets hash in between
+                    if attempt == FENCE_ATTEMPTS - 1:
+                        raise
 
         try:
             self._with_connection(slot, "commit", run)
