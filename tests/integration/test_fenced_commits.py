@@ -51,9 +51,7 @@ def _offsets(backend: TableBackend, **fields: int) -> None:
         txn.put_hash("offsets", fields)
 
 
-def _interfere(
-    monkeypatch: pytest.MonkeyPatch, times: int, write: Callable[[], None]
-) -> list[int]:
+def _interfere(monkeypatch: pytest.MonkeyPatch, times: int, write: Callable[[], None]) -> list[int]:
     """After each of the first `times` fenced WATCHes, run `write` (another writer's commit)."""
     calls: list[int] = []
     original = RedisTransaction.watch_expected

@@ -203,6 +203,8 @@ def _round(
         if record is not None and not backend.read_exec(
             record.conn, record.commands, watched=record.watched
         ):
+            for sh in shards[:WATCH_AHEAD]:
+                _drain(sh)  # the connections stay usable for the commit's next attempt
             raise FenceAborted("a write to an expected hash aborted the commit")
         for at, sh in enumerate(shards):
             if at + WATCH_AHEAD < len(shards):
@@ -248,6 +250,14 @@ def _reads(backend: ApplyingBackend, sh: _Shard, field: str) -> list[bytes]:
         sh.replies.append(len(pulls))
         reads += pulls
     return [pack_command(["WATCH", *watch]), *reads]
+
+
+def _drain(sh: _Shard) -> None:
+    """Read shard `sh`'s round-1 replies unused and drop its WATCH."""
+    for _ in range(3 + sum(sh.replies)):  # WATCH, the applied key and hash, the pulls
+        sh.conn.read_response()
+    sh.conn.send_packed_command([UNWATCH])
+    sh.conn.read_response()
 
 
 def _plan(backend: ApplyingBackend, sh: _Shard, field: str, batch: str | None) -> None:

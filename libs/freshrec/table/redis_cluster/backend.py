@@ -44,6 +44,7 @@ import numpy as np
 import redis
 
 from freshrec.errors import (
+    CommitConflict,
     ConfigError,
     FenceAborted,
     InvalidInput,
@@ -264,6 +265,8 @@ class RedisClusterTableBackend(ShardedBackend):
         except redis.RedisError as exc:
             self.router.invalidate()
             raise StoreUnavailable(f"Redis Cluster failed during {op}: {exc}") from exc
+        except CommitConflict:
+            raise  # a fence said no: the cluster answered, its slot map stands
         except StoreUnavailable:
             self.router.invalidate()
             raise
