@@ -222,6 +222,8 @@ def _round(
             elif backend.read_exec(sh.conn, sh.staged._commands, watched=True):
                 out[sh.shard] = sh.results
         return out
+    except FenceAborted:
+        raise  # every connection was drained: they go back to their pools as they are
     except BaseException:
         for _pool, conn in held:
             conn.disconnect()
