@@ -9,6 +9,10 @@ On an Adagrad table (dim 16, the shipped item table's shape) on a Redis Cluster:
 - `update_rows_per_s`: `push` without a transaction (the guarded apply: WATCH, read, Adagrad,
   MULTI/EXEC per shard) on existing rows. Baseline `raw_set_rows_per_s`: redis-py pipelines,
   one per master, of plain SETs of same-size values to the same keys.
+- Each is timed in alternation with its baseline (21 lookup rounds, 9 update rounds); the
+  rates are the medians, `lookup_vs_raw_mget` / `update_vs_raw_set` the medians of the rounds'
+  ratios, so that a burst of load from elsewhere on the machine weighs on both sides of a
+  ratio alike.
 - `commands_per_batch` / `round_trips_per_batch`: what one trainer-shaped batch (pull 256 unique
   ids, push them in a transaction with an offsets hash) costs, single server vs cluster:
   commands from INFO `total_commands_processed` summed over the masters; round trips counted
@@ -57,7 +61,8 @@ __all__ = ["run_cluster_bench"]
 CONFIG = TableConfig(name="bench", dim=16, optimizer=AdagradConfig(lr=0.05))
 BATCH = 4096
 ROWS = 50_000
-ROUNDS = 7
+ROUNDS = 21
+UPDATE_ROUNDS = 9
 TARGETS = {
     "lookup_vs_raw_mget": 0.7,
     "update_vs_raw_set": 0.5,
@@ -66,13 +71,21 @@ TARGETS = {
 }
 
 
-def _median_rate(rows: int, fn: Callable[[], object], rounds: int = ROUNDS) -> float:
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return rows / statistics.median(times)
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _paired(
+    rows: int, fn: Callable[[], object], baseline: Callable[[], object], rounds: int
+) -> tuple[float, float, float]:
+    """Rows/s of `fn` and of `baseline`, timed in alternation, and the median of the rounds'
+    ratios (a round's two timings share the machine's load of that moment)."""
+    pairs = [(_timed(fn), _timed(baseline)) for _ in range(rounds)]
+    ours, theirs = zip(*pairs, strict=True)
+    ratio = statistics.median(base / t for t, base in pairs)
+    return rows / statistics.median(ours), rows / statistics.median(theirs), ratio
 
 
 @contextmanager
@@ -253,23 +266,16 @@ def run_cluster_bench(
             store.push(store.pull(sorted_ids), grads, np.ones(BATCH, np.int64), np.ones(BATCH))
 
         raw_set()
-        lookup_rate, raw_mget_rate, update_rate = [], [], []
-        raw_set_rate = []
-        for _ in range(3):
-            lookup_rate.append(_median_rate(BATCH, lambda: store.lookup(ids)))
-            raw_mget_rate.append(_median_rate(BATCH, raw_mget))
-            update_rate.append(_median_rate(BATCH, update, rounds=3))
-            raw_set_rate.append(_median_rate(BATCH, raw_set, rounds=3))
+        lookup, mget, lookup_ratio = _paired(BATCH, lambda: store.lookup(ids), raw_mget, ROUNDS)
+        push, set_, update_ratio = _paired(BATCH, update, raw_set, UPDATE_ROUNDS)
         figures: dict[str, Any] = {
-            "lookup_rows_per_s": statistics.median(lookup_rate),
-            "raw_mget_rows_per_s": statistics.median(raw_mget_rate),
-            "update_rows_per_s": statistics.median(update_rate),
-            "raw_set_rows_per_s": statistics.median(raw_set_rate),
+            "lookup_rows_per_s": lookup,
+            "raw_mget_rows_per_s": mget,
+            "update_rows_per_s": push,
+            "raw_set_rows_per_s": set_,
+            "lookup_vs_raw_mget": lookup_ratio,
+            "update_vs_raw_set": update_ratio,
         }
-        figures["lookup_vs_raw_mget"] = (
-            figures["lookup_rows_per_s"] / figures["raw_mget_rows_per_s"]
-        )
-        figures["update_vs_raw_set"] = figures["update_rows_per_s"] / figures["raw_set_rows_per_s"]
         store.clear()
 
         figures["batch_cost"] = {
