@@ -154,14 +154,22 @@ def test_list_imbalance_alone_triggers_a_retrain() -> None:
     retriever.close()
 
 
-def test_churn_in_place_keeps_the_trained_index() -> None:
-    rng = np.random.default_rng(5)
+def _trained_in_place(
+    seed: int, config: IvfConfig, name: str
+) -> tuple[FaissRetriever, np.random.Generator, np.ndarray, np.ndarray]:
+    """A retriever trained on a clustered catalog; its rng, centres and ids."""
+    rng = np.random.default_rng(seed)
     centres = 2.0 * rng.standard_normal((20, DIM))
     ids = np.arange(N, dtype=np.uint64)
+    retriever = FaissRetriever(DIM, config, name=name)
+    retriever.replace(ids, _clustered(rng, N, centres))
+    return retriever, rng, centres, ids
+
+
+def test_churn_in_place_keeps_the_trained_index() -> None:
     # a floor under what the probe reads and a churn volume above what is churned (half)
     config = _config(min_probe_recall=0.98, retrain_churn_fraction=0.6)
-    retriever = FaissRetriever(DIM, config, name="steady-test")
-    retriever.replace(ids, _clustered(rng, N, centres))
+    retriever, rng, centres, ids = _trained_in_place(5, config, "steady-test")
     queries = _clustered(rng, 32, centres)
     for row in range(queries.shape[0]):
         retriever.search(queries[row : row + 1], K)
@@ -239,12 +247,8 @@ def test_floor_out_of_reach_retrains_once_then_is_suspended() -> None:
 
 
 def test_churn_volume_retrains_without_any_check() -> None:
-    rng = np.random.default_rng(8)
-    centres = 2.0 * rng.standard_normal((20, DIM))
-    ids = np.arange(N, dtype=np.uint64)
     config = _config(drift_check_fraction=0.0, retrain_churn_fraction=0.2)
-    retriever = FaissRetriever(DIM, config, name="churn-test")
-    retriever.replace(ids, _clustered(rng, N, centres))
+    retriever, rng, centres, ids = _trained_in_place(8, config, "churn-test")
 
     def rewrite(n: int) -> None:  # items re-trained in place, in feed-poll-sized batches
         for batch in np.array_split(rng.choice(ids, size=n, replace=False), 10):

@@ -370,6 +370,7 @@ def _drive(
                     "upserted": upserted,
                     "removed": removed,
                     "retrains": retriever.rebuilds,
+                    "retraining": retriever.rebuilding,  # the old index served this sample
                 })  # fmt: skip
                 logger.info("churn: %s", samples[-1])
             progress.update(task, completed=second)

@@ -518,7 +518,7 @@ class FaissRetriever(Retriever):
     def _start_check(self, structure: IvfIndex) -> None:
         """Run a drift check of `structure` in the background unless one is running."""
         running = self._check_thread
-        if running is not None and running.is_alive():
+        if self._closed or (running is not None and running.is_alive()):
             return
         thread = threading.Thread(
             target=self._check_drift,
