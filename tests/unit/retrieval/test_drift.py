@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from freshrec.retrieval import ExactRetriever, FaissRetriever, IvfConfig
+from freshrec.retrieval.faiss.drift import projected_recall
 from freshrec.retrieval.metrics import INDEX_REBUILDS
 
 DIM = 16
@@ -276,3 +278,14 @@ def test_checks_off() -> None:
     assert retriever.wait_for_drift_check(5.0)
     assert retriever.drift_checks == []
     retriever.close()
+
+
+def test_projected_recall_follows_the_fall_one_training_time_ahead() -> None:
+    # fell 0.02 in 40 s: 20 s of training ahead it will have fallen 0.01 more
+    assert projected_recall(0.975, 0.995, elapsed_s=40.0, lead_s=20.0) == pytest.approx(0.965)
+    # a window shorter than the lead is not extrapolated (its noise would be magnified)
+    assert projected_recall(0.975, 0.995, elapsed_s=10.0, lead_s=20.0) == 0.975
+    # steady or rising recall, or no measured training time: no projection
+    assert projected_recall(0.995, 0.995, elapsed_s=40.0, lead_s=20.0) == 0.995
+    assert projected_recall(0.999, 0.995, elapsed_s=40.0, lead_s=20.0) == 0.999
+    assert projected_recall(0.975, 0.995, elapsed_s=40.0, lead_s=0.0) == 0.975

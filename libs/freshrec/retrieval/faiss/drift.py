@@ -15,9 +15,12 @@ of the trained size has changed, the retriever runs a check in a background thre
   (relative, because the recall a given `nprobe` reaches depends on the data: a retrain
   restores what drift took, not what a small `nprobe` never had); and a recall under the
   absolute floor `min_probe_recall` retrains too (reason `recall_floor`), which catches a
-  recall falling towards a target before the relative drop is reached. A floor retrain
-  whose first probe is still under the floor shows that `nprobe` cannot reach it on this
-  data: the floor is suspended (with a warning) until a probe reaches it again.
+  recall falling towards a target before the relative drop is reached. So does a recall
+  that, on its trend since the baseline, will be under the floor one training time from
+  now (`projected_recall`): the old index serves until the retrain is swapped in, so it
+  has to start that much before the floor is crossed. A floor retrain whose first probe
+  is still under the floor shows that `nprobe` cannot reach it on this data: the floor is
+  suspended (with a warning) until a probe reaches it again.
 
 Besides the checks, `churn_due` says when `retrain_churn_fraction` of the trained size has
 been upserted or removed since the last training (reason `churn`): centroids trained on a
@@ -50,7 +53,7 @@ from freshrec.retrieval.metrics import (
 )
 from freshrec.table.base import FloatArray
 
-__all__ = ["DriftCheck", "DriftWatch"]
+__all__ = ["DriftCheck", "DriftWatch", "projected_recall"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,27 @@ FLOOR = "recall_floor"
 # Probe queries searched per hold of the shared lock (an exact pass over a million items
 # costs about 5 ms per query on two cores).
 _PROBE_CHUNK = 4
+
+
+def projected_recall(recall: float, baseline: float, elapsed_s: float, lead_s: float) -> float:
+    """The probe's recall `lead_s` from now if it keeps falling as it has since the baseline.
+
+    Not extrapolated further ahead than observed (`elapsed_s < lead_s` gives `recall`),
+    so that the noise of a short window is not magnified; a rising recall is not
+    projected upwards.
+
+    Args:
+        recall: the probe's recall now.
+        baseline: its first value after the last training, `elapsed_s` ago.
+        elapsed_s: seconds since the baseline probe.
+        lead_s: how far ahead (the last training's duration).
+
+    Returns:
+        The projected recall, at most `recall`.
+    """
+    if lead_s <= 0 or elapsed_s < lead_s or recall >= baseline:
+        return recall
+    return recall - (baseline - recall) * lead_s / elapsed_s
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,8 @@ class DriftWatch:
         self._churn = 0  # since the last training
         self._trained_for: str | None = None
         self._floor_suspended = False
+        self._lead_s = 0.0  # how long the last training took
+        self._baseline_at = 0.0
         self._queries: collections.deque[FloatArray] = collections.deque(
             maxlen=max(config.probe_queries, 1)
         )
@@ -139,14 +165,16 @@ class DriftWatch:
         """Whether checks are on and the probe has queries to search."""
         return self.config.drift_check_fraction > 0 and bool(self._queries)
 
-    def reset(self, trained_for: str | None = None) -> None:
+    def reset(self, trained_for: str | None = None, build_s: float = 0.0) -> None:
         """Forget the changes counted and the recall baseline (a fresh index was swapped in).
 
         Args:
             trained_for: the reason of the retrain swapped in; None for new contents
                 (`replace`, `load`), which also lifts a suspended floor.
+            build_s: how long building the fresh index took (the floor's lead time).
         """
         with self._lock:
+            self._lead_s = build_s
             self._changes = 0
             self._churn = 0
             self.baseline_recall = None
@@ -169,7 +197,7 @@ class DriftWatch:
         recall = self._probe(structure, reading)
         first = recall is not None and self.baseline_recall is None
         if first:
-            self.baseline_recall = recall
+            self.baseline_recall, self._baseline_at = recall, time.time()
         reason = self._verdict(growth, recall, first=first)
         return DriftCheck(
             time.time(),
@@ -190,9 +218,12 @@ class DriftWatch:
             return None
         if recall < self.baseline_recall - config.max_recall_drop:
             return "recall"
-        if recall >= config.min_probe_recall:
+        floor = config.min_probe_recall
+        if recall >= floor:
             self._floor_suspended = False
-            return None
+            elapsed = time.time() - self._baseline_at
+            ahead = projected_recall(recall, self.baseline_recall, elapsed, self._lead_s)
+            return FLOOR if floor > 0 and ahead < floor else None
         if first and self._trained_for == FLOOR:
             if not self._floor_suspended:
                 logger.warning(

@@ -286,11 +286,12 @@ class FaissRetriever(Retriever):
         """Build a fresh index from `(N,)` ids and `(N, D)` vectors in the calling thread
         and swap it in; a background rebuild running meanwhile is dropped."""
         id_arr, vec = check_upsert(ids, vectors, self._dim)
+        started = time.monotonic()
         structure = self._build(to_labels(id_arr), vec)
-        self._install(structure)
+        self._install(structure, build_s=time.monotonic() - started)
         logger.info("index %s replaced: %d items, %s", self._name, len(id_arr), structure.kind)
 
-    def _install(self, structure: IndexStructure) -> None:
+    def _install(self, structure: IndexStructure, build_s: float = 0.0) -> None:
         with self._lock.write():
             self._structure = structure
             self._epoch += 1
@@ -298,7 +299,7 @@ class FaissRetriever(Retriever):
             self._version += 1
             self._drift_reason = None
             if self._drift is not None:
-                self._drift.reset()
+                self._drift.reset(build_s=build_s)
             self._maybe_start_rebuild()
 
     # -- search --------------------------------------------------------------------------
@@ -481,7 +482,7 @@ class FaissRetriever(Retriever):
                         )
                         self._rebuild_thread = None
                         if self._drift is not None:
-                            self._drift.reset(reason)
+                            self._drift.reset(reason, build_s=time.monotonic() - started)
                             if isinstance(fresh, IvfIndex) and self._drift.has_queries():
                                 self._start_check(fresh)  # the baseline: recall as trained
                         self._maybe_start_rebuild()
