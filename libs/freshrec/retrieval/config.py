@@ -110,8 +110,9 @@ class IvfConfig(StrictModel):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="Retrain in the background when the probe's recall@probe_k falls under "
-        "this floor (0: no floor). Set it between the recall you need and what nprobe "
+        description="Retrain in the background when the probe's recall@probe_k is under "
+        "this floor, or will be one training time from now on its fall since the first probe "
+        "after training (0: no floor). Set it between the recall you need and what nprobe "
         "reaches right after training. A floor retrain whose first probe is still under the "
         "floor suspends the floor (nprobe is too small, a warning says so) until a probe "
         "reaches it again; max_recall_drop keeps watching meanwhile.",
