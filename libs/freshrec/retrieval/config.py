@@ -7,8 +7,10 @@ Example (as it would appear in a service's settings, JSON or YAML)::
 - `exact`: numpy brute force (`ExactRetriever`), the reference.
 - `flat`: FAISS `IndexIDMap2(IndexFlatIP)`, exact; cost grows linearly with the catalog.
 - `ivf`: FAISS IVF-flat, approximate; upserts and removals are native, retrained in the
-  background when the catalog has grown or shrunk by `retrain_growth` since training, or
-  when a drift check (list imbalance, sampled recall probe) finds the centroids stale.
+  background when the catalog has grown or shrunk by `retrain_growth` since training, when
+  `retrain_churn_fraction` of it was rewritten since, or when a drift check (list
+  imbalance, sampled recall probe against a relative drop or an absolute floor) finds the
+  centroids stale.
 - `hnsw`: FAISS HNSW-flat, approximate; removals are tombstones filtered at search time,
   compacted by a background rebuild once `max_dead_fraction` of the graph is dead.
 
@@ -103,6 +105,24 @@ class IvfConfig(StrictModel):
         "exact scan of every list) has fallen this much below the first probe after the last "
         "training. Relative, so that an nprobe too small for the data does not retrain in a "
         "loop: only drift does.",
+    )
+    min_probe_recall: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Retrain in the background when the probe's recall@probe_k is under "
+        "this floor, or will be one training time from now on its fall since the first probe "
+        "after training (0: no floor). Set it between the recall you need and what nprobe "
+        "reaches right after training. A floor retrain whose first probe is still under the "
+        "floor suspends the floor (nprobe is too small, a warning says so) until a probe "
+        "reaches it again; max_recall_drop keeps watching meanwhile.",
+    )
+    retrain_churn_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        description="Retrain in the background once this fraction of the trained size has "
+        "been upserted or removed since the last training, whatever the checks measure "
+        "(centroids trained on a catalog that has since been rewritten); 0 turns it off.",
     )
 
 

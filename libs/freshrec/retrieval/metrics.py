@@ -14,6 +14,7 @@ __all__ = [
     "INDEX_AGE",
     "INDEX_APPLY_DELAY",
     "INDEX_CHANGES",
+    "INDEX_CHURN_SINCE_TRAINING",
     "INDEX_FEED_LAG",
     "INDEX_ITEMS",
     "INDEX_LIST_IMBALANCE",
@@ -60,7 +61,7 @@ INDEX_REBUILDING = Gauge(
 INDEX_REBUILDS = Counter(
     "freshrec_index_rebuilds_total",
     "Full index rebuilds, by reason (bootstrap, feed_trimmed, manual; train, grown, shrunk, "
-    "imbalance, recall: IVF retrains; tombstones: HNSW compaction).",
+    "churn, imbalance, recall, recall_floor: IVF retrains; tombstones: HNSW compaction).",
     ["index", "reason"],
 )
 INDEX_LIST_IMBALANCE = Gauge(
@@ -72,6 +73,12 @@ INDEX_LIST_IMBALANCE = Gauge(
 INDEX_PROBE_RECALL = Gauge(
     "freshrec_index_probe_recall",
     "Recall@probe_k of recent real queries against an exact scan, at the last drift check.",
+    ["index"],
+)
+INDEX_CHURN_SINCE_TRAINING = Gauge(
+    "freshrec_index_churn_since_training",
+    "Ids upserted or removed since the IVF index was last trained, over its trained size, at "
+    "the last drift check (the index retrains at retrain_churn_fraction).",
     ["index"],
 )
 INDEX_CHANGES = Counter(

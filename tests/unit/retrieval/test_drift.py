@@ -1,13 +1,17 @@
 """IVF drift checks: a catalog that moves is retrained in the background and swapped in
-atomically while searches go on; a catalog that only churns in place is left alone."""
+atomically while searches go on; a catalog that only churns in place is left alone; the
+recall floor and the churn volume each retrain on their own, and a floor out of reach
+retrains once, not in a loop."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
+import pytest
 
 from freshrec.retrieval import ExactRetriever, FaissRetriever, IvfConfig
+from freshrec.retrieval.faiss.drift import projected_recall
 from freshrec.retrieval.metrics import INDEX_REBUILDS
 
 DIM = 16
@@ -23,6 +27,7 @@ def _config(**overrides: float) -> IvfConfig:
         "drift_check_fraction": 0.05,
         "probe_queries": 32,
         "probe_k": K,
+        "retrain_churn_fraction": 0.0,  # each trigger is tested on its own
     }
     knobs.update(overrides)
     return IvfConfig.model_validate(knobs)
@@ -151,12 +156,22 @@ def test_list_imbalance_alone_triggers_a_retrain() -> None:
     retriever.close()
 
 
-def test_churn_in_place_keeps_the_trained_index() -> None:
-    rng = np.random.default_rng(5)
+def _trained_in_place(
+    seed: int, config: IvfConfig, name: str
+) -> tuple[FaissRetriever, np.random.Generator, np.ndarray, np.ndarray]:
+    """A retriever trained on a clustered catalog; its rng, centres and ids."""
+    rng = np.random.default_rng(seed)
     centres = 2.0 * rng.standard_normal((20, DIM))
     ids = np.arange(N, dtype=np.uint64)
-    retriever = FaissRetriever(DIM, _config(), name="steady-test")
+    retriever = FaissRetriever(DIM, config, name=name)
     retriever.replace(ids, _clustered(rng, N, centres))
+    return retriever, rng, centres, ids
+
+
+def test_churn_in_place_keeps_the_trained_index() -> None:
+    # a floor under what the probe reads and a churn volume above what is churned (half)
+    config = _config(min_probe_recall=0.98, retrain_churn_fraction=0.6)
+    retriever, rng, centres, ids = _trained_in_place(5, config, "steady-test")
     queries = _clustered(rng, 32, centres)
     for row in range(queries.shape[0]):
         retriever.search(queries[row : row + 1], K)
@@ -168,7 +183,89 @@ def test_churn_in_place_keeps_the_trained_index() -> None:
     checks = retriever.drift_checks
     assert len(checks) >= 5
     assert all(c.reason is None and c.recall is not None for c in checks)
-    assert retriever.rebuilds == 0
+    assert all(c.recall is not None and c.recall >= config.min_probe_recall for c in checks)
+    assert checks[-1].churn >= 0.45
+    assert retriever.rebuilds == 0 and retriever.rebuild_events == []
+    retriever.close()
+
+
+def test_probe_under_the_floor_retrains_where_the_relative_drop_does_not() -> None:
+    # the relative drop alone never fires here: only the floor can retrain
+    knobs = {"max_imbalance_growth": 1e6, "max_recall_drop": 0.99}
+    no_floor = _config(**knobs)
+    unfloored = FaissRetriever(DIM, no_floor, name="unfloored-test")
+    _move_a_third(unfloored, no_floor, seed=4)
+    assert unfloored.rebuilds == 0
+    assert min(c.recall or 1.0 for c in unfloored.drift_checks) < 0.9
+    unfloored.close()
+
+    config = _config(**knobs, min_probe_recall=0.9)
+    retriever = FaissRetriever(DIM, config, name="floor-test")
+    _move_a_third(retriever, config, seed=4)
+    assert retriever.wait_for_drift_check(30.0)
+    checks = retriever.drift_checks
+    assert checks[0].reason is None and checks[0].recall is not None
+    assert checks[0].recall >= config.min_probe_recall
+    fired = [n for n, check in enumerate(checks) if check.reason == "recall_floor"]
+    assert fired
+    for n in fired:
+        recall = checks[n].recall
+        assert recall is not None and recall < config.min_probe_recall
+    assert retriever.rebuilds >= 1
+    assert {event.reason for event in retriever.rebuild_events} == {"recall_floor"}
+    assert INDEX_REBUILDS.labels(index="floor-test", reason="recall_floor")._value.get() >= 1
+    # the check run right after the swap measures the retrained index: back over the floor
+    after = checks[fired[-1] + 1]
+    assert after.reason is None and after.recall is not None
+    assert after.recall >= config.min_probe_recall and after.baseline_recall == after.recall
+    assert not after.floor_suspended
+    retriever.close()
+
+
+def test_floor_out_of_reach_retrains_once_then_is_suspended() -> None:
+    rng = np.random.default_rng(6)
+    ids = np.arange(N, dtype=np.uint64)
+    # structureless vectors with 2 of 64 lists probed: no training reaches 0.9
+    config = _config(nprobe=2, min_probe_recall=0.9)
+    retriever = FaissRetriever(DIM, config, name="suspend-test")
+    vectors = rng.standard_normal((N, DIM)).astype(np.float32)
+    retriever.replace(ids, vectors)
+    queries = rng.standard_normal((32, DIM)).astype(np.float32)
+    for row in range(queries.shape[0]):
+        retriever.search(queries[row : row + 1], K)
+    step = int(N * config.drift_check_fraction)
+    for start in range(0, 6 * step, step):  # six checks' worth, in place
+        retriever.upsert(ids[start : start + step], vectors[start : start + step])
+        assert retriever.wait_for_drift_check(30.0)
+        assert retriever.wait_for_rebuild(60.0)
+        assert retriever.wait_for_drift_check(30.0)
+    reasons = [check.reason for check in retriever.drift_checks]
+    assert reasons.count("recall_floor") == 1 and reasons[0] == "recall_floor"
+    assert retriever.rebuilds == 1
+    after = retriever.drift_checks[1]  # the check right after the swap
+    assert after.recall is not None and after.recall < config.min_probe_recall
+    assert after.floor_suspended and retriever.drift_checks[-1].floor_suspended
+    retriever.close()
+
+
+def test_churn_volume_retrains_without_any_check() -> None:
+    config = _config(drift_check_fraction=0.0, retrain_churn_fraction=0.2)
+    retriever, rng, centres, ids = _trained_in_place(8, config, "churn-test")
+
+    def rewrite(n: int) -> None:  # items re-trained in place, in feed-poll-sized batches
+        for batch in np.array_split(rng.choice(ids, size=n, replace=False), 10):
+            retriever.upsert(batch, _clustered(rng, batch.shape[0], centres))
+
+    rewrite(N // 6)  # 17 %: under the volume
+    assert retriever.wait_for_rebuild(60.0) and retriever.rebuilds == 0
+    retriever.remove(ids[: N // 20])  # removals count too: 22 %
+    assert retriever.wait_for_rebuild(60.0)
+    assert [event.reason for event in retriever.rebuild_events] == ["churn"]
+    assert retriever.rebuild_events[0].items == N - N // 20
+    assert INDEX_REBUILDS.labels(index="churn-test", reason="churn")._value.get() == 1
+    rewrite(N // 6)  # the count restarted at the swap
+    assert retriever.wait_for_rebuild(60.0) and retriever.rebuilds == 1
+    assert retriever.drift_checks == []
     retriever.close()
 
 
@@ -181,3 +278,14 @@ def test_checks_off() -> None:
     assert retriever.wait_for_drift_check(5.0)
     assert retriever.drift_checks == []
     retriever.close()
+
+
+def test_projected_recall_follows_the_fall_one_training_time_ahead() -> None:
+    # fell 0.02 in 40 s: 20 s of training ahead it will have fallen 0.01 more
+    assert projected_recall(0.975, 0.995, elapsed_s=40.0, lead_s=20.0) == pytest.approx(0.965)
+    # a window shorter than the lead is not extrapolated (its noise would be magnified)
+    assert projected_recall(0.975, 0.995, elapsed_s=10.0, lead_s=20.0) == 0.975
+    # steady or rising recall, or no measured training time: no projection
+    assert projected_recall(0.995, 0.995, elapsed_s=40.0, lead_s=20.0) == 0.995
+    assert projected_recall(0.999, 0.995, elapsed_s=40.0, lead_s=20.0) == 0.999
+    assert projected_recall(0.975, 0.995, elapsed_s=40.0, lead_s=0.0) == 0.975

@@ -24,6 +24,6 @@ FAISS labels are int64; item ids are uint64 and are reinterpreted bit for bit
 Concurrency and background rebuilds are described in `retriever.py`.
 """
 
-from freshrec.retrieval.faiss.retriever import FaissRetriever
+from freshrec.retrieval.faiss.retriever import FaissRetriever, RebuildEvent
 
-__all__ = ["FaissRetriever"]
+__all__ = ["FaissRetriever", "RebuildEvent"]

@@ -42,7 +42,7 @@ from freshrec.retrieval.faiss.structure import IndexStructure, Labels, to_ids, t
 from freshrec.retrieval.metrics import INDEX_REBUILDS
 from freshrec.table.base import FloatArray, IdArray
 
-__all__ = ["FaissRetriever", "ReadWriteLock"]
+__all__ = ["FaissRetriever", "ReadWriteLock", "RebuildEvent"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,23 @@ class ReadWriteLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class RebuildEvent:
+    """A background rebuild that was swapped in.
+
+    Attributes:
+        reason: why it ran (the `reason` label of `freshrec_index_rebuilds_total`).
+        started_at: `time.time()` when it started; the old index served until `swapped_at`.
+        swapped_at: `time.time()` of the swap.
+        items: items the fresh index held at the swap.
+    """
+
+    reason: str
+    started_at: float
+    swapped_at: float
+    items: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,7 @@ class FaissRetriever(Retriever):
         self._drift_reason: str | None = None
         self._check_thread: threading.Thread | None = None
         self._drift_checks: collections.deque[DriftCheck] = collections.deque(maxlen=256)
+        self._rebuild_events: collections.deque[RebuildEvent] = collections.deque(maxlen=256)
 
     # -- introspection -------------------------------------------------------------------
 
@@ -183,6 +201,11 @@ class FaissRetriever(Retriever):
     def drift_checks(self) -> list[DriftCheck]:
         """The latest drift checks (IVF only; at most 256), oldest first."""
         return list(self._drift_checks)
+
+    @property
+    def rebuild_events(self) -> list[RebuildEvent]:
+        """The latest background rebuilds swapped in (at most 256), oldest first."""
+        return list(self._rebuild_events)
 
     @property
     def rebuilding(self) -> bool:
@@ -263,11 +286,12 @@ class FaissRetriever(Retriever):
         """Build a fresh index from `(N,)` ids and `(N, D)` vectors in the calling thread
         and swap it in; a background rebuild running meanwhile is dropped."""
         id_arr, vec = check_upsert(ids, vectors, self._dim)
+        started = time.monotonic()
         structure = self._build(to_labels(id_arr), vec)
-        self._install(structure)
+        self._install(structure, build_s=time.monotonic() - started)
         logger.info("index %s replaced: %d items, %s", self._name, len(id_arr), structure.kind)
 
-    def _install(self, structure: IndexStructure) -> None:
+    def _install(self, structure: IndexStructure, build_s: float = 0.0) -> None:
         with self._lock.write():
             self._structure = structure
             self._epoch += 1
@@ -275,7 +299,7 @@ class FaissRetriever(Retriever):
             self._version += 1
             self._drift_reason = None
             if self._drift is not None:
-                self._drift.reset()
+                self._drift.reset(build_s=build_s)
             self._maybe_start_rebuild()
 
     # -- search --------------------------------------------------------------------------
@@ -390,6 +414,8 @@ class FaissRetriever(Retriever):
             if isinstance(structure, IvfIndex):
                 if self._drift_reason is not None:
                     return self._drift_reason
+                if self._drift is not None and self._drift.churn_due(structure.trained_size):
+                    return "churn"
                 trained = max(structure.trained_size, 1)
                 if n >= config.retrain_growth * trained:
                     return "grown"
@@ -420,7 +446,7 @@ class FaissRetriever(Retriever):
         thread.start()
 
     def _rebuild(self, reason: str, epoch: int) -> None:
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         try:
             with self._lock.write():
                 if self._epoch != epoch or self._closed:
@@ -451,9 +477,14 @@ class FaissRetriever(Retriever):
                         self._structure = fresh  # the atomic swap
                         self._journal = None
                         self._rebuilds += 1
-                        if self._drift is not None:
-                            self._drift.reset()
+                        self._rebuild_events.append(
+                            RebuildEvent(reason, started_at, time.time(), fresh.size())
+                        )
                         self._rebuild_thread = None
+                        if self._drift is not None:
+                            self._drift.reset(reason, build_s=time.monotonic() - started)
+                            if isinstance(fresh, IvfIndex) and self._drift.has_queries():
+                                self._start_check(fresh)  # the baseline: recall as trained
                         self._maybe_start_rebuild()
                         break
                 for op in backlog:
@@ -481,10 +512,14 @@ class FaissRetriever(Retriever):
         structure = self._structure
         if self._drift is None or self._closed or not isinstance(structure, IvfIndex):
             return
-        if not self._drift.note_changes(n, structure.trained_size):
+        if not self._drift.note_changes(n, structure.trained_size) or self.rebuilding:
             return
+        self._start_check(structure)
+
+    def _start_check(self, structure: IvfIndex) -> None:
+        """Run a drift check of `structure` in the background unless one is running."""
         running = self._check_thread
-        if self.rebuilding or (running is not None and running.is_alive()):
+        if self._closed or (running is not None and running.is_alive()):
             return
         thread = threading.Thread(
             target=self._check_drift,
@@ -502,10 +537,11 @@ class FaissRetriever(Retriever):
             check = self._drift.check(structure, self._lock.read)
             self._drift_checks.append(check)
             logger.info(
-                "index %s: drift check: imbalance %.2fx trained, probe recall %s (after "
-                "training %s) -> %s",
+                "index %s: drift check: imbalance %.2fx trained, churn %.3f, probe recall %s "
+                "(after training %s) -> %s",
                 self._name,
                 check.imbalance_growth,
+                check.churn,
                 "n/a" if check.recall is None else f"{check.recall:.3f}",
                 "n/a" if check.baseline_recall is None else f"{check.baseline_recall:.3f}",
                 check.reason or "keep",
