@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Example", "ExampleBuilder", "ExampleConfig"]
+__all__ = ["Example", "ExampleBuilder", "ExampleConfig", "unit_hash"]
 
 _ACTIONS = frozenset({"click", "like", "purchase"})
 
@@ -102,7 +102,8 @@ class Example(NamedTuple):
     interaction: bool = True
 
 
-def _unit(key: str) -> float:
+def unit_hash(key: str) -> float:
+    """A uniform draw in `[0, 1)` fixed by `key` (BLAKE2b)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") / 2.0**64
 
@@ -174,7 +175,7 @@ class ExampleBuilder:
         out = [Example(user, item, context, 1.0, event.timestamp, accepted)]
         candidates = [i for i in self._pool if i != item]
         for j in range(min(self.config.sampled_negatives, len(candidates))):
-            pick = candidates[int(_unit(f"{event.event_id}:{j}") * len(candidates))]
+            pick = candidates[int(unit_hash(f"{event.event_id}:{j}") * len(candidates))]
             out.append(Example(user, pick, context, 0.0, event.timestamp, accepted, False))
         return out
 
@@ -195,7 +196,7 @@ class ExampleBuilder:
             if imp.event_time >= horizon and len(self._pending) <= self.config.max_pending:
                 break
             self._pending.popitem(last=False)
-            if _unit(imp.event_id) < self.config.negative_keep_rate:
+            if unit_hash(imp.event_id) < self.config.negative_keep_rate:
                 out.append(
                     Example(
                         imp.user_id,

@@ -23,7 +23,6 @@ interrupted run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -39,8 +38,6 @@ from freshrec.models.features import context_row_ids, entity_row_ids, mean_pool
 from freshrec.models.model import (
     MODEL_FORMAT,
     RankingModel,
-    retrieval_query,
-    retrieval_softmax_loss,
 )
 from freshrec.models.published import (
     ITEM_NAMES_KEY,
@@ -51,7 +48,7 @@ from freshrec.models.serialization import decode_tensors, encode_tensors
 from freshrec.stream.base import Message
 from freshrec.stream.events import PoisonMessage
 from freshrec.stream.messages import ConsumedEvent, read_event
-from freshrec.table.base import Atomicity, IdArray, Transaction
+from freshrec.table.base import Atomicity, Transaction
 from freshrec.table.tables import Tables
 from freshrec.threads import limit_compute_threads
 from freshrec.training.auc import StreamingAuc
@@ -83,6 +80,7 @@ from freshrec.training.metrics import (
     WATERMARK,
 )
 from freshrec.training.replay import InteractionReplay
+from freshrec.training.softmax import retrieval_loss, sample_negatives
 
 __all__ = [
     "BatchReport",
@@ -112,11 +110,6 @@ class BatchReport:
     rows_written: int
     freshness_s: tuple[float, ...] = ()
     """Seconds from each example's event accepted by ingest to its rows committed."""
-
-
-def _unit(key: str) -> float:
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2.0**64
 
 
 class OnlineTrainer:
@@ -380,7 +373,9 @@ class OnlineTrainer:
         users = np.concatenate(
             [entity_row_ids("user", [e.user_id for e in examples]), replay_users]
         )
-        negatives = self._sample_negatives(salt)
+        negatives = sample_negatives(
+            self.builder.recent_items(), self.config.retrieval_negatives, salt
+        )
         items = np.concatenate(
             [
                 entity_row_ids("item", [e.item_id for e in examples]),
@@ -413,14 +408,16 @@ class OnlineTrainer:
         alive = u.pulled.exists[u.inverse[drawn]] & i.pulled.exists[i.inverse[drawn]]
         positives = [*fresh, *drawn[alive].tolist()]
         if positives and self.config.retrieval_weight > 0:
-            loss_retr = self._retrieval_loss(
+            loss_retr = retrieval_loss(
+                self.frequency,
                 positives,
                 fresh=len(fresh),
                 users=users,
                 items=items,
                 user_rows=user_rows,
                 item_leaf=i,
-                negatives=negatives,
+                negatives=len(negatives),
+                pool=len(self.builder.recent_items()),
             )
             total = total + self.config.retrieval_weight * loss_retr
         elif fresh:
@@ -468,59 +465,6 @@ class OnlineTrainer:
             ROWS_CREATED.labels(name).inc(result.created)
             ROWS_FILTERED.labels(name).inc(result.filtered)
         return float(loss_rank.item()) / n, written
-
-    def _sample_negatives(self, salt: str) -> list[str]:
-        """`retrieval_negatives` recently seen items, drawn uniformly (with replacement) by a
-        hash of the batch's first offset: the same batch always draws the same items."""
-        pool = self.builder.recent_items()
-        if not pool:
-            return []
-        count = self.config.retrieval_negatives
-        return [pool[int(_unit(f"{salt}:{j}") * len(pool))] for j in range(count)]
-
-    def _retrieval_loss(
-        self,
-        positives: list[int],
-        *,
-        fresh: int,
-        users: IdArray,
-        items: IdArray,
-        user_rows: torch.Tensor,
-        item_leaf: Leaf,
-        negatives: list[str],
-    ) -> torch.Tensor:
-        """The sampled softmax of the batch's interactions (the first `fresh` of
-        `positives`, then the replayed ones) over every distinct item of the batch (its
-        examples' and replayed items, and the sampled negatives), logQ-corrected.
-
-        A candidate's expected occurrences among the columns are `P * p(item)` from the
-        `P` positives (`p` the streaming frequency estimate, updated with this batch's fresh
-        interactions first; replayed ones are drawn in proportion to the same frequencies)
-        plus `M / pool` from `M` uniform draws out of the recent-item pool.
-        """
-        index = np.asarray(positives, dtype=np.int64)
-        self.frequency.update(items[index[:fresh]])
-        target = item_leaf.inverse[index]
-        columns = item_leaf.pulled.ids
-        expected = len(positives) * self.frequency.probability(columns)
-        pool = len(self.builder.recent_items())
-        if negatives and pool:
-            expected = expected + len(negatives) / pool
-        # another item the same user interacted with in this batch is no negative for them
-        pos_users = users[index]
-        same_user = pos_users[:, None] == pos_users[None, :]
-        mask = np.zeros((index.shape[0], columns.shape[0]), dtype=np.bool_)
-        rows, others = np.nonzero(same_user)
-        mask[rows, target[others]] = True
-        mask[np.arange(index.shape[0]), target] = False
-        queries = retrieval_query(user_rows[torch.from_numpy(index)])
-        return retrieval_softmax_loss(
-            queries,
-            item_leaf.tensor,
-            torch.from_numpy(target),
-            torch.from_numpy(np.log(expected).astype(np.float32)),
-            torch.from_numpy(mask),
-        )
 
     @staticmethod
     def _stage_item_names(leaf: Leaf, names: list[str | None], txn: Transaction) -> None:

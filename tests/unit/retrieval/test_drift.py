@@ -107,8 +107,12 @@ def test_moving_catalog_retrains_in_background_and_swaps_while_searching() -> No
     retriever.close()
 
 
-def _move_a_third(retriever: FaissRetriever, config: IvfConfig, seed: int) -> None:
-    """Train on one region, search (so the probe has queries), move a third elsewhere."""
+def _move_a_third(
+    retriever: FaissRetriever, config: IvfConfig, seed: int, *, settle: bool = False
+) -> None:
+    """Train on one region, search (so the probe has queries), move a third elsewhere;
+    `settle`: after each move, let a retrain it set off finish and its post-swap check run
+    before the next move (so that probe measures the index on what it was trained on)."""
     rng = np.random.default_rng(seed)
     old_centres = 2.0 * rng.standard_normal((20, DIM))
     new_centres = 2.0 * rng.standard_normal((20, DIM)) + 6.0 * rng.standard_normal(DIM)
@@ -126,6 +130,9 @@ def _move_a_third(retriever: FaissRetriever, config: IvfConfig, seed: int) -> No
     for batch in np.array_split(moved, 20):
         retriever.upsert(batch, _clustered(rng, batch.shape[0], new_centres))
         retriever.wait_for_drift_check(30.0)
+        if settle:
+            retriever.wait_for_rebuild(60.0)
+            retriever.wait_for_drift_check(30.0)
     assert retriever.wait_for_rebuild(60.0)
 
 
@@ -201,7 +208,7 @@ def test_probe_under_the_floor_retrains_where_the_relative_drop_does_not() -> No
 
     config = _config(**knobs, min_probe_recall=0.9)
     retriever = FaissRetriever(DIM, config, name="floor-test")
-    _move_a_third(retriever, config, seed=4)
+    _move_a_third(retriever, config, seed=4, settle=True)
     assert retriever.wait_for_drift_check(30.0)
     checks = retriever.drift_checks
     assert checks[0].reason is None and checks[0].recall is not None
