@@ -64,7 +64,13 @@ def _baseline_servers(ports: Mapping[str, int]) -> list[subprocess.Popen[bytes]]
 
 
 def ranker_bench(
-    redis_url: str, bootstrap: str, out: Path, index: RetrieverConfig, items: int = 100_000
+    redis_url: str,
+    bootstrap: str,
+    out: Path,
+    index: RetrieverConfig,
+    *,
+    items: int = 100_000,
+    catalog: str = "random",
 ) -> dict[str, Any]:
     """Start the stack and the baselines, run the ranker bench against them, stop them all."""
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
@@ -91,6 +97,7 @@ def ranker_bench(
                 items=items,
                 index_kind=index.type,
                 index=None if index.type == "flat" else index,
+                catalog_kind=catalog,
             )
         finally:
             for server in baselines:
