@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from freshrec.offline.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
-from freshrec.retrieval.config import RetrieverConfig
+from freshrec.retrieval.config import IvfConfig, RetrieverConfig
+from freshrec.retrieval.faiss.ivf import ivf_nlist
 from services.cli import stack
 from services.cli.paths import checkout_dir
 from services.cli.ports import free_port
@@ -73,6 +74,10 @@ def ranker_bench(
     catalog: str = "random",
 ) -> dict[str, Any]:
     """Start the stack and the baselines, run the ranker bench against them, stop them all."""
+    if isinstance(index, IvfConfig) and index.nlist is None:
+        # the ranker trains as the catalog grows (last at half its size or so); a fixed
+        # nlist makes its lists those of the index the bench times at the full size
+        index = index.model_copy(update={"nlist": ivf_nlist(items)})
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
     env = _stack_env(redis_url, bootstrap, namespace, key, index)

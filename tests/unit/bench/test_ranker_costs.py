@@ -3,11 +3,15 @@ recall and catalogs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from freshrec.metrics import LATENCY_BUCKETS_S, BatchHistogram
+from freshrec.offline.bench.catalog import Catalog
 from freshrec.offline.bench.ranker import ranker_catalog
 from freshrec.offline.bench.ranker_costs import (
     STAGES,
@@ -16,6 +20,7 @@ from freshrec.offline.bench.ranker_costs import (
     search_costs,
     stage_breakdown,
 )
+from freshrec.offline.bench.ranker_indexes import TARGET_RECALL, compare_indexes
 from freshrec.retrieval import FaissRetriever, FlatConfig, IvfConfig
 
 
@@ -107,3 +112,30 @@ def test_random_catalog_is_seeded_and_refuses_unknown_kinds() -> None:
     np.testing.assert_array_equal(one.ids, two.ids)
     with pytest.raises(ValueError, match="unknown ranker catalog"):
         ranker_catalog("gaussian", 10, 8)
+
+
+def test_index_comparison_chooses_the_cheapest_setting_reaching_the_target(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    n = 20_000  # the IVF retriever's min_train_size: trained, not its flat phase
+    catalog = Catalog(
+        "random",
+        np.arange(n, dtype=np.uint64),
+        rng.standard_normal((n, 8)).astype(np.float32),
+        rng.standard_normal((6, 8)).astype(np.float32),
+    )
+    result = compare_indexes(catalog, tmp_path, {"ivf": (1, 4096), "hnsw": (500,)})
+    assert json.loads((tmp_path / "ranker_indexes.json").read_text()) == result
+    ivf = result["kinds"]["ivf"]
+    first, every_list = ivf["sweep"]
+    assert first["recall_at_100"] < TARGET_RECALL  # one list of about 500
+    assert every_list["recall_at_100"] == 1.0  # nprobe above nlist scans every list
+    assert ivf["chosen"] == every_list
+    assert set(every_list["cost"]) == {"1", "2", "3", "32"}
+    hnsw = result["kinds"]["hnsw"]
+    assert hnsw["param_name"] == "ef_search" and len(hnsw["sweep"]) == 1
+    reached = hnsw["sweep"][0]["recall_at_100"] >= TARGET_RECALL
+    assert (hnsw["chosen"] is not None) == reached
+    with pytest.raises(ValueError, match="unknown index kind"):
+        compare_indexes(catalog, tmp_path, {"pq": (1,)})
