@@ -20,6 +20,7 @@ def bench_ranker_indexes(
     out: Annotated[Path, typer.Option(help="Directory the JSON files go to.")] = Path(
         "results/bench"
     ),
+    *,
     items: Annotated[int, typer.Option(help="Catalog size.")] = 1_000_000,
     catalog: Annotated[
         str, typer.Option(help="Item rows: trained or random, as the ranker bench seeds them.")
@@ -27,6 +28,9 @@ def bench_ranker_indexes(
     nprobe: Annotated[str, typer.Option(help="IVF nprobe values, comma-separated.")] = "",
     ef_search: Annotated[
         str, typer.Option(help="HNSW ef_search values, comma-separated ('none': skip HNSW).")
+    ] = "",
+    split_nprobe: Annotated[
+        str, typer.Option(help="Split tail nprobe values, comma-separated ('none': skip).")
     ] = "",
 ) -> None:
     """Each index kind's cheapest setting at recall@100 >= 0.95 and its cost per call at
@@ -41,8 +45,9 @@ def bench_ranker_indexes(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     sweeps = {"ivf": _values(nprobe) or DEFAULT_SWEEPS["ivf"]}
-    if ef_search != "none":
-        sweeps["hnsw"] = _values(ef_search) or DEFAULT_SWEEPS["hnsw"]
+    for kind, text in (("hnsw", ef_search), ("split", split_nprobe)):
+        if text != "none":
+            sweeps[kind] = _values(text) or DEFAULT_SWEEPS[kind]
     dim = load_tables(default_table_config_path())["item"].dim
     result = compare_indexes(ranker_catalog(catalog, items, dim), out, sweeps)
     typer.echo(f"== ranker-indexes\n{json.dumps(result, indent=2)}")
