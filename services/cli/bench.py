@@ -118,7 +118,7 @@ def bench_ranker(
         typer.Option(
             "--index-kind",
             "--index",
-            help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).",
+            help="flat (exact, ranker.json) or ivf/hnsw/split (ranker_<kind>.json).",
         ),
     ] = "flat",
     items: Annotated[int, typer.Option(help="Items in the ranker's index.")] = 100_000,

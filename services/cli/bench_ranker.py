@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from freshrec.offline.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
-from freshrec.retrieval.config import IvfConfig, RetrieverConfig
+from freshrec.retrieval.config import IvfConfig, RetrieverConfig, SplitConfig
 from freshrec.retrieval.faiss.ivf import ivf_nlist
 from services.cli import stack
 from services.cli.paths import checkout_dir
@@ -74,10 +74,11 @@ def ranker_bench(
     catalog: str = "random",
 ) -> dict[str, Any]:
     """Start the stack and the baselines, run the ranker bench against them, stop them all."""
-    if isinstance(index, IvfConfig) and index.nlist is None:
+    if isinstance(index, IvfConfig | SplitConfig) and index.nlist is None:
         # the ranker trains as the catalog grows (last at half its size or so); a fixed
         # nlist makes its lists those of the index the bench times at the full size
-        index = index.model_copy(update={"nlist": ivf_nlist(items)})
+        listed = items if isinstance(index, IvfConfig) else items * (1 - index.head_fraction)
+        index = index.model_copy(update={"nlist": ivf_nlist(round(listed))})
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
     env = _stack_env(redis_url, bootstrap, namespace, key, index)
