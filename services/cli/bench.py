@@ -196,5 +196,5 @@ def bench_all(
         bench_retrieval(out)
     bench_trainer(out, ids=10_000_000 if large else 100_000)
     bench_ranker(out)
-    catalog, nprobe, items = ("trained", 224, 1_000_000) if large else ("random", 0, 100_000)
-    bench_ranker(out, index_kind="ivf", items=items, nprobe=nprobe, catalog=catalog)
+    kind, catalog, items = ("split", "trained", 1_000_000) if large else ("ivf", "random", 100_000)
+    bench_ranker(out, index_kind=kind, items=items, catalog=catalog)
