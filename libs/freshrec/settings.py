@@ -158,6 +158,19 @@ def _variants(annotation: object) -> list[type[BaseModel]]:
     return [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
 
 
+def _variants_note(variants: list[type[BaseModel]], sub: str, default: object) -> str:
+    """`(ivf, split only; split: 16) `: the variants that have field `sub`, and those whose
+    default differs from the first's."""
+    having = [v for v in variants if sub in v.model_fields and "type" in v.model_fields]
+    names = [str(v.model_fields["type"].default) for v in having]
+    others = [
+        f"{name}: {_shown(sub, v.model_fields[sub].get_default(call_default_factory=True))}"
+        for name, v in zip(names, having, strict=True)
+        if v.model_fields[sub].get_default(call_default_factory=True) != default
+    ]
+    return f"({', '.join(names)} only{''.join('; ' + o for o in others)}) " if names else ""
+
+
 def _field_rows(env: str, name: str, field: FieldInfo) -> list[str]:
     variants = _variants(field.annotation)
     default = field.get_default(call_default_factory=True)
@@ -180,9 +193,8 @@ def _field_rows(env: str, name: str, field: FieldInfo) -> list[str]:
                 text = f"{field.description or ''} One of: {choices}."
                 rows.append(f"| `{sub_env}` | str | {_shown(name, default)} | {text} |")
                 continue
-            tag = variant.model_fields.get("type")
-            only = f"({tag.default} only) " if tagged and tag is not None else ""
             sub_default = subfield.get_default(call_default_factory=True)
+            only = _variants_note(variants, sub, sub_default) if tagged else ""
             rows.append(
                 f"| `{sub_env}` | {_kind(subfield.annotation)} | {_shown(sub, sub_default)} | "
                 f"{only}{subfield.description or ''} |"

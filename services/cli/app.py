@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from services.cli.bench import bench_app
+from services.cli.bench_indexes import bench_ranker_indexes
 from services.cli.config_docs import config_docs
 from services.cli.data import data_app
 from services.cli.evaluate import eval_command, eval_live_command
@@ -29,4 +30,5 @@ app.command()(trainer)
 app.command()(ranker)
 app.command("config-docs")(config_docs)
 app.command("run")(run_main_job)
+bench_app.command("ranker-indexes")(bench_ranker_indexes)
 app.add_typer(bench_app, name="bench")

@@ -118,11 +118,14 @@ def bench_ranker(
         typer.Option(
             "--index-kind",
             "--index",
-            help="flat (exact, ranker.json) or ivf/hnsw (ranker_<kind>.json).",
+            help="flat (exact, ranker.json) or ivf/hnsw/split (ranker_<kind>.json).",
         ),
     ] = "flat",
     items: Annotated[int, typer.Option(help="Items in the ranker's index.")] = 100_000,
     nprobe: Annotated[int, typer.Option(help="The ivf index's nprobe (0: its default).")] = 0,
+    catalog: Annotated[
+        str, typer.Option(help="Item rows seeded: random (the worst case) or trained.")
+    ] = "random",
 ) -> None:
     """Recommend latency/throughput and end-to-end freshness (ranker.json, freshness.json)."""
     from pydantic import TypeAdapter  # noqa: PLC0415
@@ -130,11 +133,9 @@ def bench_ranker(
     from freshrec.retrieval.config import RetrieverConfig  # noqa: PLC0415
     from services.cli.bench_ranker import ranker_bench  # noqa: PLC0415
 
-    knobs: dict[str, object] = {"type": index_kind}
-    if nprobe:
-        knobs["nprobe"] = nprobe
+    knobs = {"type": index_kind, **({"nprobe": nprobe} if nprobe else {})}
     index = TypeAdapter(RetrieverConfig).validate_python(knobs)
-    _show("ranker", ranker_bench(*_endpoints(), out, index=index, items=items))
+    _show("ranker", ranker_bench(*_endpoints(), out, index, items=items, catalog=catalog))
 
 
 @bench_app.command("soak")
@@ -186,8 +187,7 @@ def bench_all(
         bool, typer.Option(help="The large sizes too: 10M rows and ids, 1M items, churn.")
     ] = False,
 ) -> None:
-    """Every benchmark above at its default size; --large runs the sizes of
-    docs/performance.md instead (each beside its default size) and the churn run."""
+    """Every benchmark at its default size; --large: docs/performance.md's sizes, churn too."""
     bench_table(out, rows=10_000_000 if large else 200_000)
     if large:
         bench_retrieval(out, catalog="trained", items=1_000_000)
@@ -196,4 +196,5 @@ def bench_all(
         bench_retrieval(out)
     bench_trainer(out, ids=10_000_000 if large else 100_000)
     bench_ranker(out)
-    bench_ranker(out, index_kind="ivf", **({"items": 1_000_000, "nprobe": 224} if large else {}))
+    kind, catalog, items = ("split", "trained", 1_000_000) if large else ("ivf", "random", 100_000)
+    bench_ranker(out, index_kind=kind, items=items, catalog=catalog)

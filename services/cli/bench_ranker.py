@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from freshrec.offline.bench.ranker import RankerBenchTargets, clear_namespace, run_ranker_bench
-from freshrec.retrieval.config import RetrieverConfig
+from freshrec.retrieval.config import IvfConfig, RetrieverConfig, SplitConfig
+from freshrec.retrieval.faiss.ivf import ivf_nlist
 from services.cli import stack
 from services.cli.paths import checkout_dir
 from services.cli.ports import free_port
@@ -64,9 +65,20 @@ def _baseline_servers(ports: Mapping[str, int]) -> list[subprocess.Popen[bytes]]
 
 
 def ranker_bench(
-    redis_url: str, bootstrap: str, out: Path, index: RetrieverConfig, items: int = 100_000
+    redis_url: str,
+    bootstrap: str,
+    out: Path,
+    index: RetrieverConfig,
+    *,
+    items: int = 100_000,
+    catalog: str = "random",
 ) -> dict[str, Any]:
     """Start the stack and the baselines, run the ranker bench against them, stop them all."""
+    if isinstance(index, IvfConfig | SplitConfig) and index.nlist is None:
+        # the ranker trains as the catalog grows (last at half its size or so); a fixed
+        # nlist makes its lists those of the index the bench times at the full size
+        listed = items if isinstance(index, IvfConfig) else items * (1 - index.head_fraction)
+        index = index.model_copy(update={"nlist": ivf_nlist(round(listed))})
     namespace = f"bench-ranker-{uuid.uuid4().hex[:8]}"
     key = uuid.uuid4().hex
     env = _stack_env(redis_url, bootstrap, namespace, key, index)
@@ -91,6 +103,7 @@ def ranker_bench(
                 items=items,
                 index_kind=index.type,
                 index=None if index.type == "flat" else index,
+                catalog_kind=catalog,
             )
         finally:
             for server in baselines:

@@ -51,7 +51,9 @@ class RankerSettings(CommonSettings):
         "ivf's `nprobe` is the lists scanned per query (recall against speed; 64 suits "
         "trained, clustered embeddings; structureless vectors need about 40% of the lists, "
         "see docs/retrieval.md); hnsw's `ef_search` is the beam width per query (recall "
-        "against speed).",
+        "against speed); split searches the `head_fraction` of largest-norm items exactly "
+        "and the rest by IVF with its `nprobe` (trained catalogs, whose best answers are "
+        "the large rows).",
     )
     item_rows: Literal["mirror", "redis"] = Field(
         "mirror",

@@ -57,3 +57,7 @@ def test_cursor_off_the_trimmed_stream_rebuilds_from_export(
 
 def test_mirror_holds_what_the_index_holds(store: RedisEmbeddingStore, tmp_path: Path) -> None:
     sc.mirror_holds_what_the_index_holds(store, tmp_path / "snap")
+
+
+def test_split_index_follows_the_table(store: RedisEmbeddingStore, tmp_path: Path) -> None:
+    sc.split_index_follows_the_table(store, tmp_path / "snap")

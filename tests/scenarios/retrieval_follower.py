@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from freshrec.retrieval import FaissRetriever, IndexFollower, IvfConfig, RowMirror
+from freshrec.retrieval.config import SplitConfig
 from freshrec.table.base import EmbeddingStore
 from freshrec.table.config import ExpiryConfig, SgdConfig, TableConfig, ZerosInit
 from tests.waiting import wait_until
@@ -185,3 +186,37 @@ def mirror_holds_what_the_index_holds(store: EmbeddingStore, snapshot_dir: Path)
     restarted = IndexFollower(store, new_retriever(), snapshot_dir, mirror=restarted_mirror)
     assert restarted.bootstrap() == "snapshot"
     _assert_mirror_matches(store, restarted, restarted_mirror)
+
+
+def split_index_follows_the_table(store: EmbeddingStore, snapshot_dir: Path) -> None:
+    """A `split` index bootstrapped from the table takes upserts (an item grown into the
+    head), expiry-driven removals and a restart from its snapshot."""
+    ids = background(store, n=1500)
+
+    def split_retriever() -> FaissRetriever:
+        return FaissRetriever(DIM, SplitConfig(min_train_size=1000, head_fraction=0.05))
+
+    follower = IndexFollower(store, split_retriever(), snapshot_dir)
+    assert follower.bootstrap() == "export"
+    retriever = follower.retriever
+    assert isinstance(retriever, FaissRetriever) and retriever.structure == "split"
+    fresh, old = 2**63 + 7, 2**64 - 2
+    write(store, [fresh], axis(3, 1000.0), T0 + 10)
+    write(store, [old], axis(1, 1000.0), T0 - EXPIRE_AFTER_S)
+    # an ordinary (tail) item grows far past the head's threshold
+    store.apply_gradients(np.array([ids[0]], dtype=np.uint64), -axis(4, 500.0), T0 + 20)
+    follower.poll_once()
+    assert (top1(follower, 3), top1(follower, 1), top1(follower, 4)) == (fresh, old, ids[0])
+    assert len(retriever) == 1502
+    store.expire(watermark=T0 + 1)
+    follower.poll_once()
+    assert old not in retriever.ids().tolist()
+    found, _ = retriever.search(np.eye(DIM, dtype=np.float32), 500)
+    assert old not in found.ravel().tolist()
+    follower.snapshot()
+    second = IndexFollower(store, split_retriever(), snapshot_dir)
+    assert second.bootstrap() == "snapshot"
+    restarted = second.retriever
+    assert isinstance(restarted, FaissRetriever) and restarted.structure == "split"
+    assert set(restarted.ids().tolist()) == {*ids, fresh}
+    assert (top1(second, 3), top1(second, 4)) == (fresh, ids[0])

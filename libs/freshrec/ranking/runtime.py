@@ -37,7 +37,7 @@ from freshrec.ranking.model_holder import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.ranking.recommender import Query, Recommendation, Recommender
 from freshrec.retrieval import IndexFollower, RowMirror, build_retriever
-from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig, SplitConfig
 from freshrec.settings import default_table_config_path
 from freshrec.table import Tables, TableStats, load_tables, open_backend, open_tables
 from freshrec.table.backends import redis_backend_config
@@ -81,7 +81,9 @@ class RankerConfig:
     redis_wait_replicas: int = 0
     namespace: str = "freshrec"
     table_config: Path = field(default_factory=default_table_config_path)
-    index: ExactConfig | FlatConfig | IvfConfig | HnswConfig = field(default_factory=FlatConfig)
+    index: ExactConfig | FlatConfig | IvfConfig | HnswConfig | SplitConfig = field(
+        default_factory=FlatConfig
+    )
     item_rows: Literal["mirror", "redis"] = "mirror"
     index_snapshot: Path | None = None
     index_snapshot_interval_s: float = 60.0

@@ -13,6 +13,10 @@ Example (as it would appear in a service's settings, JSON or YAML)::
   centroids stale.
 - `hnsw`: FAISS HNSW-flat, approximate; removals are tombstones filtered at search time,
   compacted by a background rebuild once `max_dead_fraction` of the graph is dead.
+- `split`: the `head_fraction` of items of largest norm searched exactly, the rest by
+  IVF-flat with a small `nprobe`, answers merged by score; approximate; upserts and
+  removals are native, rebuilt in the background when the catalog or the head has grown or
+  shrunk past its bound. For trained catalogs, whose best answers are the large rows.
 
 `freshrec.retrieval.factory.build_retriever` turns a config into a retriever; this module
 imports no index implementation, so reading a config does not load FAISS.
@@ -35,6 +39,7 @@ __all__ = [
     "HnswConfig",
     "IvfConfig",
     "RetrieverConfig",
+    "SplitConfig",
 ]
 
 
@@ -142,7 +147,52 @@ class HnswConfig(StrictModel):
     )
 
 
-FaissIndexConfig = Annotated[FlatConfig | IvfConfig | HnswConfig, Field(discriminator="type")]
+class SplitConfig(StrictModel):
+    """Norm split: the largest-norm items in an exact flat head, the rest in IVF-flat."""
+
+    type: Literal["split"] = "split"
+    head_fraction: float = Field(
+        0.02,
+        gt=0.0,
+        lt=1.0,
+        description="Share of the items, those of largest norm, searched exactly; the norm "
+        "threshold is fixed at each (re)build and routes every upsert.",
+    )
+    nprobe: int = Field(
+        16, ge=1, description="IVF lists of the tail (the other items) scanned per query."
+    )
+    nlist: int | None = Field(
+        None,
+        ge=1,
+        description="IVF lists of the tail; None picks about 4*sqrt(tail size) at each build.",
+    )
+    min_train_size: int = Field(
+        20_000,
+        ge=1,
+        description="Below this many items the index stays exact (flat), as `ivf` does.",
+    )
+    retrain_growth: float = Field(
+        2.0,
+        gt=1.0,
+        description="Rebuild in the background once the catalog is this many times larger "
+        "(or smaller) than at the last build.",
+    )
+    max_head_growth: float = Field(
+        1.5,
+        gt=1.0,
+        description="Rebuild in the background (a new norm threshold) once the head holds "
+        "this many times more (or fewer) items than right after the last build: norms "
+        "have moved.",
+    )
+    train_iterations: int = Field(10, ge=1, description="k-means iterations of the tail.")
+    train_points_per_list: int = Field(
+        64, ge=39, description="k-means sample size per tail centroid."
+    )
+
+
+FaissIndexConfig = Annotated[
+    FlatConfig | IvfConfig | HnswConfig | SplitConfig, Field(discriminator="type")
+]
 RetrieverConfig = Annotated[
-    ExactConfig | FlatConfig | IvfConfig | HnswConfig, Field(discriminator="type")
+    ExactConfig | FlatConfig | IvfConfig | HnswConfig | SplitConfig, Field(discriminator="type")
 ]

@@ -8,14 +8,16 @@ or only imports the serving code, never pays for loading it.
 from __future__ import annotations
 
 from freshrec.retrieval.base import Retriever
-from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig, SplitConfig
 from freshrec.retrieval.exact import ExactRetriever
 
 __all__ = ["build_retriever"]
 
 
 def build_retriever(
-    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig, dim: int, name: str = "item"
+    config: ExactConfig | FlatConfig | IvfConfig | HnswConfig | SplitConfig,
+    dim: int,
+    name: str = "item",
 ) -> Retriever:
     """The retriever `config` describes, empty, for `dim`-dimensional vectors.
 

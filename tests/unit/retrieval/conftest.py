@@ -8,16 +8,19 @@ import pytest
 
 from freshrec.retrieval import ExactRetriever, FaissRetriever, FlatConfig, HnswConfig, IvfConfig
 from freshrec.retrieval.base import Retriever
+from freshrec.retrieval.config import SplitConfig
 
 DIM = 16
 
-# min_train_size=200 so that IVF is trained (not in its flat phase) on small test catalogs;
-# nprobe above nlist makes it scan every list, so its answers are exact.
+# min_train_size=200 so that IVF and split are trained (not in their flat phase) on small test
+# catalogs; nprobe above nlist makes them scan every list, so their answers are exact.
 KINDS: dict[str, Callable[[], Retriever]] = {
     "exact": lambda: ExactRetriever(DIM),
     "flat": lambda: FaissRetriever(DIM, FlatConfig()),
     "ivf": lambda: FaissRetriever(DIM, IvfConfig(min_train_size=200, nprobe=4096)),
     "hnsw": lambda: FaissRetriever(DIM, HnswConfig(ef_search=512)),
+    # nprobe above the tail's nlist: the tail is scanned whole, so answers are exact
+    "split": lambda: FaissRetriever(DIM, SplitConfig(min_train_size=200, nprobe=4096)),
 }
 
 

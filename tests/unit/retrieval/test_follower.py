@@ -246,3 +246,7 @@ def test_rebuilding_gauge_follows_the_retriever(store: CountingStore) -> None:
     assert REGISTRY.get_sample_value("freshrec_index_rebuilding", labels) == 1
     retriever.rebuilding = False
     assert REGISTRY.get_sample_value("freshrec_index_rebuilding", labels) == 0
+
+
+def test_split_index_follows_the_table(store: CountingStore, tmp_path: Path) -> None:
+    sc.split_index_follows_the_table(store, tmp_path / "snap")

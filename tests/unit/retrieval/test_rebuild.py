@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from freshrec.retrieval import ExactRetriever, FaissRetriever, HnswConfig, IvfConfig
+from freshrec.retrieval.config import SplitConfig
 from tests.unit.retrieval.conftest import DIM
 
 REBUILD_THREAD = "freshrec-index-rebuild"
@@ -44,10 +45,12 @@ class GatedRetriever(FaissRetriever):
 
 def _config(
     kind: str, *, min_train_size: int, nprobe: int, ef_search: int, max_dead_fraction: float
-) -> IvfConfig | HnswConfig:
-    """An `ivf` or `hnsw` config that rebuilds after few changes."""
+) -> IvfConfig | HnswConfig | SplitConfig:
+    """An `ivf`, `hnsw` or `split` config that rebuilds after few changes."""
     if kind == "ivf":
         return IvfConfig(min_train_size=min_train_size, nprobe=nprobe)
+    if kind == "split":
+        return SplitConfig(min_train_size=min_train_size, nprobe=nprobe)
     return HnswConfig(ef_search=ef_search, max_dead_fraction=max_dead_fraction)
 
 
@@ -79,7 +82,7 @@ def test_ivf_trains_in_the_background_then_retrains_when_grown() -> None:
     retriever.close()
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "split"])
 def test_changes_during_a_rebuild_are_replayed_before_the_swap(kind: str) -> None:
     config = _config(kind, min_train_size=500, nprobe=4096, ef_search=1024, max_dead_fraction=0.2)
     retriever = GatedRetriever(DIM, config)
@@ -142,7 +145,7 @@ def test_a_failed_rebuild_keeps_the_old_index_serving() -> None:
     retriever.close()
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "split"])
 def test_searches_during_rebuilds_never_fail_nor_return_removed_ids(kind: str) -> None:
     config = _config(kind, min_train_size=300, nprobe=8, ef_search=64, max_dead_fraction=0.1)
     retriever = FaissRetriever(DIM, config)

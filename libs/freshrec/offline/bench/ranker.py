@@ -5,23 +5,30 @@ baseline servers, and hands their URLs in as `RankerBenchTargets`; this module s
 catalog, measures and writes the figures.
 
 `results/bench/ranker.json`:
-- p50/p99 latency of `POST /v1/recommend` (100,000 items in the index, 500 candidates,
-  k=50) at fixed offered rates — open loop: requests are sent on a fixed schedule from a
-  separate process and latency is measured from each request's scheduled time, so a slow
-  answer delays no later measurement (no coordinated omission); a 5 s unmeasured warm-up
-  at the lowest rate comes first;
+- the catalog: `random` item rows (N(0, 0.1²), the structureless worst case) or `trained`
+  ones (the retrieval bench's cached trained catalog of the same size), recorded as
+  `catalog`;
+- p50/p99 latency of `POST /v1/recommend` (100,000 items in the index by default, 500
+  candidates, k=50) at fixed offered rates — open loop: requests are sent on a fixed
+  schedule from a separate process and latency is measured from each request's scheduled
+  time, so a slow answer delays no later measurement (no coordinated omission); a 5 s
+  unmeasured warm-up at the lowest rate comes first; beside each rate, `breakdown`: where
+  the phase's requests spent their time, from the ranker's own `/metrics` read before and
+  after it (`freshrec.offline.bench.ranker_costs.stage_breakdown`);
 - `max_qps`: closed loop with a fixed number of concurrent clients;
 - `noop_max_qps`: the same closed loop against a no-op FastAPI route served by uvicorn the
   same way, measured in the same run — the ceiling this machine puts on any Python route;
 - `http_only_max_qps`: the same closed loop against the ranker's HTTP handling alone (its
   middlewares, request model and a reply of the same size, no recommendation work): how
   much of the gap to the no-op route is HTTP and how much the recommendation;
-- `exact_search_ms_per_query`: exact top-500 over the same number of random vectors in
-  batches of 32 on one thread, timed in this process (best of three); and
-  `exact_ceiling_max_qps`, `1 / (1 / http_only_max_qps + exact search time)`: the most an
-  exact ranker could answer on this machine if scoring, row reads and batching cost nothing;
-  for an approximate index, `index_search_ms_per_query` and `index_ceiling_max_qps` are the
-  same for that index's own search (built in this process over as many items).
+- `exact_search_ms_per_query`: exact top-500 over the same catalog in batches of 32 on one
+  thread, timed in this process (best of three); and `exact_ceiling_max_qps`,
+  `1 / (1 / http_only_max_qps + exact search time)`: the most an exact ranker could answer
+  on this machine if scoring, row reads and batching cost nothing; for an approximate
+  index, `index_search_ms_per_query` and `index_ceiling_max_qps` are the same for that
+  index's own search (built in this process over the same catalog), with its cost per call
+  at batches of 1, 2, 3 and 32 (`index_search_by_batch`) and its recall@100 against exact
+  on the catalog's queries (`index_recall_at_100`).
 
 `results/bench/freshness.json`: `e2e_p50_s` / `e2e_p99_s` from posting an event to ingest
 until the ranker's row endpoint shows the changed vector.
@@ -54,22 +61,36 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
-from threadpoolctl import threadpool_limits
 
 from freshrec.client import FreshrecClient
 from freshrec.errors import NotFound
+from freshrec.offline.bench.catalog import Catalog, make_catalog
+from freshrec.offline.bench.ranker_costs import (
+    parse_counters,
+    recall_at_k,
+    search_costs,
+    stage_breakdown,
+)
+from freshrec.offline.bench.retrieval import SEED
 from freshrec.retrieval.config import RetrieverConfig
 from freshrec.retrieval.factory import build_retriever
-from freshrec.retrieval.scan import top_inner_products
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, hash_features, load_tables
 from freshrec.table.base import Rows
 from freshrec.table.config import TableConfig
 
-__all__ = ["RankerBenchTargets", "clear_namespace", "run_ranker_bench"]
+__all__ = [
+    "RANKER_CATALOGS",
+    "RankerBenchTargets",
+    "clear_namespace",
+    "ranker_catalog",
+    "run_ranker_bench",
+]
 
 _T0 = 1_750_000_000.0
 _WARMUP_S = 5.0
+_CANDIDATES = 500
+RANKER_CATALOGS = ("random", "trained")
 
 
 @dataclass(frozen=True)
@@ -264,10 +285,11 @@ def _seed_catalog(
     urls: Mapping[str, str],
     key: str,
     *,
-    items: int,
+    catalog: Catalog,
     config: TableConfig,
 ) -> None:
-    """1,000 users with history through the real pipeline, then `items` item rows imported."""
+    """1,000 users with history through the real pipeline, then the catalog's item rows
+    imported."""
     events = [
         {
             "event_id": f"seed{n}",
@@ -282,14 +304,13 @@ def _seed_catalog(
     with FreshrecClient(urls["ingest"], api_key=key, timeout_s=30.0) as poster:
         poster.send_events(events)  # in batches of ingest's limit, retried if refused
     store = RedisTableBackend(client, namespace).store(config)
-    rng = np.random.default_rng(0)
+    items = catalog.items.shape[0]
     for start in range(0, items, 20_000):
         n = min(20_000, items - start)
-        ids = hash_features("item", [f"c{j}" for j in range(start, start + n)])
         store.import_rows(
             Rows(
-                ids=ids,
-                vectors=(rng.standard_normal((n, config.dim)) * 0.1).astype(np.float32),
+                ids=catalog.ids[start : start + n],
+                vectors=catalog.items[start : start + n],
                 state=np.full((n, config.dim), 0.1, dtype=np.float32),
                 event_time=np.full(n, _T0, dtype=np.float64),
                 wall_time=np.full(n, time.time(), dtype=np.float64),
@@ -309,31 +330,48 @@ def _seed_catalog(
         time.sleep(0.5)
 
 
-def _search_seconds(
-    items: int, dim: int, candidates: int, index: RetrieverConfig | None, batch: int = 32
-) -> float:
-    """Seconds per query of top-`candidates` over `items` random vectors, in batches of
-    `batch` on one thread as the ranker computes (best of three passes): exact search
-    when `index` is None, else the configured index's own search."""
-    rng = np.random.default_rng(1)
-    vectors = (rng.standard_normal((items, dim)) * 0.1).astype(np.float32)
-    queries = (rng.standard_normal((8 * batch, dim)) * 0.3).astype(np.float32)
-    retriever = None
+def ranker_catalog(kind: str, items: int, dim: int, queries: int = 256) -> Catalog:
+    """The ranker bench's item rows and the queries its index is timed with.
+
+    Args:
+        kind: `random` (N(0, 0.1²) vectors, the structureless worst case) or `trained` (the
+            item rows of `freshrec.offline.bench.catalog.trained_catalog`, a sample of its
+            trained users as queries).
+        items: catalog size.
+        dim: the item table's dimension (a `trained` catalog has the shipped tables' 32).
+        queries: queries drawn for timing the index.
+
+    Returns:
+        The catalog: `(N,)` ids, `(N, D)` item rows, `(queries, D)` queries.
+    """
+    if kind == "trained":
+        # the retrieval bench's seed: both benches share one cached catalog per size
+        return make_catalog("trained", items, queries, dim, SEED)
+    if kind != "random":
+        raise ValueError(f"unknown ranker catalog {kind!r}; expected one of {RANKER_CATALOGS}")
+    ids = np.concatenate(
+        [hash_features("item", [f"c{j}" for j in range(s, min(s + 20_000, items))])
+         for s in range(0, items, 20_000)]
+    )  # fmt: skip
+    vectors = (np.random.default_rng(0).standard_normal((items, dim)) * 0.1).astype(np.float32)
+    probes = (np.random.default_rng(1).standard_normal((queries, dim)) * 0.3).astype(np.float32)
+    return Catalog(kind, ids, vectors, probes, {"how": "iid N(0, 0.1^2)"})
+
+
+def _index_costs(catalog: Catalog, index: RetrieverConfig | None) -> dict[str, Any]:
+    """Exact search and the configured index's own search over the catalog, per call at the
+    ranker's batch sizes, and the index's recall@100 against exact (same queries)."""
+    vectors, queries = catalog.items, catalog.queries
+    exact = search_costs(None, vectors, queries, _CANDIDATES)
+    costs: dict[str, Any] = {"exact": exact, "index": exact, "index_recall_at_100": 1.0}
     if index is not None:
-        retriever = build_retriever(index, dim)
-        retriever.replace(np.arange(items, dtype=np.uint64), vectors)
-    best = float("inf")
-    with threadpool_limits(limits=1):
-        for _ in range(3):
-            started = time.perf_counter()
-            for start in range(0, queries.shape[0], batch):
-                chunk = queries[start : start + batch]
-                if retriever is None:
-                    top_inner_products(chunk, vectors, candidates)
-                else:
-                    retriever.search(chunk, candidates)
-            best = min(best, (time.perf_counter() - started) / queries.shape[0])
-    return best
+        started = time.perf_counter()
+        retriever = build_retriever(index, vectors.shape[1])
+        retriever.replace(np.arange(vectors.shape[0], dtype=np.uint64), vectors)
+        costs["index_build_s"] = round(time.perf_counter() - started, 1)
+        costs["index"] = search_costs(retriever, vectors, queries, _CANDIDATES)
+        costs["index_recall_at_100"] = round(recall_at_k(retriever, vectors, queries, 100), 4)
+    return costs
 
 
 def _vector(client: FreshrecClient, user: str) -> list[float] | None:
@@ -384,19 +422,29 @@ def clear_namespace(redis_url: str, namespace: str) -> None:
             client.delete(*keys[start : start + 5000])
 
 
+def _counters(ranker: str) -> dict[str, float]:
+    return parse_counters(httpx.get(f"{ranker}/metrics", timeout=10).text)
+
+
 def _latency_by_rate(
-    recommend: str, body: Mapping[str, Any], rates: tuple[float, ...], seconds: float
-) -> dict[str, dict[str, float]]:
-    latency: dict[str, dict[str, float]] = {}
+    ranker: str, body: Mapping[str, Any], rates: tuple[float, ...], seconds: float
+) -> dict[str, dict[str, Any]]:
+    """p50/p99 per offered rate, and where the phase's requests spent their time."""
+    latency: dict[str, dict[str, Any]] = {}
     for rate in rates:
-        samples = _in_child("open", recommend, body=body, rate=rate, seconds=seconds)
+        before, started = _counters(ranker), time.monotonic()
+        samples = _in_child("open", f"{ranker}/v1/recommend", body=body, rate=rate, seconds=seconds)
+        wall_s = time.monotonic() - started
+        after = _counters(ranker)
         finite = [s for s in samples if np.isfinite(s)]
         p50, p99 = _percentiles(finite) if finite else (float("nan"), float("nan"))
+        mean_s = float(np.mean(finite)) if finite else float("nan")
         latency[f"{rate:g}"] = {
             "p50_ms": round(p50 * 1000, 2),
             "p99_ms": round(p99 * 1000, 2),
             "requests": len(samples),
             "errors": len(samples) - len(finite),
+            "breakdown": stage_breakdown(before, after, mean_s, wall_s),
         }
     return latency
 
@@ -412,6 +460,7 @@ def run_ranker_bench(
     probes: int = 40,
     index_kind: str = "flat",
     index: RetrieverConfig | None = None,
+    catalog_kind: str = "random",
 ) -> dict[str, Any]:
     """Run the ranker and freshness benchmarks; writes `ranker.json` and `freshness.json`.
 
@@ -428,6 +477,8 @@ def run_ranker_bench(
         index: the ranker's index config when approximate: its own search time over a
             catalog of the same size gives `index_ceiling_max_qps`, as exact search gives
             `exact_ceiling_max_qps`.
+        catalog_kind: the item rows seeded, `random` (the worst case) or `trained` (see
+            `ranker_catalog`); recorded, and named in the output file when trained.
 
     Returns:
         `{"ranker": ..., "freshness": ...}`, the two JSON documents written.
@@ -436,17 +487,19 @@ def run_ranker_bench(
     key = targets.api_key
     client = redis.Redis.from_url(redis_url)
     item_config = load_tables(default_table_config_path())["item"]
+    catalog = ranker_catalog(catalog_kind, items, item_config.dim)
     try:
-        _seed_catalog(client, targets.namespace, urls, key, items=items, config=item_config)
+        _seed_catalog(client, targets.namespace, urls, key, catalog=catalog, config=item_config)
     finally:
         client.close()
-    recommend = f"{urls['ranker']}/v1/recommend"
     body = {"k": 50}
     # warm-up, not measured: the trainer is still digesting the seed events and the
     # ranker loads their model; steady state is what the figures describe
-    _in_child("open", recommend, body=body, rate=rates[0], seconds=_WARMUP_S)
-    latency = _latency_by_rate(recommend, body, rates, seconds)
-    max_qps = _in_child("closed", recommend, body=body, clients=32, seconds=seconds)
+    _in_child("open", f"{urls['ranker']}/v1/recommend", body=body, rate=rates[0], seconds=_WARMUP_S)
+    latency = _latency_by_rate(urls["ranker"], body, rates, seconds)
+    max_qps = _in_child(
+        "closed", f"{urls['ranker']}/v1/recommend", body=body, clients=32, seconds=seconds
+    )
     _wait_http(f"{targets.noop}/noop")
     noop_qps = _in_child("closed", f"{targets.noop}/noop", body=None, clients=32, seconds=seconds)
     _wait_http(f"{targets.ranker_http}/healthz")
@@ -455,14 +508,17 @@ def run_ranker_bench(
     )
     fresh = _freshness(urls, key, probes)
     fresh_p50, fresh_p99 = _percentiles(fresh)
-    search_s = _search_seconds(items, item_config.dim, 500, None)
+    costs = _index_costs(catalog, index)
+    # the ceilings take the per-query cost in batches of 32: a closed loop's batches
+    search_s = costs["exact"]["32"]["ms_per_query"] / 1e3
     ceiling = 1.0 / (1.0 / http_qps + search_s) if http_qps else 0.0
-    own_s = _search_seconds(items, item_config.dim, 500, index) if index else search_s
+    own_s = costs["index"]["32"]["ms_per_query"] / 1e3
     own_ceiling = 1.0 / (1.0 / http_qps + own_s) if http_qps else 0.0
     ranker = {
         "index_kind": index_kind,
+        "catalog": catalog_kind,
         "items": items,
-        "candidates": 500,
+        "candidates": _CANDIDATES,
         "k": 50,
         "seconds_per_rate": seconds,
         "warmup_s": _WARMUP_S,
@@ -476,6 +532,10 @@ def run_ranker_bench(
         "exact_ceiling_vs_noop": round(ceiling / noop_qps, 3) if noop_qps else None,
         "index": index.model_dump() if index else {"type": index_kind},
         "index_search_ms_per_query": round(own_s * 1e3, 4),
+        "index_search_by_batch": costs["index"],
+        "exact_search_by_batch": costs["exact"],
+        "index_recall_at_100": costs["index_recall_at_100"],
+        "index_build_s_in_bench": costs.get("index_build_s"),
         "index_ceiling_max_qps": round(own_ceiling, 1),
         "max_qps_vs_index_ceiling": round(max_qps / own_ceiling, 3) if own_ceiling else None,
         "targets": {
@@ -493,6 +553,7 @@ def run_ranker_bench(
     out.mkdir(parents=True, exist_ok=True)
     suffix = "" if index_kind == "flat" else f"_{index_kind}"
     suffix += "" if items == 100_000 else f"_{items}"
+    suffix += "" if catalog_kind == "random" else f"_{catalog_kind}"
     (out / f"ranker{suffix}.json").write_text(json.dumps(ranker, indent=2))
     (out / "freshness.json").write_text(json.dumps(freshness, indent=2))
     return {"ranker": ranker, "freshness": freshness}

@@ -25,7 +25,7 @@ from freshrec.ranking.model_holder import ModelHolder
 from freshrec.ranking.popularity import PopularityTracker
 from freshrec.ranking.recommender import Query, Recommender
 from freshrec.retrieval import IndexFollower, build_retriever
-from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig, SplitConfig
 from freshrec.stream.base import Message
 from freshrec.stream.events import Event
 from freshrec.stream.messages import encode_event
@@ -159,7 +159,7 @@ def answer_in_process(
     questions: LiveQuestions,
     tables: Tables,
     *,
-    index: ExactConfig | FlatConfig | IvfConfig | HnswConfig,
+    index: ExactConfig | FlatConfig | IvfConfig | HnswConfig | SplitConfig,
     candidates: int,
     like_weight: float,
     user_context: bool,

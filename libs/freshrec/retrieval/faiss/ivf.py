@@ -20,10 +20,15 @@ from freshrec.retrieval.config import IvfConfig
 from freshrec.retrieval.faiss.structure import IndexStructure, Labels
 from freshrec.table.base import FloatArray
 
-__all__ = ["IvfIndex"]
+__all__ = ["IvfIndex", "ivf_nlist"]
 
 # Fixed so that two trainings on the same contents give the same centroids.
 _TRAIN_SEED = 1234
+
+
+def ivf_nlist(items: int) -> int:
+    """The lists an `IvfConfig` with `nlist` None trains for `items` items: about 4·sqrt(N)."""
+    return round(4 * math.sqrt(items))
 
 
 class IvfIndex(IndexStructure):
@@ -43,7 +48,7 @@ class IvfIndex(IndexStructure):
     @classmethod
     def train(cls, labels: Labels, vectors: FloatArray, dim: int, config: IvfConfig) -> IvfIndex:
         n = vectors.shape[0]
-        wanted = config.nlist if config.nlist is not None else round(4 * math.sqrt(n))
+        wanted = config.nlist if config.nlist is not None else ivf_nlist(n)
         # FAISS wants >= 39 training points per centroid and warns (on stderr) otherwise.
         nlist = max(1, min(wanted, n // 39))
         quantizer = faiss.IndexFlatIP(dim)

@@ -33,11 +33,12 @@ from freshrec.retrieval.base import (
     exclusion_width,
     filter_excluded,
 )
-from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig
+from freshrec.retrieval.config import FlatConfig, HnswConfig, IvfConfig, SplitConfig
 from freshrec.retrieval.faiss.drift import DriftCheck, DriftWatch
 from freshrec.retrieval.faiss.flat import FlatIndex
 from freshrec.retrieval.faiss.hnsw import HnswIndex
 from freshrec.retrieval.faiss.ivf import IvfIndex
+from freshrec.retrieval.faiss.split import SplitIndex, split_rebuild_reason
 from freshrec.retrieval.faiss.structure import IndexStructure, Labels, to_ids, to_labels
 from freshrec.retrieval.metrics import INDEX_REBUILDS
 from freshrec.table.base import FloatArray, IdArray
@@ -137,13 +138,13 @@ class FaissRetriever(Retriever):
     def __init__(
         self,
         dim: int,
-        config: FlatConfig | IvfConfig | HnswConfig | None = None,
+        config: FlatConfig | IvfConfig | HnswConfig | SplitConfig | None = None,
         name: str = "item",
     ) -> None:
         if dim < 1:
             raise InvalidInput(f"dim must be >= 1, got {dim}")
         self._dim = dim
-        self._config: FlatConfig | IvfConfig | HnswConfig = config or FlatConfig()
+        self._config: FlatConfig | IvfConfig | HnswConfig | SplitConfig = config or FlatConfig()
         self._name = name
         self._lock = ReadWriteLock()
         self._structure = self._build(
@@ -173,13 +174,13 @@ class FaissRetriever(Retriever):
         return self._dim
 
     @property
-    def config(self) -> FlatConfig | IvfConfig | HnswConfig:
+    def config(self) -> FlatConfig | IvfConfig | HnswConfig | SplitConfig:
         """The structure this retriever was configured with."""
         return self._config
 
     @property
     def kind(self) -> str:
-        """The configured structure: "faiss-flat", "faiss-ivf" or "faiss-hnsw"."""
+        """The configured structure: "faiss-flat", "faiss-ivf", "faiss-hnsw" or "faiss-split"."""
         return f"faiss-{self._config.type}"
 
     @property
@@ -189,7 +190,7 @@ class FaissRetriever(Retriever):
 
     @property
     def structure(self) -> str:
-        """The index structure serving now: "flat", "ivf" or "hnsw"."""
+        """The index structure serving now: "flat", "ivf", "hnsw" or "split"."""
         return self._structure.kind
 
     @property
@@ -227,7 +228,7 @@ class FaissRetriever(Retriever):
         """Change search-time parameters of the live index (recall against latency).
 
         Args:
-            nprobe: IVF lists scanned per query (`ivf` only).
+            nprobe: IVF lists scanned per query (`ivf`; the tail's for `split`).
             ef_search: HNSW candidate list size per query (`hnsw` only).
 
         Raises:
@@ -236,10 +237,10 @@ class FaissRetriever(Retriever):
         with self._lock.write():
             config = self._config
             if nprobe is not None:
-                if not isinstance(config, IvfConfig) or nprobe < 1:
+                if not isinstance(config, IvfConfig | SplitConfig) or nprobe < 1:
                     raise InvalidInput(f"nprobe={nprobe} does not apply to a {config.type} index")
                 config = config.model_copy(update={"nprobe": nprobe})
-                if isinstance(self._structure, IvfIndex):
+                if isinstance(self._structure, IvfIndex | SplitIndex):
                     self._structure.nprobe = nprobe
             if ef_search is not None:
                 if not isinstance(config, HnswConfig) or ef_search < 1:
@@ -325,9 +326,13 @@ class FaissRetriever(Retriever):
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """`faiss.write_index` of the serving index to `path`."""
+        """`faiss.write_index` of the serving index to `path` (`SplitIndex.write` for a
+        split one)."""
         with self._lock.read():
-            faiss.write_index(self._structure.index, str(path))
+            if isinstance(self._structure, SplitIndex):
+                self._structure.write(path)
+            else:
+                faiss.write_index(self._structure.index, str(path))
 
     def load(self, path: Path) -> None:
         """Replace the contents with an index written by `save`.
@@ -335,13 +340,18 @@ class FaissRetriever(Retriever):
         Raises:
             SnapshotError: unreadable file, other dimension or metric, or a structure this
                 retriever's config cannot serve (a `flat`/`ivf` snapshot is accepted by an
-                `ivf` retriever; otherwise the structure must match the config).
+                `ivf` retriever, a `flat`/`split` one by a `split` retriever; otherwise the
+                structure must match the config).
         """
-        try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as exc:
-            raise SnapshotError(f"cannot read FAISS index {path}: {exc}") from exc
-        structure = self._adopt(index, path)
+        config = self._config
+        if isinstance(config, SplitConfig) and path.exists() and SplitIndex.is_file(path):
+            structure: IndexStructure = SplitIndex.read(path, self._dim, config.nprobe)
+        else:
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError as exc:
+                raise SnapshotError(f"cannot read FAISS index {path}: {exc}") from exc
+            structure = self._adopt(index, path)
         self._install(structure)
         logger.info(
             "index %s loaded from %s: %d items, %s",
@@ -371,7 +381,9 @@ class FaissRetriever(Retriever):
                 raise SnapshotError(f"{path} holds an unsupported index {type(inner).__name__}")
         else:
             raise SnapshotError(f"{path} holds an unsupported index {type(index).__name__}")
-        allowed = {"flat": {"flat"}, "ivf": {"flat", "ivf"}, "hnsw": {"hnsw"}}[self._config.type]
+        allowed = {"flat": {"flat"}, "ivf": {"flat", "ivf"}, "hnsw": {"hnsw"}, "split": {"flat"}}[
+            self._config.type
+        ]
         if structure.kind not in allowed:
             raise SnapshotError(
                 f"{path} holds a {structure.kind} index; this retriever is configured for "
@@ -389,6 +401,8 @@ class FaissRetriever(Retriever):
             structure = HnswIndex.empty(self._dim, config)
         elif isinstance(config, IvfConfig) and labels.shape[0] >= config.min_train_size:
             return IvfIndex.train(labels, vectors, self._dim, config)
+        elif isinstance(config, SplitConfig) and labels.shape[0] >= config.min_train_size:
+            return SplitIndex.train(labels, vectors, self._dim, config)
         else:
             structure = FlatIndex.empty(self._dim)
         if labels.shape[0]:
@@ -398,7 +412,9 @@ class FaissRetriever(Retriever):
     def _follow_config(self, structure: IndexStructure) -> None:
         """Give `structure` the search parameters of the current config."""
         config = self._config
-        if isinstance(structure, IvfIndex) and isinstance(config, IvfConfig):
+        if isinstance(structure, IvfIndex | SplitIndex) and isinstance(
+            config, IvfConfig | SplitConfig
+        ):
             structure.nprobe = config.nprobe
         elif isinstance(structure, HnswIndex) and isinstance(config, HnswConfig):
             structure.ef_search = config.ef_search
@@ -421,6 +437,8 @@ class FaissRetriever(Retriever):
                     return "grown"
                 if n * config.retrain_growth <= trained:
                     return "shrunk"
+        if isinstance(config, SplitConfig):
+            return split_rebuild_reason(config, structure)
         if isinstance(config, HnswConfig) and isinstance(structure, HnswIndex):
             total = structure.size() + structure.dead
             if structure.dead > config.max_dead_fraction * total:
