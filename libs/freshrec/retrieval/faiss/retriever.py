@@ -14,8 +14,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +36,13 @@ from freshrec.retrieval.faiss.drift import DriftCheck, DriftWatch
 from freshrec.retrieval.faiss.flat import FlatIndex
 from freshrec.retrieval.faiss.hnsw import HnswIndex
 from freshrec.retrieval.faiss.ivf import IvfIndex
+from freshrec.retrieval.faiss.locks import ReadWriteLock
 from freshrec.retrieval.faiss.split import SplitIndex, split_rebuild_reason
 from freshrec.retrieval.faiss.structure import IndexStructure, Labels, to_ids, to_labels
 from freshrec.retrieval.metrics import INDEX_REBUILDS
 from freshrec.table.base import FloatArray, IdArray
 
-__all__ = ["FaissRetriever", "ReadWriteLock", "RebuildEvent"]
+__all__ = ["FaissRetriever", "RebuildEvent"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,47 +51,6 @@ logger = logging.getLogger(__name__)
 _FINAL_REPLAY_OPS = 64
 # After a failed rebuild, wait this long before trying again (the old index keeps serving).
 _RETRY_AFTER_FAILURE_S = 30.0
-
-
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        """Hold the lock shared for the `with` block."""
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        """Hold the lock exclusively for the `with` block."""
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 @dataclass(frozen=True)
