@@ -46,7 +46,12 @@ from freshrec.table.redis.keys import split_ids
 from freshrec.table.redis.store import RedisEmbeddingStore
 from freshrec.table.redis_cluster.record import batch_seq, text
 from freshrec.table.redis_cluster.router import SlotRouter
-from freshrec.table.redis_cluster.store import ShardUpdate, pull_commands, pulled_from
+from freshrec.table.redis_cluster.store import (
+    ShardUpdate,
+    pull_commands,
+    pulled_from,
+    reads_generation,
+)
 from freshrec.table.resp import pack_command
 
 __all__ = [
@@ -243,12 +248,12 @@ def _reads(backend: ApplyingBackend, sh: _Shard, field: str) -> list[bytes]:
     ]
     for u in sh.updates:
         part = u.store.parts[sh.shard]
-        pulls = pull_commands(part, u.ids)
-        if len(pulls) > 1:
-            # the pull read the pending generation from the stats hash: a writer moving it on
-            # in between must abort this apply (other stats writes are increments, which commute)
+        if reads_generation(part):
+            # a writer moving the pending generation on in between must abort this apply
+            # (the stats hash's other writes are increments, which commute)
             watch.append(part.stats_key)
         watch += part.row_keys(u.ids)
+        pulls = pull_commands(part, u.ids)
         sh.replies.append(len(pulls))
         reads += pulls
     return [pack_command(["WATCH", *watch]), *reads]

@@ -59,6 +59,7 @@ __all__ = [
     "ShardedBackend",
     "pull_commands",
     "pulled_from",
+    "reads_generation",
 ]
 
 
@@ -98,10 +99,16 @@ class ShardUpdate:
 PendingReader = Callable[[IdArray, int], npt.NDArray[np.int64]]
 
 
+def reads_generation(part: RedisEmbeddingStore) -> bool:
+    """Whether a pull of `part` reads the counting filter's pending generation from its
+    stats hash (a counting filter whose generation the clock does not give)."""
+    return keeps_counts(part.config.admission) and part._clock_generation() is None
+
+
 def pull_commands(part: RedisEmbeddingStore, ids: IdArray) -> list[bytes]:
     """The commands reading what a pull of unique, non-empty `ids` needs (`pulled_from`)."""
     commands = [part._mget_command(ids)]
-    if keeps_counts(part.config.admission) and part._clock_generation() is None:
+    if reads_generation(part):
         commands.append(pack_command(["HGET", part.stats_key, "pgen"]))
     return commands
 
