@@ -318,8 +318,8 @@ class TrainerScaling:
     def _train(
         self, phase: _Phase, backend: TableBackend, n: int, shown: Callable[[int], None]
     ) -> tuple[_Mark, _Mark, _Mark]:
-        """Marks when the trainers are ready, warm (every partition committed and
-        `WARM_SHARE` of the stream) and done."""
+        """Marks when the trainers are ready, warm (each committed `WARM_BATCHES` batches and
+        `WARM_SHARE` of the stream is committed) and done."""
 
         def warm() -> bool:
             count = _committed(backend, phase.group)
@@ -334,7 +334,7 @@ class TrainerScaling:
         warm_at = int(self.events * WARM_SHARE)
         ready_at = _mark(phase, backend)
         deadline = time.monotonic() + self.phase_timeout_s
-        _wait(phase, f"{n} trainers: every partition trained", warm, deadline)
+        _wait(phase, f"{n} trainers warm", warm, deadline)
         warmed = _mark(phase, backend)
         _wait(phase, f"{n} trainers: {self.events} events committed", done, deadline)
         return ready_at, warmed, _mark(phase, backend)
