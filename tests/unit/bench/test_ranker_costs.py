@@ -18,6 +18,7 @@ from freshrec.offline.bench.ranker_costs import (
     parse_counters,
     recall_at_k,
     search_costs,
+    single_query_tail,
     stage_breakdown,
 )
 from freshrec.offline.bench.ranker_indexes import TARGET_RECALL, compare_indexes
@@ -76,6 +77,16 @@ def test_breakdown_is_the_delta_of_one_phase() -> None:
     assert got["batcher_and_handler_ms"] == pytest.approx(6.0 - 4 * 1.0)
     assert got["outside_route_ms"] == pytest.approx(4.0)
     assert got["ranker_cpu_cores"] == pytest.approx(0.5)
+    assert got["in_route_p99_at_most_ms"] == 10.0  # the 6 ms requests' bucket
+
+
+def test_breakdown_bounds_the_route_tail_by_its_bucket() -> None:
+    metrics = _Exposition()
+    before = parse_counters(metrics.text())
+    metrics.batch(98, 0.001, 0.006)
+    metrics.batch(2, 0.1, 0.3)  # 2 % of the phase: the 99th percentile is among them
+    got = stage_breakdown(before, parse_counters(metrics.text()), 0.01, 1.0)
+    assert got["in_route_p99_at_most_ms"] == 500.0
 
 
 def test_no_request_in_a_phase_says_so() -> None:
@@ -102,6 +113,8 @@ def test_search_costs_and_recall_of_an_exact_and_a_coarse_index() -> None:
             cost["ms_per_call"] * calls, rel=0.01, abs=1e-3
         )
     assert set(search_costs(None, vectors, queries, 50, batches=(2,), passes=1)) == {"2"}
+    tail = single_query_tail(coarse, queries, 50, calls=40)
+    assert 0.0 < tail["p50_ms"] <= tail["p99_ms"] <= tail["max_ms"]
 
 
 def test_random_catalog_is_seeded_and_refuses_unknown_kinds() -> None:

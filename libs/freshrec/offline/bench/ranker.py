@@ -69,6 +69,7 @@ from freshrec.offline.bench.ranker_costs import (
     parse_counters,
     recall_at_k,
     search_costs,
+    single_query_tail,
     stage_breakdown,
 )
 from freshrec.offline.bench.retrieval import SEED
@@ -167,18 +168,23 @@ def _requests(url: str, body: Mapping[str, Any] | None, n: int) -> tuple[str, in
     return host, port, out
 
 
-async def _open_loop(url: str, body: Mapping[str, Any], rate: float, seconds: float) -> list[float]:
-    """Latencies (s) measured from each request's scheduled send time; NaN for failures."""
+async def _open_loop(
+    url: str, body: Mapping[str, Any], rate: float, seconds: float
+) -> tuple[list[float], list[float]]:
+    """Latencies (s) measured from each request's scheduled send time (NaN for failures),
+    and each request's send lag (s): how late the generator itself wrote it."""
     n = int(rate * seconds)
     host, port, raws = _requests(url, body, n)
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
     latencies: list[float] = []
+    lags: list[float] = []
     loop = asyncio.get_running_loop()
 
     async def worker() -> None:
         conn = _Connection(host, port)
         while True:
             due, raw = await queue.get()
+            lags.append(loop.time() - due)
             try:
                 ok = await conn.request(raw) == 200
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
@@ -196,7 +202,7 @@ async def _open_loop(url: str, body: Mapping[str, Any], rate: float, seconds: fl
     await queue.join()
     for task in workers:
         task.cancel()
-    return latencies
+    return latencies, lags
 
 
 async def _closed_loop(
@@ -370,6 +376,7 @@ def _index_costs(catalog: Catalog, index: RetrieverConfig | None) -> dict[str, A
         retriever.replace(np.arange(vectors.shape[0], dtype=np.uint64), vectors)
         costs["index_build_s"] = round(time.perf_counter() - started, 1)
         costs["index"] = search_costs(retriever, vectors, queries, _CANDIDATES)
+        costs["index_single_query"] = single_query_tail(retriever, queries, _CANDIDATES)
         costs["index_recall_at_100"] = round(recall_at_k(retriever, vectors, queries, 100), 4)
     return costs
 
@@ -433,7 +440,9 @@ def _latency_by_rate(
     latency: dict[str, dict[str, Any]] = {}
     for rate in rates:
         before, started = _counters(ranker), time.monotonic()
-        samples = _in_child("open", f"{ranker}/v1/recommend", body=body, rate=rate, seconds=seconds)
+        samples, lags = _in_child(
+            "open", f"{ranker}/v1/recommend", body=body, rate=rate, seconds=seconds
+        )
         wall_s = time.monotonic() - started
         after = _counters(ranker)
         finite = [s for s in samples if np.isfinite(s)]
@@ -444,6 +453,8 @@ def _latency_by_rate(
             "p99_ms": round(p99 * 1000, 2),
             "requests": len(samples),
             "errors": len(samples) - len(finite),
+            # the generator's own tail: a late send is counted as server latency
+            "send_lag_p99_ms": round(float(np.percentile(lags, 99)) * 1000, 2),
             "breakdown": stage_breakdown(before, after, mean_s, wall_s),
         }
     return latency
@@ -535,6 +546,8 @@ def run_ranker_bench(
         "index_search_by_batch": costs["index"],
         "exact_search_by_batch": costs["exact"],
         "index_recall_at_100": costs["index_recall_at_100"],
+        # one-query calls alone in the bench's process: the floor under the ranker's p99
+        "index_single_query": costs.get("index_single_query"),
         "index_build_s_in_bench": costs.get("index_build_s"),
         "index_ceiling_max_qps": round(own_ceiling, 1),
         "max_qps_vs_index_ceiling": round(max_qps / own_ceiling, 3) if own_ceiling else None,

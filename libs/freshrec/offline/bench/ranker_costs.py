@@ -12,7 +12,8 @@ Two measurements the ranker bench records beside its latency figures:
   seconds give the ranker's share of a core.
 - `search_costs`: an index's own search per call at the ranker's batch sizes (one to three
   queries under 300 req/s, up to `max_batch` under overload), one thread, best of passes;
-  `recall_at_k` compares its top-k with an exact scan.
+  `recall_at_k` compares its top-k with an exact scan; `single_query_tail` gives the spread
+  of one-query calls, the floor under the ranker's own p99.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "parse_counters",
     "recall_at_k",
     "search_costs",
+    "single_query_tail",
     "stage_breakdown",
 ]
 
@@ -53,8 +55,9 @@ def parse_counters(text: str) -> dict[str, float]:
 
     Returns:
         `{"<stage>_sum" / "<stage>_count": ...}` per stage of `STAGES`, `batch_sum`,
-        `batch_count`, `http_sum`, `http_count` (the recommend route) and `cpu_s`; a series
-        not exported yet reads 0.
+        `batch_count`, `http_sum`, `http_count` (the recommend route), `http_le_<bound>`
+        (the route's cumulative histogram buckets) and `cpu_s`; a series not exported yet
+        reads 0.
     """
     out: dict[str, float] = dict.fromkeys(
         [f"{s}_{p}" for s in STAGES for p in ("sum", "count")]
@@ -75,6 +78,11 @@ def parse_counters(text: str) -> dict[str, float]:
                 out[f"batch_{part}"] = value
             elif name == f"{_HTTP}_{part}" and 'route="/v1/recommend"' in labels:
                 out[f"http_{part}"] += value  # one series per method: only POST in practice
+        if name == f"{_HTTP}_bucket" and 'route="/v1/recommend"' in labels:
+            bound = re.search(r'le="([^"]+)"', labels)
+            if bound is not None:
+                key = f"http_le_{bound.group(1)}"
+                out[key] = out.get(key, 0.0) + value
         if name == _CPU:
             out["cpu_s"] = value
     return out
@@ -98,10 +106,12 @@ def stage_breakdown(
     Returns:
         `requests`, `mean_batch`, `<stage>_ms` per stage, `in_route_ms` (the route's
         middleware to response), `batcher_and_handler_ms` (in the route, outside the
-        stages), `outside_route_ms` (client latency not spent in the route), `client_ms`
-        and `ranker_cpu_cores`.
+        stages), `in_route_p99_at_most_ms` (the bound of the route's histogram bucket
+        holding its 99th percentile: the server's own tail, to set against the client's
+        p99), `outside_route_ms` (client latency not spent in the route), `client_ms` and
+        `ranker_cpu_cores`.
     """
-    delta = {key: after[key] - before[key] for key in after}
+    delta = {key: after[key] - before.get(key, 0.0) for key in after}
     requests = delta["http_count"]
     if requests <= 0:
         return {"requests": 0}
@@ -115,10 +125,25 @@ def stage_breakdown(
         **stages,
         "in_route_ms": round(in_route, 3),
         "batcher_and_handler_ms": round(in_route - sum(stages.values()), 3),
+        "in_route_p99_at_most_ms": _bucket_quantile(delta, 0.99),
         "outside_route_ms": round(1e3 * client_mean_s - in_route, 3),
         "client_ms": round(1e3 * client_mean_s, 3),
         "ranker_cpu_cores": round(delta["cpu_s"] / wall_s, 3) if wall_s > 0 else None,
     }
+
+
+def _bucket_quantile(delta: Mapping[str, float], q: float) -> float | None:
+    """The smallest bucket bound (ms) of the route's histogram delta holding quantile `q`."""
+    bounds = sorted(
+        (float(key.removeprefix("http_le_")), count)
+        for key, count in delta.items()
+        if key.startswith("http_le_")
+    )
+    total = delta.get("http_count", 0.0)
+    for bound, count in bounds:
+        if total > 0 and count >= q * total:
+            return round(bound * 1e3, 3) if np.isfinite(bound) else None
+    return None
 
 
 def search_costs(
@@ -162,6 +187,39 @@ def search_costs(
                 "ms_per_query": round(1e3 * best / queries.shape[0], 4),
             }
     return out
+
+
+def single_query_tail(
+    retriever: Retriever, queries: FloatArray, candidates: int, *, calls: int = 2000
+) -> dict[str, float]:
+    """The spread of one-query searches, one thread, as a lightly loaded ranker makes them.
+
+    The ranker's p99 cannot be lower than its stages' own tails; this measures the index's,
+    with nothing else in the process, so that a ranker p99 far above the mean request cost
+    can be told apart from queueing.
+
+    Args:
+        retriever: the index to time.
+        queries: `(Q, D)` queries, searched one at a time in turn.
+        candidates: k of each search.
+        calls: searches timed.
+
+    Returns:
+        `p50_ms`, `p99_ms` and `max_ms` of one call.
+    """
+    took = np.empty(calls)
+    with threadpool_limits(limits=1):
+        for i in range(calls):
+            row = i % queries.shape[0]
+            started = time.perf_counter()
+            retriever.search(queries[row : row + 1], candidates)
+            took[i] = time.perf_counter() - started
+    p50, p99 = np.percentile(took, [50, 99]) * 1e3
+    return {
+        "p50_ms": round(float(p50), 3),
+        "p99_ms": round(float(p99), 3),
+        "max_ms": round(float(took.max()) * 1e3, 3),
+    }
 
 
 def recall_at_k(retriever: Retriever, vectors: FloatArray, queries: FloatArray, k: int) -> float:
