@@ -4,7 +4,8 @@ redis-py packs a command argument by argument in Python; for a 4,096-key MGET th
 than Redis spends answering it. Row keys and encoded rows have fixed sizes, so the store builds
 whole commands (MGET, MSET, one SET PXAT per row) as one numpy byte matrix, one row per key,
 and sends the bytes on a pooled connection. Replies are parsed by redis-py's parser (hiredis
-when installed), so the wire protocol stays redis-py's.
+when installed), so the wire protocol stays redis-py's; a long pipeline's replies are taken
+from its hiredis reader directly (`read_replies`).
 """
 
 from __future__ import annotations
@@ -12,16 +13,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import numpy as np
 import numpy.typing as npt
 import redis
 
-__all__ = ["MULTI", "EXEC", "execute_packed", "pack_command", "rows_concat"]
+try:  # what redis-py's hiredis reader returns for an incomplete reply
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:  # another redis-py: every reply goes through `read_response`
+    NOT_ENOUGH_DATA = None
+
+__all__ = ["MULTI", "EXEC", "execute_packed", "pack_command", "read_replies", "rows_concat"]
 
 MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 Arg = bytes | str | int | float
+
+# Fewer replies than this are read through redis-py's `read_response`, whose per-reply cost
+# only matters in long pipelines.
+_FAST_READ_MIN = 64
 
 
 def _encode(arg: Arg) -> bytes:
@@ -80,9 +91,43 @@ def execute_packed(client: redis.Redis, chunks: Sequence[bytes], replies: int) -
     conn = pool.get_connection()
     try:
         conn.send_packed_command(list(chunks))  # type: ignore[no-untyped-call]
-        return [conn.read_response() for _ in range(replies)]
+        return read_replies(conn, replies)
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     finally:
         pool.release(conn)
+
+
+def read_replies(conn: Any, replies: int) -> list[Any]:
+    """Read `replies` replies from `conn`, as `conn.read_response()` would one at a time.
+
+    A pipeline of thousands of single-row commands (the packed layout's HGETs) spends most
+    of its client time in redis-py's per-reply bookkeeping, several times what hiredis takes
+    to parse the reply. When the connection parses with hiredis, the replies are taken from
+    its reader directly, refilled from the socket by the parser's own `read_from_socket`;
+    other parsers go through `read_response`.
+
+    Raises:
+        redis.ResponseError: an error reply (the rest are left unread: drop the connection).
+    """
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    refill = getattr(parser, "read_from_socket", None)
+    if (
+        NOT_ENOUGH_DATA is None
+        or not isinstance(reader, hiredis.Reader)
+        or refill is None
+        or replies < _FAST_READ_MIN
+    ):
+        return [conn.read_response() for _ in range(replies)]
+    out: list[Any] = []
+    while len(out) < replies:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA or reply is False:
+            refill()
+            continue
+        if isinstance(reply, Exception):
+            raise reply
+        out.append(reply)
+    return out

@@ -12,9 +12,9 @@ checks when it opens, and ``hash-max-listpack-entries`` should exceed the rows p
 (`docs/table.md`).
 
 Everything else (stats hash, expiry index, pending counts, change feed, transactions) is the
-one-key-per-row layout's. Reads and writes of a batch go through one Lua call each, so a batch
-of rows on thousands of hashes still costs one command and one reply. Rows in a hash have no TTL
-of their own, so the layout supports event-time expiry (and none), not wall-clock expiry.
+one-key-per-row layout's. A batch read is one pipeline of ``HGET``s (one round trip), a batch
+write one Lua call inside the push's MULTI/EXEC. Rows in a hash have no TTL of their own, so the
+layout supports event-time expiry (and none), not wall-clock expiry.
 """
 
 from __future__ import annotations
@@ -42,12 +42,6 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 # Rows per Lua call when exporting, so one HGETALL batch stays a few megabytes.
 _EXPORT_KEYS = 256
-
-_LOOKUP_LUA = b"""
-local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HGET', KEYS[i], ARGV[i]) end
-return out
-"""
 
 _WRITE_LUA = b"""
 for i = 1, #KEYS do redis.call('HSET', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i]) end
@@ -139,6 +133,7 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
         self.buckets = self.config.packed_buckets
         self.bucket_prefix = (self._base + "b:").encode()
         self._bucket_head = b"$%d\r\n" % (len(self.bucket_prefix) + 8) + self.bucket_prefix
+        self._hget_head = b"*3\r\n$4\r\nHGET\r\n" + self._bucket_head
         self._check_server()
 
     def _make_expiry(self) -> RedisExpiry:
@@ -182,19 +177,26 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
         return rows_concat(n, [self._bucket_head, hexed, b"\r\n"])
 
     def _mget(self, op: str, ids: IdArray, *extra: bytes) -> list[Any]:
-        """Every row of `ids` in one Lua call (nil where absent), plus `extra` commands."""
+        """Every row of `ids` (None where absent), then the replies of `extra` commands.
+
+        One pipeline, one round trip: an ``HGET`` per id, built in one numpy pass. Redis runs
+        a pipelined HGET in about half the time a Lua loop's ``redis.call`` takes (measured
+        by `freshrec bench table`); each row is read atomically, the batch is not a snapshot
+        across rows (as the cluster layout's reads across shards are not).
+        """
         n = int(ids.shape[0])
         if not n and not extra:
             return [[]]
         chunks = []
         if n:
-            head = _eval_head(_LOOKUP_LUA, 2 * n, n)
-            fields = rows_concat(n, [b"$8\r\n", id_bytes(ids), b"\r\n"])
-            chunks.append(head + self._key_args(ids) + fields)
+            hexed = _hex8(bucket_of_ids(ids, self.buckets))
+            chunks.append(
+                rows_concat(n, [self._hget_head, hexed, b"\r\n$8\r\n", id_bytes(ids), b"\r\n"])
+            )
         replies = self._run(
-            op, lambda: execute_packed(self.client, [*chunks, *extra], len(chunks) + len(extra))
+            op, lambda: execute_packed(self.client, [*chunks, *extra], n + len(extra))
         )
-        return replies if n else [[], *replies]
+        return [replies[:n], *replies[n:]]
 
     def _stage_rows(self, txn: RedisTransaction, plan: UpdatePlan, now: float) -> None:
         """Stage the rows: one Lua call setting every row's field in its hash."""
