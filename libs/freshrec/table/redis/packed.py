@@ -179,10 +179,11 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
     def _mget(self, op: str, ids: IdArray, *extra: bytes) -> list[Any]:
         """Every row of `ids` (None where absent), then the replies of `extra` commands.
 
-        One pipeline, one round trip: an ``HGET`` per id, built in one numpy pass. Redis runs
-        a pipelined HGET in about half the time a Lua loop's ``redis.call`` takes (measured
-        by `freshrec bench table`); each row is read atomically, the batch is not a snapshot
-        across rows (as the cluster layout's reads across shards are not).
+        One pipeline, one round trip: an ``HGET`` per id, built in one numpy pass. It costs
+        Redis less than the same HGETs through a Lua loop's ``redis.call`` (`freshrec bench
+        table`: packed lookups 0.34x of raw MGET by script, 0.55x by pipeline); each row is
+        read atomically, the batch is not a snapshot across rows (as the cluster layout's
+        reads across shards are not).
         """
         n = int(ids.shape[0])
         if not n and not extra:
