@@ -93,11 +93,21 @@ def test_events_become_rows_models_and_recommendations(running_stack: Stack) -> 
     _post(
         stack, [_rating(k, "target", item, 5.0, T0 + 60 + k) for k, item in enumerate(group_a[:3])]
     )
+    # all three trained (under load they may span micro-batches), then a model published after
     _wait(
-        "target's row to change",
-        lambda: (_row(stack, "user", "target") or {}).get("vector") != before_vector["vector"],
+        "target's three new events in its row",
+        lambda: (_row(stack, "user", "target") or {}).get("count", 0) >= before_vector["count"] + 3,
     )
-    _wait("a newer dense model", lambda: _status(stack)["published_version"] > first_version)
+    after_row = _row(stack, "user", "target")
+    assert after_row is not None and after_row["vector"] != before_vector["vector"]
+    # any publish from now on carries them; one more event (a fan, as the community rates)
+    # makes sure one comes
+    trained_version = _status(stack)["published_version"]
+    _post(stack, [_rating(0, "fan40", group_a[0], 5.0, T0 + 70)])
+    _wait(
+        "a dense model published after them",
+        lambda: _status(stack)["published_version"] > max(first_version, trained_version),
+    )
     rank_after = rank_of_a()
     assert rank_after < rank_before or rank_after == 1.0, (rank_before, rank_after)
 
