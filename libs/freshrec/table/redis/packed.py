@@ -161,9 +161,13 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
                 f"hash-max-listpack-value {size}, and in redis.conf), or use layout key"
             )
 
+    def _bucket_hex(self, ids: IdArray) -> npt.NDArray[np.uint8]:
+        """`(N, 8)` each id's bucket as the hex digits ending its hash's name."""
+        return _hex8(bucket_of_ids(ids, self.buckets))
+
     def bucket_keys(self, ids: IdArray) -> list[bytes]:
         """The hash holding each id's row, `N` byte strings."""
-        hexed = _hex8(bucket_of_ids(ids, self.buckets)).tobytes()
+        hexed = self._bucket_hex(ids).tobytes()
         return [self.bucket_prefix + hexed[i : i + 8] for i in range(0, len(hexed), 8)]
 
     def row_keys(self, ids: IdArray) -> list[bytes]:
@@ -172,9 +176,7 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
 
     def _key_args(self, ids: IdArray) -> bytes:
         """Each id's hash name as one RESP argument, for the ids in order."""
-        n = int(ids.shape[0])
-        hexed = _hex8(bucket_of_ids(ids, self.buckets))
-        return rows_concat(n, [self._bucket_head, hexed, b"\r\n"])
+        return rows_concat(int(ids.shape[0]), [self._bucket_head, self._bucket_hex(ids), b"\r\n"])
 
     def _mget(self, op: str, ids: IdArray, *extra: bytes) -> list[Any]:
         """Every row of `ids` (None where absent), then the replies of `extra` commands.
@@ -190,7 +192,7 @@ class PackedRedisEmbeddingStore(RedisEmbeddingStore):
             return [[]]
         chunks = []
         if n:
-            hexed = _hex8(bucket_of_ids(ids, self.buckets))
+            hexed = self._bucket_hex(ids)
             chunks.append(
                 rows_concat(n, [self._hget_head, hexed, b"\r\n$8\r\n", id_bytes(ids), b"\r\n"])
             )
