@@ -47,6 +47,10 @@ class _Exposition:
             registry=self.registry,
         )
         self.cpu = Counter("process_cpu_seconds", "cpu", registry=self.registry)
+        self.changes = Counter(
+            "freshrec_index_changes", "changes", ["index", "op"], registry=self.registry
+        )
+        self.reloads = Counter("freshrec_ranker_model_reloads", "reloads", registry=self.registry)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -68,6 +72,9 @@ def test_breakdown_is_the_delta_of_one_phase() -> None:
     metrics.batch(2, 0.001, 0.006)
     metrics.batch(1, 0.001, 0.006)
     metrics.cpu.inc(1.5)
+    metrics.changes.labels("split", "upsert").inc(40)
+    metrics.changes.labels("split", "remove").inc(2)
+    metrics.reloads.inc()
     after = parse_counters(metrics.text())
     got = stage_breakdown(before, after, client_mean_s=0.010, wall_s=3.0)
     assert got["requests"] == 3
@@ -78,6 +85,7 @@ def test_breakdown_is_the_delta_of_one_phase() -> None:
     assert got["outside_route_ms"] == pytest.approx(4.0)
     assert got["ranker_cpu_cores"] == pytest.approx(0.5)
     assert got["in_route_p99_at_most_ms"] == 10.0  # the 6 ms requests' bucket
+    assert (got["index_changes"], got["model_reloads"]) == (42, 1)
 
 
 def test_breakdown_bounds_the_route_tail_by_its_bucket() -> None:

@@ -15,7 +15,12 @@ catalog, measures and writes the figures.
   unmeasured warm-up at the lowest rate comes first; beside each rate, `breakdown`: where
   the phase's requests spent their time, from the ranker's own `/metrics` read before and
   after it (`freshrec.offline.bench.ranker_costs.stage_breakdown`);
-- `max_qps`: closed loop with a fixed number of concurrent clients;
+- `latency_under_item_updates`: the same at 300 req/s while the bench rewrites 2,000 random
+  item rows a second (ten writes a second, as a trainer's pushes), which the ranker's
+  follower applies to its index, row mirror and popularity as it serves; the breakdown's
+  `index_changes` counts what it applied;
+- `max_qps`: closed loop with a fixed number of concurrent clients, and its
+  `max_qps_breakdown` (the same `stage_breakdown`, over the closed loop);
 - `noop_max_qps`: the same closed loop against a no-op FastAPI route served by uvicorn the
   same way, measured in the same run — the ceiling this machine puts on any Python route;
 - `http_only_max_qps`: the same closed loop against the ranker's HTTP handling alone (its
@@ -51,6 +56,7 @@ import contextlib
 import gc
 import json
 import multiprocessing
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -77,7 +83,7 @@ from freshrec.retrieval.config import RetrieverConfig
 from freshrec.retrieval.factory import build_retriever
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, hash_features, load_tables
-from freshrec.table.base import Rows
+from freshrec.table.base import EmbeddingStore, Rows
 from freshrec.table.config import TableConfig
 
 __all__ = [
@@ -91,6 +97,9 @@ __all__ = [
 _T0 = 1_750_000_000.0
 _WARMUP_S = 5.0
 _CANDIDATES = 500
+# The phase under live updates: item rows rewritten per second, in this many writes a second.
+_UPDATE_ROWS_PER_S = 2_000
+_UPDATE_WRITES_PER_S = 10
 RANKER_CATALOGS = ("random", "trained")
 
 
@@ -312,17 +321,8 @@ def _seed_catalog(
     store = RedisTableBackend(client, namespace).store(config)
     items = catalog.items.shape[0]
     for start in range(0, items, 20_000):
-        n = min(20_000, items - start)
-        store.import_rows(
-            Rows(
-                ids=catalog.ids[start : start + n],
-                vectors=catalog.items[start : start + n],
-                state=np.full((n, config.dim), 0.1, dtype=np.float32),
-                event_time=np.full(n, _T0, dtype=np.float64),
-                wall_time=np.full(n, time.time(), dtype=np.float64),
-                count=np.ones(n, dtype=np.int64),
-            )
-        )
+        picked = np.arange(start, min(start + 20_000, items))
+        store.import_rows(_item_rows(catalog, picked, catalog.items[picked]))
     # the ranker builds (and for IVF trains) its index as the rows arrive: a million items
     # take minutes on two busy cores
     wait_s = 120 + items / 2_000
@@ -334,6 +334,56 @@ def _seed_catalog(
                 f"in {wait_s} s"
             )
         time.sleep(0.5)
+
+
+def _item_rows(catalog: Catalog, picked: np.ndarray, vectors: np.ndarray) -> Rows:
+    """Item rows for the catalog's items at positions `picked`, with `vectors` `(N, D)`."""
+    n = picked.shape[0]
+    return Rows(
+        ids=catalog.ids[picked],
+        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+        state=np.full((n, vectors.shape[1]), 0.1, dtype=np.float32),
+        event_time=np.full(n, _T0, dtype=np.float64),
+        wall_time=np.full(n, time.time(), dtype=np.float64),
+        count=np.ones(n, dtype=np.int64),
+    )
+
+
+class _ItemUpdates:
+    """Rewrites random catalog items' rows at a steady rate from a thread, as a trainer does.
+
+    Every row keeps its item's direction with a little noise, so the index's answers stay
+    those of the same catalog; the ranker's follower applies each write (index, row mirror,
+    popularity) while it serves.
+    """
+
+    def __init__(self, store: EmbeddingStore, catalog: Catalog, rows_per_s: int) -> None:
+        self._store, self._catalog = store, catalog
+        self._batch = max(1, rows_per_s // _UPDATE_WRITES_PER_S)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-item-updates", daemon=True)
+        self.rows = 0
+
+    def __enter__(self) -> _ItemUpdates:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(SEED)
+        items = self._catalog.items
+        period = 1.0 / _UPDATE_WRITES_PER_S
+        due = time.monotonic()
+        while not self._stop.is_set():
+            picked = rng.choice(items.shape[0], size=self._batch, replace=False)
+            noise = rng.normal(0.0, 0.01, size=(self._batch, items.shape[1]))
+            self._store.import_rows(_item_rows(self._catalog, picked, items[picked] + noise))
+            self.rows += self._batch
+            due += period
+            self._stop.wait(max(0.0, due - time.monotonic()))
 
 
 def ranker_catalog(kind: str, items: int, dim: int, queries: int = 256) -> Catalog:
@@ -472,6 +522,7 @@ def run_ranker_bench(
     index_kind: str = "flat",
     index: RetrieverConfig | None = None,
     catalog_kind: str = "random",
+    live_rate: float = 300.0,
 ) -> dict[str, Any]:
     """Run the ranker and freshness benchmarks; writes `ranker.json` and `freshness.json`.
 
@@ -490,6 +541,7 @@ def run_ranker_bench(
             `exact_ceiling_max_qps`.
         catalog_kind: the item rows seeded, `random` (the worst case) or `trained` (see
             `ranker_catalog`); recorded, and named in the output file when trained.
+        live_rate: offered rate of the phase under live item updates.
 
     Returns:
         `{"ranker": ..., "freshness": ...}`, the two JSON documents written.
@@ -501,15 +553,28 @@ def run_ranker_bench(
     catalog = ranker_catalog(catalog_kind, items, item_config.dim)
     try:
         _seed_catalog(client, targets.namespace, urls, key, catalog=catalog, config=item_config)
+        body = {"k": 50}
+        # warm-up, not measured: the trainer is still digesting the seed events and the
+        # ranker loads their model; steady state is what the figures describe
+        _in_child(
+            "open", f"{urls['ranker']}/v1/recommend", body=body, rate=rates[0], seconds=_WARMUP_S
+        )
+        latency = _latency_by_rate(urls["ranker"], body, rates, seconds)
+        store = RedisTableBackend(client, targets.namespace).store(item_config)
+        started = time.monotonic()
+        with _ItemUpdates(store, catalog, _UPDATE_ROWS_PER_S) as updates:
+            live = _latency_by_rate(urls["ranker"], body, (live_rate,), seconds)[f"{live_rate:g}"]
+        live["item_rows_written_per_s"] = round(updates.rows / (time.monotonic() - started))
     finally:
         client.close()
-    body = {"k": 50}
-    # warm-up, not measured: the trainer is still digesting the seed events and the
-    # ranker loads their model; steady state is what the figures describe
-    _in_child("open", f"{urls['ranker']}/v1/recommend", body=body, rate=rates[0], seconds=_WARMUP_S)
-    latency = _latency_by_rate(urls["ranker"], body, rates, seconds)
+    before = _counters(urls["ranker"])
     max_qps = _in_child(
         "closed", f"{urls['ranker']}/v1/recommend", body=body, clients=32, seconds=seconds
+    )
+    # where the gap to the ceiling goes, stage by stage (client latency by Little's law;
+    # the ranker idles while the child starts, so its CPU share is over the load's length)
+    max_qps_breakdown = stage_breakdown(
+        before, _counters(urls["ranker"]), 32 / max_qps if max_qps else 0.0, seconds
     )
     _wait_http(f"{targets.noop}/noop")
     noop_qps = _in_child("closed", f"{targets.noop}/noop", body=None, clients=32, seconds=seconds)
@@ -534,7 +599,9 @@ def run_ranker_bench(
         "seconds_per_rate": seconds,
         "warmup_s": _WARMUP_S,
         "latency_by_offered_rate": latency,
+        "latency_under_item_updates": {"offered_rate": live_rate, **live},
         "max_qps": round(max_qps, 1),
+        "max_qps_breakdown": max_qps_breakdown,
         "noop_max_qps": round(noop_qps, 1),
         "max_qps_vs_noop": round(max_qps / noop_qps, 3) if noop_qps else None,
         "http_only_max_qps": round(http_qps, 1),

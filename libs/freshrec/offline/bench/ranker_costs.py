@@ -44,6 +44,11 @@ _STAGE = "freshrec_ranker_stage_duration_seconds"
 _BATCH = "freshrec_ranker_batch_requests"
 _HTTP = "freshrec_http_request_duration_seconds"
 _CPU = "process_cpu_seconds_total"
+# background work in the ranker while a phase runs: feed changes applied, models loaded
+_BACKGROUND = {
+    "freshrec_index_changes_total": "index_changes",
+    "freshrec_ranker_model_reloads_total": "model_reloads",
+}
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
@@ -56,12 +61,13 @@ def parse_counters(text: str) -> dict[str, float]:
     Returns:
         `{"<stage>_sum" / "<stage>_count": ...}` per stage of `STAGES`, `batch_sum`,
         `batch_count`, `http_sum`, `http_count` (the recommend route), `http_le_<bound>`
-        (the route's cumulative histogram buckets) and `cpu_s`; a series not exported yet
-        reads 0.
+        (the route's cumulative histogram buckets), `cpu_s`, `index_changes` (item ids the
+        index applied from the feed) and `model_reloads`; a series not exported yet reads 0.
     """
     out: dict[str, float] = dict.fromkeys(
         [f"{s}_{p}" for s in STAGES for p in ("sum", "count")]
-        + ["batch_sum", "batch_count", "http_sum", "http_count", "cpu_s"],
+        + ["batch_sum", "batch_count", "http_sum", "http_count", "cpu_s"]
+        + list(_BACKGROUND.values()),
         0.0,
     )
     for line in text.splitlines():
@@ -85,6 +91,8 @@ def parse_counters(text: str) -> dict[str, float]:
                 out[key] = out.get(key, 0.0) + value
         if name == _CPU:
             out["cpu_s"] = value
+        if name in _BACKGROUND:
+            out[_BACKGROUND[name]] += value  # summed over labels
     return out
 
 
@@ -108,8 +116,9 @@ def stage_breakdown(
         middleware to response), `batcher_and_handler_ms` (in the route, outside the
         stages), `in_route_p99_at_most_ms` (the bound of the route's histogram bucket
         holding its 99th percentile: the server's own tail, to set against the client's
-        p99), `outside_route_ms` (client latency not spent in the route), `client_ms` and
-        `ranker_cpu_cores`.
+        p99), `outside_route_ms` (client latency not spent in the route), `client_ms`,
+        `ranker_cpu_cores`, and the background work done meanwhile: `index_changes` and
+        `model_reloads`.
     """
     delta = {key: after[key] - before.get(key, 0.0) for key in after}
     requests = delta["http_count"]
@@ -129,6 +138,8 @@ def stage_breakdown(
         "outside_route_ms": round(1e3 * client_mean_s - in_route, 3),
         "client_ms": round(1e3 * client_mean_s, 3),
         "ranker_cpu_cores": round(delta["cpu_s"] / wall_s, 3) if wall_s > 0 else None,
+        "index_changes": int(delta["index_changes"]),
+        "model_reloads": int(delta["model_reloads"]),
     }
 
 
