@@ -46,9 +46,16 @@ class FlatIndex(IndexStructure):
         self.index.add_with_ids(vectors, labels)
 
     def remove(self, labels: Labels) -> int:
-        if not self.index.ntotal:
+        n = self.size()
+        if not n:
             return 0
-        return int(self.index.remove_ids(labels))
+        # IndexIDMap2 rebuilds its reverse map on every removal, even of absent labels (0.8 ms
+        # at 20,000 rows): a split index's head is asked to remove every upserted label
+        held = faiss.rev_swig_ptr(self.index.id_map.data(), n)
+        present = labels[np.isin(labels, held)]
+        if not present.shape[0]:
+            return 0
+        return int(self.index.remove_ids(present))
 
     def search(self, queries: FloatArray, k: int) -> tuple[Labels, FloatArray]:
         n = self.size()
