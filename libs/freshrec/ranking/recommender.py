@@ -254,8 +254,12 @@ class Recommender:
             slot[valid] = found  # -1: no candidate there, or its row expired meanwhile
         with _stage("scoring", n):
             present = slot >= 0
-            item_vecs = np.zeros((*candidates.shape, user_vecs.shape[1]), dtype=np.float32)
-            item_vecs[present] = items.vectors[slot[present]]
+            if len(items):
+                # one gather (a masked assignment cost 1 ms per batch of 27 x 500)
+                item_vecs = np.take(items.vectors, np.where(present, slot, 0), axis=0)
+                item_vecs[~present] = 0.0
+            else:
+                item_vecs = np.zeros((*candidates.shape, user_vecs.shape[1]), dtype=np.float32)
             scores = self._score(user_vecs, item_vecs, contexts)
             scores[~present] = -np.inf
             # stable: equal scores keep retrieval (or popularity) order
