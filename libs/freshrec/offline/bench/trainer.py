@@ -109,11 +109,15 @@ def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> Tr
     # join the group and get the partition before any clock starts
     # a group join right after the topic's creation can take a metadata refresh or two
     deadline = time.monotonic() + 120
-    while not source.consumer.assignment():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no partition of {topic} assigned within 120 s")
-        # the loop's own assignment callback seeks to the stored offsets (none: the beginning)
-        source.consumer.poll(timeout_ms=200, max_records=1)
+    try:
+        while not source.consumer.assignment():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no partition of {topic} assigned within 120 s")
+            # the loop's own assignment callback seeks to the stored offsets (none: the start)
+            source.consumer.poll(timeout_ms=200, max_records=1)
+    except BaseException:
+        source.close()  # its reader process would keep this one from exiting
+        raise
     return loop
 
 
@@ -199,14 +203,25 @@ def _preload(url: str, namespace: str, distinct: int) -> None:
 def _train_child(
     url: str, namespace: str, bootstrap: str, topic: str, *, events: int, out: Queue[Any]
 ) -> None:
-    """Child process: train the whole topic; report its seconds and the process's memory."""
+    """Child process: train the whole topic; report its seconds and the process's memory, or
+    the error that stopped it (as text: the parent raises it)."""
     client = redis.Redis.from_url(url, socket_timeout=300)
-    loop = _loop(client, namespace, bootstrap, topic)
-    ready_rss = _rss_bytes()
-    seconds, _ = _drain(loop, topic, events, timeout_s=1800)
-    loop.source.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out.put({"seconds": seconds, "rss_ready_bytes": ready_rss, "peak_rss_bytes": peak})
+    try:
+        loop = _loop(client, namespace, bootstrap, topic)
+    except Exception as exc:  # the parent waits on the queue: tell it instead of hanging
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    try:
+        ready_rss = _rss_bytes()
+        seconds, _ = _drain(loop, topic, events, timeout_s=1800)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out.put({"seconds": seconds, "rss_ready_bytes": ready_rss, "peak_rss_bytes": peak})
+    except Exception as exc:
+        out.put({"error": f"{type(exc).__name__}: {exc}"})
+    finally:
+        # the source's reader process ignores SIGTERM (its parent stops it): a child that
+        # exited without closing it would wait for it forever
+        loop.source.close()
 
 
 def _rss_bytes() -> int:
@@ -234,6 +249,8 @@ def _bench_size(bootstrap: str, namespace: str, distinct: int, events: int) -> d
             child.start()
             figures = results.get(timeout=1800)
             child.join(timeout=60)
+            if "error" in figures:
+                raise RuntimeError(f"trainer bench child over {distinct:,} ids: {figures['error']}")
     finally:
         admin.delete_topics([topic])
         admin.close()
