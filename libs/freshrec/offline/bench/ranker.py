@@ -56,7 +56,6 @@ import contextlib
 import gc
 import json
 import multiprocessing
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -79,11 +78,11 @@ from freshrec.offline.bench.ranker_costs import (
     stage_breakdown,
 )
 from freshrec.offline.bench.retrieval import SEED
+from freshrec.offline.bench.updates import ItemUpdates, item_rows
 from freshrec.retrieval.config import RetrieverConfig
 from freshrec.retrieval.factory import build_retriever
 from freshrec.settings import default_table_config_path
 from freshrec.table import RedisTableBackend, hash_features, load_tables
-from freshrec.table.base import EmbeddingStore, Rows
 from freshrec.table.config import TableConfig
 
 __all__ = [
@@ -97,9 +96,8 @@ __all__ = [
 _T0 = 1_750_000_000.0
 _WARMUP_S = 5.0
 _CANDIDATES = 500
-# The phase under live updates: item rows rewritten per second, in this many writes a second.
+# The phase under live updates: item rows rewritten per second.
 _UPDATE_ROWS_PER_S = 2_000
-_UPDATE_WRITES_PER_S = 10
 RANKER_CATALOGS = ("random", "trained")
 
 
@@ -322,7 +320,7 @@ def _seed_catalog(
     items = catalog.items.shape[0]
     for start in range(0, items, 20_000):
         picked = np.arange(start, min(start + 20_000, items))
-        store.import_rows(_item_rows(catalog, picked, catalog.items[picked]))
+        store.import_rows(item_rows(catalog, picked, catalog.items[picked], _T0))
     # the ranker builds (and for IVF trains) its index as the rows arrive: a million items
     # take minutes on two busy cores
     wait_s = 120 + items / 2_000
@@ -334,56 +332,6 @@ def _seed_catalog(
                 f"in {wait_s} s"
             )
         time.sleep(0.5)
-
-
-def _item_rows(catalog: Catalog, picked: np.ndarray, vectors: np.ndarray) -> Rows:
-    """Item rows for the catalog's items at positions `picked`, with `vectors` `(N, D)`."""
-    n = picked.shape[0]
-    return Rows(
-        ids=catalog.ids[picked],
-        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-        state=np.full((n, vectors.shape[1]), 0.1, dtype=np.float32),
-        event_time=np.full(n, _T0, dtype=np.float64),
-        wall_time=np.full(n, time.time(), dtype=np.float64),
-        count=np.ones(n, dtype=np.int64),
-    )
-
-
-class _ItemUpdates:
-    """Rewrites random catalog items' rows at a steady rate from a thread, as a trainer does.
-
-    Every row keeps its item's direction with a little noise, so the index's answers stay
-    those of the same catalog; the ranker's follower applies each write (index, row mirror,
-    popularity) while it serves.
-    """
-
-    def __init__(self, store: EmbeddingStore, catalog: Catalog, rows_per_s: int) -> None:
-        self._store, self._catalog = store, catalog
-        self._batch = max(1, rows_per_s // _UPDATE_WRITES_PER_S)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-item-updates", daemon=True)
-        self.rows = 0
-
-    def __enter__(self) -> _ItemUpdates:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(SEED)
-        items = self._catalog.items
-        period = 1.0 / _UPDATE_WRITES_PER_S
-        due = time.monotonic()
-        while not self._stop.is_set():
-            picked = rng.choice(items.shape[0], size=self._batch, replace=False)
-            noise = rng.normal(0.0, 0.01, size=(self._batch, items.shape[1]))
-            self._store.import_rows(_item_rows(self._catalog, picked, items[picked] + noise))
-            self.rows += self._batch
-            due += period
-            self._stop.wait(max(0.0, due - time.monotonic()))
 
 
 def ranker_catalog(kind: str, items: int, dim: int, queries: int = 256) -> Catalog:
@@ -562,7 +510,7 @@ def run_ranker_bench(
         latency = _latency_by_rate(urls["ranker"], body, rates, seconds)
         store = RedisTableBackend(client, targets.namespace).store(item_config)
         started = time.monotonic()
-        with _ItemUpdates(store, catalog, _UPDATE_ROWS_PER_S) as updates:
+        with ItemUpdates(store, catalog, _UPDATE_ROWS_PER_S, _T0) as updates:
             live = _latency_by_rate(urls["ranker"], body, (live_rate,), seconds)[f"{live_rate:g}"]
         live["item_rows_written_per_s"] = round(updates.rows / (time.monotonic() - started))
     finally:
