@@ -83,7 +83,7 @@ def retrieval_softmax_loss(
     items: torch.Tensor,
     target: torch.Tensor,
     log_q: torch.Tensor,
-    mask: torch.Tensor | None = None,
+    masked: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sampled-softmax loss with logQ correction (Yi et al. 2019), summed over positives.
 
@@ -97,15 +97,17 @@ def retrieval_softmax_loss(
         items: `(N, D)` candidate item rows (the batch's items and sampled negatives).
         target: `(P,)` int64 column of each positive's item.
         log_q: `(N,)` log expected occurrences of each candidate.
-        mask: `(P, N)` bool, True where a column must not count as a negative for that
-            positive (another item the same user interacted with in the batch).
+        masked: `(rows, columns)`, two `(K,)` int64 tensors: the (positive, column) pairs
+            that must not count as a negative (another item the same user interacted with in
+            the batch); never a positive's own target.
 
     Returns:
         The summed cross-entropy, a scalar.
     """
-    logits = queries @ items.T - log_q.unsqueeze(0)
-    if mask is not None:
-        logits = logits.masked_fill(mask, float("-inf"))
+    # one fused product-and-bias, masked in place: a P x N matrix is written once, not thrice
+    logits = torch.addmm(log_q.neg().unsqueeze(0), queries, items.T)
+    if masked is not None:
+        logits.index_put_(masked, torch.tensor(float("-inf")))
     return nn.functional.cross_entropy(logits, target, reduction="sum")
 
 

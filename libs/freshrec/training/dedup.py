@@ -33,20 +33,18 @@ _SLOT_BYTES = 8
 
 
 def slot_runs(slots: Iterable[int]) -> Iterator[tuple[int, int]]:
-    """The maximal runs of consecutive slots in `slots`, as `(start, stop)` (stop exclusive).
+    """The maximal runs of consecutive slots in `slots`, as `(start, stop)` (stop exclusive),
+    in slot order.
 
     A state blob's changed slots are written as one SETRANGE per run, not one per slot.
     """
-    ordered = sorted(set(slots))
-    if not ordered:
+    ordered = np.unique(np.fromiter(slots, dtype=np.int64))
+    if not ordered.shape[0]:
         return
-    start = previous = ordered[0]
-    for slot in ordered[1:]:
-        if slot != previous + 1:
-            yield start, previous + 1
-            start = slot
-        previous = slot
-    yield start, previous + 1
+    breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+    starts = ordered[np.concatenate([[0], breaks])]
+    stops = ordered[np.concatenate([breaks - 1, [-1]])] + 1
+    yield from zip(starts.tolist(), stops.tolist(), strict=True)
 
 
 @dataclass(frozen=True)

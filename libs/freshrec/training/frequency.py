@@ -119,8 +119,12 @@ class ItemFrequency:
 
         Stage every one of them in the transaction that commits the batch.
         """
-        slots = list(self._dirty)
+        slots = np.sort(np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty)))
         self._dirty.clear()
+        # every changed bucket encoded at once; the runs are consecutive stretches of it
+        data = np.stack([self.last[slots], self.gap[slots]], axis=1).astype("<f8").tobytes()
+        at = 0
         for start, stop in slot_runs(slots):
-            pairs = np.stack([self.last[start:stop], self.gap[start:stop]], axis=1)
-            yield RingWrite(self.key, start * _SLOT_BYTES, pairs.astype("<f8").tobytes())
+            size = (stop - start) * _SLOT_BYTES
+            yield RingWrite(self.key, start * _SLOT_BYTES, data[at : at + size])
+            at += size

@@ -22,6 +22,8 @@ __all__ = [
     "ROWS_EXPIRED",
     "ROWS_FILTERED",
     "ROWS_WRITTEN",
+    "STAGES",
+    "STAGE_SECONDS",
     "TABLE_BYTES",
     "TABLE_ROWS",
     "WATERMARK",
@@ -64,6 +66,20 @@ FRESHNESS = BatchHistogram(
     "Time from an event accepted by ingest to its rows committed in the table.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+STAGES = ("expire", "decode", "features", "pull", "model", "push", "commit")
+"""Where a micro-batch's time goes, in order: `expire` (the expiry walk, every
+`expire_every_batches` batches), `decode` (parse, validate, dedup, build
+examples), `features` (hash ids, draw replayed pairs and negatives), `pull` (read rows),
+`model` (forward, losses, backward, dense step), `push` (row updates and trainer state staged
+into the transaction), `commit` (the transaction's round trip to the store)."""
+STAGE_SECONDS = Counter(
+    "freshrec_trainer_stage_seconds",
+    "Seconds spent training micro-batches, by stage (see freshrec.training.metrics.STAGES).",
+    ["stage"],
+)
+for _stage in STAGES:
+    STAGE_SECONDS.labels(_stage)
+
 COMMIT_SECONDS = Histogram(
     "freshrec_trainer_batch_duration_seconds",
     "Time to train and commit one micro-batch.",

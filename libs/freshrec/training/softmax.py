@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from freshrec.models.model import retrieval_query, retrieval_softmax_loss
@@ -20,7 +21,7 @@ from freshrec.training.examples import unit_hash
 from freshrec.training.frequency import ItemFrequency
 from freshrec.training.leaf import Leaf
 
-__all__ = ["retrieval_loss", "sample_negatives"]
+__all__ = ["retrieval_loss", "same_user_pairs", "sample_negatives"]
 
 
 def sample_negatives(pool: Sequence[str], count: int, salt: str) -> list[str]:
@@ -29,6 +30,41 @@ def sample_negatives(pool: Sequence[str], count: int, salt: str) -> list[str]:
     if not pool:
         return []
     return [pool[int(unit_hash(f"{salt}:{j}") * len(pool))] for j in range(count)]
+
+
+def same_user_pairs(
+    users: IdArray, target: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Which columns are no negative for each positive: the items its user met elsewhere in
+    the batch (its own target stays a column, the one it is classified as).
+
+    Built from each distinct user's set of columns, repeated for each of its positives;
+    comparing all `P x P` pairs of positives would cost 6 M comparisons and a nonzero over
+    them at 2,500 positives (a tenth of a batch's training time, profiled).
+
+    Args:
+        users: `(P,)` each positive's user row id.
+        target: `(P,)` each positive's item column.
+
+    Returns:
+        `(rows, columns)`, the masked (positive, column) pairs, each `(K,)` int64, in row order.
+    """
+    target = target.astype(np.int64)
+    _, user_of = np.unique(users, return_inverse=True)
+    user_of = user_of.astype(np.int64)
+    # each distinct (user, column) once, in user order
+    width = int(target.max(initial=0)) + 1
+    pair_user, pair_column = np.divmod(np.unique(user_of * width + target), width)
+    per_user = np.bincount(pair_user, minlength=int(user_of.max(initial=-1)) + 1)
+    # positive p takes its user's stretch of the pairs, first[u] .. first[u] + per_user[u]
+    first = np.cumsum(per_user) - per_user
+    repeats = per_user[user_of]
+    rows = np.repeat(np.arange(users.shape[0], dtype=np.int64), repeats)
+    start_of_row = np.repeat(np.cumsum(repeats) - repeats, repeats)
+    within = np.arange(rows.shape[0], dtype=np.int64) - start_of_row
+    columns = pair_column[np.repeat(first[user_of], repeats) + within]
+    other = columns != target[rows]
+    return rows[other], columns[other]
 
 
 def retrieval_loss(
@@ -70,18 +106,12 @@ def retrieval_loss(
     expected = len(positives) * frequency.probability(columns)
     if negatives and pool:
         expected = expected + negatives / pool
-    # another item the same user interacted with in this batch is no negative for them
-    pos_users = users[index]
-    same_user = pos_users[:, None] == pos_users[None, :]
-    mask = np.zeros((index.shape[0], columns.shape[0]), dtype=np.bool_)
-    rows, others = np.nonzero(same_user)
-    mask[rows, target[others]] = True
-    mask[np.arange(index.shape[0]), target] = False
+    rows, masked = same_user_pairs(users[index], target)
     queries = retrieval_query(user_rows[torch.from_numpy(index)])
     return retrieval_softmax_loss(
         queries,
         item_leaf.tensor,
         torch.from_numpy(target),
         torch.from_numpy(np.log(expected).astype(np.float32)),
-        torch.from_numpy(mask),
+        (torch.from_numpy(rows), torch.from_numpy(masked)),
     )

@@ -75,6 +75,8 @@ from freshrec.training.metrics import (
     ROWS_EXPIRED,
     ROWS_FILTERED,
     ROWS_WRITTEN,
+    STAGE_SECONDS,
+    STAGES,
     TABLE_BYTES,
     TABLE_ROWS,
     WATERMARK,
@@ -110,6 +112,21 @@ class BatchReport:
     rows_written: int
     freshness_s: tuple[float, ...] = ()
     """Seconds from each example's event accepted by ingest to its rows committed."""
+
+
+_STAGE_COUNTERS = {stage: STAGE_SECONDS.labels(stage) for stage in STAGES}
+
+
+class _Laps:
+    """A batch's stopwatch: each lap's time goes to its stage's counter."""
+
+    def __init__(self) -> None:
+        self._at = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        _STAGE_COUNTERS[stage].inc(now - self._at)
+        self._at = now
 
 
 class OnlineTrainer:
@@ -309,10 +326,13 @@ class OnlineTrainer:
             messages: consecutive records; for each partition, in offset order.
         """
         start = time.perf_counter()
+        laps = _Laps()
         if self.batches % self.config.expire_every_batches == 0 and self.builder.watermark > 0:
             self._expire(self.builder.watermark)
+        laps.lap("expire")
         events, accepted, dead = self._decode(messages)
         examples = self.builder.add(events, accepted)
+        laps.lap("decode")
         WATERMARK.set(self.builder.watermark)
         EVENTS_CONSUMED.inc(len(messages))
         EXAMPLES.inc(len(examples))
@@ -329,7 +349,7 @@ class OnlineTrainer:
             shared = glob if glob is not None else txn
             salt = f"{messages[0].topic}:{messages[0].partition}:{messages[0].offset}"
             loss, written = (
-                self._step(examples, salt, txn, shared) if examples else (float("nan"), 0)
+                self._step(examples, salt, txn, shared, laps) if examples else (float("nan"), 0)
             )
             if member is not None:
                 # another member that took these partitions over has moved them on: refuse
@@ -348,8 +368,10 @@ class OnlineTrainer:
             if examples:
                 self._unpublished = True
             self._publish_if_due(txn, shared)
+            laps.lap("push")
         if glob is not None:
             glob.commit()
+        laps.lap("commit")
         self.offsets = offsets
         committed = self._clock()
         lags = np.maximum(committed - np.fromiter((e.accepted_at for e in examples), float), 0.0)
@@ -365,7 +387,12 @@ class OnlineTrainer:
         return BatchReport(len(messages), len(examples), dead, loss, written, freshness)
 
     def _step(
-        self, examples: list[Example], salt: str, txn: Transaction, shared: Transaction
+        self,
+        examples: list[Example],
+        salt: str,
+        txn: Transaction,
+        shared: Transaction,
+        laps: _Laps,
     ) -> tuple[float, int]:
         n = len(examples)
         replay_users, replay_items = self.replay.sample(self.config.replay_samples, salt)
@@ -384,12 +411,14 @@ class OnlineTrainer:
             ]
         )
         ctx_ids, ctx_rows = context_row_ids([e.context for e in examples])
+        laps.lap("features")
 
         # replayed and sampled rows get gradients but are no occurrence
         u = Leaf.pull(self.tables.user, users, counted=n)
         # (the admission filter counts what users did, not what the trainer drew)
         i = Leaf.pull(self.tables.item, items, counted=n)
         c = Leaf.pull(self.tables.context, ctx_ids)
+        laps.lap("pull")
 
         context = mean_pool(c.gathered(), ctx_rows, n, self.config.model.context_dim)
 
@@ -429,6 +458,7 @@ class OnlineTrainer:
         with torch.no_grad():
             probs = torch.sigmoid(ranking + self.config.examples.logit_offset).numpy()
         self.auc.update(probs.astype(np.float64), labels.numpy().astype(np.float64))
+        laps.lap("model")
 
         names: list[str | None] = [e.item_id for e in examples]
         names += [None] * replayed

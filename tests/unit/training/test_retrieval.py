@@ -17,6 +17,7 @@ from freshrec.table import InMemoryTableBackend, Tables, load_tables, open_table
 from freshrec.training import ExampleBuilder, ExampleConfig, Message, OnlineTrainer, TrainerConfig
 from freshrec.training.frequency import ItemFrequency
 from freshrec.training.replay import InteractionReplay
+from freshrec.training.softmax import same_user_pairs
 
 TABLES = Path(__file__).resolve().parents[3] / "libs" / "freshrec" / "tables.yaml"
 T0 = 1_700_000_000.0
@@ -66,9 +67,9 @@ def test_sampled_softmax_is_cross_entropy_of_logq_corrected_logits() -> None:
     queries, items = torch.randn(3, 4), torch.randn(5, 4)
     target = torch.tensor([0, 2, 4])
     log_q = torch.log(torch.tensor([0.5, 0.1, 0.2, 0.1, 0.1]))
-    mask = torch.zeros(3, 5, dtype=torch.bool)
-    mask[0, 1] = True  # user 0 also interacted with item 1 in this batch
-    loss = retrieval_softmax_loss(queries, items, target, log_q, mask)
+    # user 0 also interacted with item 1 in this batch
+    masked = (torch.tensor([0]), torch.tensor([1]))
+    loss = retrieval_softmax_loss(queries, items, target, log_q, masked)
     logits = queries @ items.T - log_q
     expected = 0.0
     for p in range(3):
@@ -232,3 +233,33 @@ def test_a_checkpoint_of_the_old_model_format_is_refused_with_a_way_out() -> Non
     txn.commit()
     with pytest.raises(ConfigError, match="new consumer group"):
         OnlineTrainer(_stores(backend), TrainerConfig()).restore()
+
+
+def test_same_user_pairs_hide_the_other_items_of_each_positives_user() -> None:
+    rng = np.random.default_rng(5)
+    users = rng.zipf(1.3, size=300).astype(np.uint64) % np.uint64(40)
+    target = rng.integers(0, 120, size=300)
+    rows, columns = same_user_pairs(users, target)
+    expected = {
+        (p, int(target[q]))
+        for p in range(300)
+        for q in range(300)
+        if users[p] == users[q] and target[q] != target[p]
+    }
+    found = list(zip(rows.tolist(), columns.tolist(), strict=True))
+    assert len(found) == len(set(found))  # each pair once
+    assert set(found) == expected
+    assert rows.tolist() == sorted(rows.tolist())
+    empty = same_user_pairs(users[:0], target[:0])
+    assert empty[0].shape == empty[1].shape == (0,)
+
+
+def test_frequency_writes_are_one_range_per_run_of_changed_buckets() -> None:
+    frequency = ItemFrequency(64, 0.5, "f")
+    frequency.update(np.array([3, 4, 5, 9, 63, 4], dtype=np.uint64))
+    writes = list(frequency.drain_writes())
+    assert [(w.start // 16, len(w.data) // 16) for w in writes] == [(3, 3), (9, 1), (63, 1)]
+    stored = frequency.state()
+    for write in writes:
+        assert write.data == stored[write.start : write.start + len(write.data)]
+    assert list(frequency.drain_writes()) == []

@@ -5,7 +5,9 @@
   trained and committed by the real `TrainingLoop`, in a child process of its own, over a
   private Redis in which every one of those ids already has its row (loaded through the
   tables' bulk path before the clock starts). `events_per_s`: events over the seconds from the
-  first to the last commit; `trainer_peak_rss_bytes`: the child's peak resident memory.
+  first to the last commit; `trainer_peak_rss_bytes`: the child's peak resident memory;
+  `stage_ms_per_batch`: where a batch's time went, from the child's
+  `freshrec_trainer_stage_seconds_total` (stages in `freshrec.training.metrics.STAGES`).
   `raw_consume_records_per_s`, the physical baseline: the same topic read with the same client
   (kafka-python, the trainer's fetch settings) and no training.
 - `lag_p50_s` / `lag_p99_s`: a separate producer process sends events at a fixed rate (open
@@ -31,6 +33,7 @@ import numpy as np
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from prometheus_client import REGISTRY
 
 from freshrec.models.features import entity_row_ids
 from freshrec.offline.bench.plots import plot_trainer
@@ -43,11 +46,14 @@ from freshrec.stream.messages import encode_event
 from freshrec.stream.topics import ensure_topics
 from freshrec.table import RedisTableBackend, load_tables, open_tables
 from freshrec.training import OnlineTrainer, TrainerConfig, TrainingLoop
+from freshrec.training.metrics import STAGES
 
 __all__ = ["SMALL_IDS", "bench_event", "run_trainer_bench", "zipf_draws"]
 
 _T0 = 1_700_000_000.0
 SMALL_IDS = 100_000
+_JOIN_TRIES = 4
+_JOIN_TRY_S = 30.0
 
 
 def bench_event(n: int, user: int, item: int, ts: float) -> Event:
@@ -99,26 +105,32 @@ def _produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, seed
 
 
 def _loop(client: redis.Redis, namespace: str, bootstrap: str, topic: str) -> TrainingLoop:
+    """The real training loop over `topic`, joined to its group and holding the partition.
+
+    A group join right after the topic's creation can take a metadata refresh or two, and
+    once in a while kafka-python's first join assigns nothing and never rejoins (seen: no
+    partition within 120 s): each try gets 30 s, then a new member tries again.
+    """
     tables = load_tables(default_table_config_path())
     trainer = OnlineTrainer(
         open_tables(tables, RedisTableBackend(client, namespace)),
         TrainerConfig(group=f"{namespace}-group", publish_interval_s=2.0),
     )
-    source = KafkaEventSource(bootstrap, topic, trainer.config.group, max_records=2048)
-    loop = TrainingLoop(trainer, source, batch_size=2048, max_wait_s=0.02)
-    # join the group and get the partition before any clock starts
-    # a group join right after the topic's creation can take a metadata refresh or two
-    deadline = time.monotonic() + 120
-    try:
-        while not source.consumer.assignment():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no partition of {topic} assigned within 120 s")
+    for _ in range(_JOIN_TRIES):
+        source = KafkaEventSource(bootstrap, topic, trainer.config.group, max_records=2048)
+        loop = TrainingLoop(trainer, source, batch_size=2048, max_wait_s=0.02)
+        deadline = time.monotonic() + _JOIN_TRY_S
+        try:
             # the loop's own assignment callback seeks to the stored offsets (none: the start)
-            source.consumer.poll(timeout_ms=200, max_records=1)
-    except BaseException:
-        source.close()  # its reader process would keep this one from exiting
-        raise
-    return loop
+            while not source.consumer.assignment() and time.monotonic() < deadline:
+                source.consumer.poll(timeout_ms=200, max_records=1)
+        except BaseException:
+            source.close()  # its reader process would keep this one from exiting
+            raise
+        if source.consumer.assignment():
+            return loop
+        source.close()
+    raise RuntimeError(f"no partition of {topic} assigned in {_JOIN_TRIES} joins")
 
 
 def _drain(
@@ -213,15 +225,36 @@ def _train_child(
         return
     try:
         ready_rss = _rss_bytes()
+        before = _stage_seconds()
+        batches = loop.trainer.batches
         seconds, _ = _drain(loop, topic, events, timeout_s=1800)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        out.put({"seconds": seconds, "rss_ready_bytes": ready_rss, "peak_rss_bytes": peak})
+        batches = loop.trainer.batches - batches
+        stages = {k: (v - before[k]) / batches * 1000 for k, v in _stage_seconds().items()}
+        out.put(
+            {
+                "seconds": seconds,
+                "rss_ready_bytes": ready_rss,
+                "peak_rss_bytes": peak,
+                "batches": batches,
+                "stage_ms_per_batch": {k: round(v, 2) for k, v in stages.items()},
+            }
+        )
     except Exception as exc:
         out.put({"error": f"{type(exc).__name__}: {exc}"})
     finally:
         # the source's reader process ignores SIGTERM (its parent stops it): a child that
         # exited without closing it would wait for it forever
         loop.source.close()
+
+
+def _stage_seconds() -> dict[str, float]:
+    """This process's `freshrec_trainer_stage_seconds_total` by stage."""
+    return {
+        stage: REGISTRY.get_sample_value("freshrec_trainer_stage_seconds_total", {"stage": stage})
+        or 0.0
+        for stage in STAGES
+    }
 
 
 def _rss_bytes() -> int:
@@ -263,6 +296,8 @@ def _bench_size(bootstrap: str, namespace: str, distinct: int, events: int) -> d
         "events_vs_raw_consume": round(events_per_s / raw, 3) if raw else None,
         "trainer_rss_ready_bytes": figures["rss_ready_bytes"],
         "trainer_peak_rss_bytes": figures["peak_rss_bytes"],
+        "batches": figures["batches"],
+        "stage_ms_per_batch": figures["stage_ms_per_batch"],
     }
 
 
