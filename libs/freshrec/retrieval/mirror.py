@@ -128,13 +128,13 @@ class RowMirror:
             pos = np.minimum(np.searchsorted(self._sorted_ids, ids), self._sorted_ids.shape[0] - 1)
             hit = self._sorted_ids[pos] == ids
             slots[hit] = self._sorted_slots[pos[hit]]
-        if self._recent:
-            for n in np.flatnonzero(slots < 0).tolist():
-                slots[n] = self._recent.get(int(ids[n]), -1)
         held = slots >= 0
-        # a slot freed by a removal holds nothing, or another id once reused
+        # the index's slot of an id removed since it was built holds nothing, or another id
         held[held] = self._alive[slots[held]] & (self._owner[slots[held]] == ids[held])
         slots[~held] = -1
+        if self._recent:  # added since the index was built (perhaps again, in a new slot)
+            for n in np.flatnonzero(~held).tolist():
+                slots[n] = self._recent.get(int(ids[n]), -1)
         return slots
 
     def read_rows(self, ids: IdArray) -> Rows:

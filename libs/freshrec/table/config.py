@@ -154,8 +154,9 @@ class TableConfig(StrictModel):
         ge=1,
         le=2**32,
         description="Number of hashes of a packed table: size it to about the expected rows "
-        "/ 32, so each hash stays a small listpack (hash-max-listpack-entries, 128 by "
-        "default, bounds the rows per hash before Redis converts it to a larger hashtable).",
+        "/ 16, so each hash stays a small listpack that a lookup scans quickly "
+        "(hash-max-listpack-entries, 128 by default, bounds the rows per hash before Redis "
+        "converts it to a larger hashtable).",
     )
 
     @model_validator(mode="after")

@@ -351,3 +351,26 @@ def test_row_mirror_binary_search_path_respects_removals_and_reuse() -> None:
     assert got.ids.tolist() == [int(ids[10]), int(ids[11]), 7]
     assert got.count.tolist() == [10, 11, 99]
     assert len(mirror) == n - 10 + 1
+
+
+def test_row_mirror_finds_an_id_removed_and_added_again_in_another_slot() -> None:
+    def rows(keys: list[int], value: float) -> Rows:
+        n = len(keys)
+        return Rows(
+            ids=np.array(keys, dtype=np.uint64),
+            vectors=np.full((n, 2), value, dtype=np.float32),
+            state=np.zeros((n, 0), dtype=np.float32),
+            event_time=np.zeros(n),
+            wall_time=np.zeros(n),
+            count=np.zeros(n, dtype=np.int64),
+        )
+
+    mirror = RowMirror(2)
+    mirror.replace(rows(list(range(1, 2001)), 1.0))  # 1..2000 answer through the index
+    mirror.remove(np.array([5], dtype=np.uint64))
+    mirror.put(rows([9001], 2.0))  # takes id 5's freed slot
+    mirror.put(rows([5], 3.0))  # back, in a new slot: the index still names the old one
+    got = mirror.read_rows(np.array([5, 9001, 6], dtype=np.uint64))
+    assert got.ids.tolist() == [5, 9001, 6]
+    assert got.vectors[:, 0].tolist() == [3.0, 2.0, 1.0]
+

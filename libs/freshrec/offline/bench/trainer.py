@@ -314,7 +314,10 @@ def _paced_lag(bootstrap: str, namespace: str, rate: float, seconds: float) -> d
                 target=_produce_paced, args=(bootstrap, topic, rate, seconds, 2)
             )
             child.start()
+            before, batches = _stage_seconds(), loop.trainer.batches
             _, lags = _drain(loop, topic, int(rate * seconds), timeout_s=seconds + 120)
+            batches = max(loop.trainer.batches - batches, 1)
+            stages = {k: (v - before[k]) / batches * 1000 for k, v in _stage_seconds().items()}
             child.join(timeout=30)
             loop.source.close()
             client.close()
@@ -327,6 +330,8 @@ def _paced_lag(bootstrap: str, namespace: str, rate: float, seconds: float) -> d
         "lag_events": int(lag.shape[0]),
         "lag_p50_s": round(float(np.percentile(lag, 50)), 4),
         "lag_p99_s": round(float(np.percentile(lag, 99)), 4),
+        "lag_batches": batches,
+        "lag_stage_ms_per_batch": {k: round(v, 2) for k, v in stages.items()},
     }
 
 
