@@ -373,4 +373,3 @@ def test_row_mirror_finds_an_id_removed_and_added_again_in_another_slot() -> Non
     got = mirror.read_rows(np.array([5, 9001, 6], dtype=np.uint64))
     assert got.ids.tolist() == [5, 9001, 6]
     assert got.vectors[:, 0].tolist() == [3.0, 2.0, 1.0]
-
