@@ -297,18 +297,21 @@ def test_tune_changes_search_parameters_live() -> None:
         FaissRetriever(DIM, FlatConfig()).tune(nprobe=4)
 
 
-def test_row_mirror_put_remove_reuse_and_order() -> None:
-    def rows(ids: list[int], value: float) -> Rows:
-        n = len(ids)
-        return Rows(
-            ids=np.array(ids, dtype=np.uint64),
-            vectors=np.full((n, 4), value, dtype=np.float32),
-            state=np.zeros((n, 0), dtype=np.float32),
-            event_time=np.full(n, value),
-            wall_time=np.full(n, value + 1),
-            count=np.full(n, int(value), dtype=np.int64),
-        )
+def _mirror_rows(ids: list[int], value: float, dim: int = 4) -> Rows:
+    """Rows of `ids` whose every field says `value` (wall time: value + 1)."""
+    n = len(ids)
+    return Rows(
+        ids=np.array(ids, dtype=np.uint64),
+        vectors=np.full((n, dim), value, dtype=np.float32),
+        state=np.zeros((n, 0), dtype=np.float32),
+        event_time=np.full(n, value),
+        wall_time=np.full(n, value + 1),
+        count=np.full(n, int(value), dtype=np.int64),
+    )
 
+
+def test_row_mirror_put_remove_reuse_and_order() -> None:
+    rows = _mirror_rows
     mirror = RowMirror(4, initial_capacity=2)
     mirror.put(rows([5, 2**64 - 1, 7], 1.0))  # grows past the initial capacity
     mirror.put(rows([7], 2.0))  # overwrite
@@ -354,16 +357,8 @@ def test_row_mirror_binary_search_path_respects_removals_and_reuse() -> None:
 
 
 def test_row_mirror_finds_an_id_removed_and_added_again_in_another_slot() -> None:
-    def rows(keys: list[int], value: float) -> Rows:
-        n = len(keys)
-        return Rows(
-            ids=np.array(keys, dtype=np.uint64),
-            vectors=np.full((n, 2), value, dtype=np.float32),
-            state=np.zeros((n, 0), dtype=np.float32),
-            event_time=np.zeros(n),
-            wall_time=np.zeros(n),
-            count=np.zeros(n, dtype=np.int64),
-        )
+    def rows(ids: list[int], value: float) -> Rows:
+        return _mirror_rows(ids, value, dim=2)
 
     mirror = RowMirror(2)
     mirror.replace(rows(list(range(1, 2001)), 1.0))  # 1..2000 answer through the index
