@@ -75,11 +75,10 @@ from freshrec.training.metrics import (
     ROWS_EXPIRED,
     ROWS_FILTERED,
     ROWS_WRITTEN,
-    STAGE_SECONDS,
-    STAGES,
     TABLE_BYTES,
     TABLE_ROWS,
     WATERMARK,
+    BatchLaps,
 )
 from freshrec.training.replay import InteractionReplay
 from freshrec.training.softmax import retrieval_loss, sample_negatives
@@ -112,21 +111,6 @@ class BatchReport:
     rows_written: int
     freshness_s: tuple[float, ...] = ()
     """Seconds from each example's event accepted by ingest to its rows committed."""
-
-
-_STAGE_COUNTERS = {stage: STAGE_SECONDS.labels(stage) for stage in STAGES}
-
-
-class _Laps:
-    """A batch's stopwatch: each lap's time goes to its stage's counter."""
-
-    def __init__(self) -> None:
-        self._at = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        _STAGE_COUNTERS[stage].inc(now - self._at)
-        self._at = now
 
 
 class OnlineTrainer:
@@ -326,7 +310,7 @@ class OnlineTrainer:
             messages: consecutive records; for each partition, in offset order.
         """
         start = time.perf_counter()
-        laps = _Laps()
+        laps = BatchLaps()
         if self.batches % self.config.expire_every_batches == 0 and self.builder.watermark > 0:
             self._expire(self.builder.watermark)
         laps.lap("expire")
@@ -392,7 +376,7 @@ class OnlineTrainer:
         salt: str,
         txn: Transaction,
         shared: Transaction,
-        laps: _Laps,
+        laps: BatchLaps,
     ) -> tuple[float, int]:
         n = len(examples)
         replay_users, replay_items = self.replay.sample(self.config.replay_samples, salt)
