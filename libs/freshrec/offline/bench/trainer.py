@@ -225,19 +225,17 @@ def _train_child(
         return
     try:
         ready_rss = _rss_bytes()
-        before = _stage_seconds()
-        batches = loop.trainer.batches
+        before, batches = _stage_seconds(), loop.trainer.batches
         seconds, _ = _drain(loop, topic, events, timeout_s=1800)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         batches = loop.trainer.batches - batches
-        stages = {k: (v - before[k]) / batches * 1000 for k, v in _stage_seconds().items()}
         out.put(
             {
                 "seconds": seconds,
                 "rss_ready_bytes": ready_rss,
                 "peak_rss_bytes": peak,
                 "batches": batches,
-                "stage_ms_per_batch": {k: round(v, 2) for k, v in stages.items()},
+                "stage_ms_per_batch": _stage_ms_per_batch(before, batches),
             }
         )
     except Exception as exc:
@@ -255,6 +253,12 @@ def _stage_seconds() -> dict[str, float]:
         or 0.0
         for stage in STAGES
     }
+
+
+def _stage_ms_per_batch(before: dict[str, float], batches: int) -> dict[str, float]:
+    """Milliseconds per batch of each stage since `before` (a `_stage_seconds` reading)."""
+    now = _stage_seconds()
+    return {k: round((now[k] - before[k]) / max(batches, 1) * 1000, 2) for k in STAGES}
 
 
 def _rss_bytes() -> int:
@@ -316,8 +320,8 @@ def _paced_lag(bootstrap: str, namespace: str, rate: float, seconds: float) -> d
             child.start()
             before, batches = _stage_seconds(), loop.trainer.batches
             _, lags = _drain(loop, topic, int(rate * seconds), timeout_s=seconds + 120)
-            batches = max(loop.trainer.batches - batches, 1)
-            stages = {k: (v - before[k]) / batches * 1000 for k, v in _stage_seconds().items()}
+            batches = loop.trainer.batches - batches
+            stages = _stage_ms_per_batch(before, batches)
             child.join(timeout=30)
             loop.source.close()
             client.close()
@@ -331,7 +335,7 @@ def _paced_lag(bootstrap: str, namespace: str, rate: float, seconds: float) -> d
         "lag_p50_s": round(float(np.percentile(lag, 50)), 4),
         "lag_p99_s": round(float(np.percentile(lag, 99)), 4),
         "lag_batches": batches,
-        "lag_stage_ms_per_batch": {k: round(v, 2) for k, v in stages.items()},
+        "lag_stage_ms_per_batch": stages,
     }
 
 
