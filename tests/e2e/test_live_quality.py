@@ -33,6 +33,21 @@ PREFIX = 0.8
 BATCH = 32
 
 
+FEED_LAGS = ("freshrec_ranker_popularity_feed_lag_seconds", "freshrec_index_feed_lag_seconds")
+
+
+def caught_up(ranker: str) -> bool:
+    """Whether the ranker's popularity and index both report reaching the item feed's end."""
+    try:
+        text = httpx.get(f"{ranker}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return False
+    lags = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(FEED_LAGS)
+    ]
+    return len(lags) >= len(FEED_LAGS) and not any(lags)
+
+
 @pytest.fixture
 def stack_env() -> dict[str, str]:
     return {"FRESHREC_BATCH_SIZE": str(BATCH)}
@@ -57,6 +72,8 @@ def test_the_live_ranker_beats_popularity_on_later_ratings(running_stack: Stack)
         return answer.get("model_version") is not None and len(answer.get("items", [])) == K
 
     wait_until(ranker_ready, 120, "the ranker serving a trained model")
+    # the fallback's popularity and the index read the whole prefix's feed first
+    wait_until(lambda: caught_up(stack.ranker), 120, "the ranker at the end of the item feed")
     answers: dict[str, LiveAnswer] = {}
     with httpx.Client(base_url=stack.ranker, timeout=30) as client:
         for user in questions.users:

@@ -20,10 +20,17 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Gauge
 
 from freshrec.table.base import ChangeOp, EmbeddingStore, IdArray
 
-__all__ = ["PopularityTracker"]
+__all__ = ["POPULARITY_FEED_LAG", "PopularityTracker"]
+
+POPULARITY_FEED_LAG = Gauge(
+    "freshrec_ranker_popularity_feed_lag_seconds",
+    "How far the fallback's popularity trails the item change feed: 0 while polls reach the "
+    "end of the feed, else seconds since the last poll that did.",
+)
 
 # Weights are rebased to a new origin once the newest occurrence weighs this much (e^40),
 # far below float64's range, so sums of many weights never overflow.
@@ -64,6 +71,8 @@ class PopularityTracker:
         # oldest first; replaced, never mutated, so readers on other threads see whole arrays
         self._fresh: IdArray = np.zeros(0, dtype=np.uint64)
         self._top: IdArray = np.zeros(0, dtype=np.uint64)
+        self._behind = False
+        self._caught_up_at = clock()
 
     @property
     def tracked(self) -> int:
@@ -82,9 +91,28 @@ class PopularityTracker:
         out[found] = self._weights[pos[found]] * decay
         return out
 
+    def feed_lag(self) -> float:
+        """0 while polls reach the end of the feed, else seconds since the last that did."""
+        return self._clock() - self._caught_up_at if self._behind else 0.0
+
+    def drain(self, count: int = 500, max_polls: int = 10) -> int:
+        """Poll until a poll reaches the end of the feed, at most `max_polls` times (so a
+        long backlog is read in steps and the caller's other work goes on between them);
+        returns how many entries were read."""
+        read = 0
+        for _ in range(max_polls):
+            got = self.poll_once(count)
+            read += got
+            if got < count:
+                break
+        return read
+
     def poll_once(self, count: int = 500) -> int:
-        """Apply new change-feed entries; returns how many were read."""
+        """Apply up to `count` new change-feed entries; returns how many were read."""
         changes = self._store.changes(self._cursor, count=count)
+        self._behind = len(changes) >= count
+        if not self._behind:
+            self._caught_up_at = self._clock()
         if not changes:
             return 0
         weight = self._weight_now()

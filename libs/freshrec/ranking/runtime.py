@@ -34,7 +34,7 @@ from freshrec.metrics.overview import IndexState, ModelState
 from freshrec.models.model import DEFAULT_LIKE_WEIGHT
 from freshrec.ranking.batcher import RecommendBatcher
 from freshrec.ranking.model_holder import ModelHolder
-from freshrec.ranking.popularity import PopularityTracker
+from freshrec.ranking.popularity import POPULARITY_FEED_LAG, PopularityTracker
 from freshrec.ranking.recommender import Query, Recommendation, Recommender
 from freshrec.retrieval import IndexFollower, RowMirror, build_retriever
 from freshrec.retrieval.config import ExactConfig, FlatConfig, HnswConfig, IvfConfig, SplitConfig
@@ -157,6 +157,7 @@ class RankerRuntime:
         )
         self.models = ModelHolder(tables.backend)
         self.popularity = PopularityTracker(item)
+        POPULARITY_FEED_LAG.set_function(self.popularity.feed_lag)
         self.recommender = Recommender(
             self.tables,
             self.retriever,
@@ -221,7 +222,7 @@ class RankerRuntime:
                 if not self.follower.running:
                     self.follower.start()
                 self.models.refresh()
-                self.popularity.poll_once()
+                self.popularity.drain()
             except StoreUnavailable as exc:
                 logger.warning("sync paused, Redis unavailable: %s", exc)
             except Exception:  # the sync thread must outlive any single bad poll

@@ -130,3 +130,22 @@ def test_it_follows_the_item_tables_own_feed() -> None:
     assert tracker.tracked == 30
     items = hash_features("item", names)
     assert sorted(tracker.candidates(100).tolist()) == sorted(items.tolist())
+
+
+def test_a_backlog_is_drained_in_steps_and_its_lag_shown_until_the_end_is_reached() -> None:
+    tracker, feed, clock = _tracker()
+    for k in range(25):
+        feed.add(ChangeOp.UPSERT, k + 1)
+    assert tracker.feed_lag() == 0.0
+    clock.now += 5.0
+    # two full polls of 10, then the cap: still behind, lagging since it last reached the end
+    assert tracker.drain(count=10, max_polls=2) == 20
+    assert tracker.feed_lag() == pytest.approx(5.0)
+    clock.now += 1.0
+    assert tracker.feed_lag() == pytest.approx(6.0)
+    # the rest, and a poll that comes back short: caught up
+    assert tracker.drain(count=10, max_polls=2) == 5
+    assert tracker.feed_lag() == 0.0
+    assert tracker.tracked == 25
+    assert tracker.drain(count=10) == 0
+    assert tracker.feed_lag() == 0.0
