@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from freshrec.offline.data import replay
 from freshrec.offline.data.movielens import load_movielens, movielens_events
@@ -43,7 +44,10 @@ def caught_up(ranker: str) -> bool:
     except httpx.HTTPError:
         return False
     lags = [
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(FEED_LAGS)
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name in FEED_LAGS
+        for sample in family.samples
     ]
     return len(lags) >= len(FEED_LAGS) and not any(lags)
 

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Gauge
 
-from freshrec.table.base import ChangeOp, EmbeddingStore, IdArray
+from freshrec.table.base import ChangeOp, EmbeddingStore, FeedLag, IdArray
 
 __all__ = ["POPULARITY_FEED_LAG", "PopularityTracker"]
 
@@ -71,8 +71,7 @@ class PopularityTracker:
         # oldest first; replaced, never mutated, so readers on other threads see whole arrays
         self._fresh: IdArray = np.zeros(0, dtype=np.uint64)
         self._top: IdArray = np.zeros(0, dtype=np.uint64)
-        self._behind = False
-        self._caught_up_at = clock()
+        self._lag = FeedLag(clock)
 
     @property
     def tracked(self) -> int:
@@ -93,7 +92,7 @@ class PopularityTracker:
 
     def feed_lag(self) -> float:
         """0 while polls reach the end of the feed, else seconds since the last that did."""
-        return self._clock() - self._caught_up_at if self._behind else 0.0
+        return self._lag.seconds()
 
     def drain(self, count: int = 500, max_polls: int = 10) -> int:
         """Poll until a poll reaches the end of the feed, at most `max_polls` times (so a
@@ -110,9 +109,7 @@ class PopularityTracker:
     def poll_once(self, count: int = 500) -> int:
         """Apply up to `count` new change-feed entries; returns how many were read."""
         changes = self._store.changes(self._cursor, count=count)
-        self._behind = len(changes) >= count
-        if not self._behind:
-            self._caught_up_at = self._clock()
+        self._lag.polled(len(changes) < count)
         if not changes:
             return 0
         weight = self._weight_now()

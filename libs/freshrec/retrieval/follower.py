@@ -60,7 +60,7 @@ from freshrec.retrieval.metrics import (
 )
 from freshrec.retrieval.mirror import RowMirror
 from freshrec.retrieval.snapshot import MANIFEST, SnapshotManifest, load_snapshot, write_snapshot
-from freshrec.table.base import ChangeOp, EmbeddingStore, FloatArray, IdArray, Rows
+from freshrec.table.base import ChangeOp, EmbeddingStore, FeedLag, FloatArray, IdArray, Rows
 
 __all__ = ["IndexFollower"]
 
@@ -145,16 +145,14 @@ class IndexFollower:
         self._last_trim_check = time.monotonic()
         self._suspect_gap = False
         self._snapshot_version = -1
-        # When a poll last reached the end of the feed, and whether the last poll did not.
-        self._caught_up_at = time.monotonic()
-        self._behind = False
+        self._lag = FeedLag()
 
         INDEX_ITEMS.labels(index=self._name).set_function(lambda: len(self._retriever))
         INDEX_VERSION.labels(index=self._name).set_function(lambda: self._retriever.version)
         INDEX_AGE.labels(index=self._name).set_function(
             lambda: time.monotonic() - self._last_applied
         )
-        INDEX_FEED_LAG.labels(index=self._name).set_function(self._feed_lag)
+        INDEX_FEED_LAG.labels(index=self._name).set_function(self._lag.seconds)
         INDEX_REBUILDING.labels(index=self._name).set_function(
             lambda: float(bool(getattr(self._retriever, "rebuilding", False)))
         )
@@ -246,7 +244,7 @@ class IndexFollower:
             self._cursor = head
             self._bootstrapped = True
             self._last_applied = time.monotonic()
-            self._caught_up(True)
+            self._lag.polled(True)
             self._last_trim_check = self._last_applied
             self._suspect_gap = False
         INDEX_REBUILDS.labels(index=self._name, reason=reason).inc()
@@ -316,7 +314,7 @@ class IndexFollower:
                 return 0
             changes = self._store.changes(self._cursor, count=self._poll_entries, block_ms=block_ms)
             if not changes:
-                self._caught_up(True)
+                self._lag.polled(True)
                 return 0
             id_parts = [c.ids.astype(np.uint64, copy=False) for c in changes]
             upsert_parts = [
@@ -354,7 +352,7 @@ class IndexFollower:
                     self._mirror.remove(removing)
             self._cursor = changes[-1].cursor
             self._last_applied = time.monotonic()
-            self._caught_up(len(changes) < self._poll_entries)
+            self._lag.polled(len(changes) < self._poll_entries)
         INDEX_CHANGES.labels(index=self._name, op="upsert").inc(upserted)
         INDEX_CHANGES.labels(index=self._name, op="remove").inc(int(removing.shape[0]))
         first = changes[0]
@@ -374,15 +372,6 @@ class IndexFollower:
                 left_out,
             )
         return usable
-
-    def _caught_up(self, reached_end: bool) -> None:
-        if reached_end:
-            self._caught_up_at = time.monotonic()
-        self._behind = not reached_end
-
-    def _feed_lag(self) -> float:
-        """0 while polls reach the end of the feed, else seconds since the last that did."""
-        return time.monotonic() - self._caught_up_at if self._behind else 0.0
 
     def start(self) -> None:
         """Bootstrap if needed and follow the feed in a background thread."""

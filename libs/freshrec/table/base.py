@@ -60,6 +60,7 @@ from freshrec.table.optimizers import Optimizer
 from freshrec.table.records import (
     Change,
     ChangeOp,
+    FeedLag,
     FloatArray,
     IdArray,
     LookupResult,
@@ -75,6 +76,7 @@ __all__ = [
     "Change",
     "ChangeOp",
     "EmbeddingStore",
+    "FeedLag",
     "FloatArray",
     "IdArray",
     "LookupResult",

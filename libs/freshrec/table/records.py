@@ -6,7 +6,8 @@ import them without a cycle; `base` re-exports every name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,6 +17,7 @@ import numpy.typing as npt
 __all__ = [
     "Change",
     "ChangeOp",
+    "FeedLag",
     "FloatArray",
     "IdArray",
     "LookupResult",
@@ -176,3 +178,23 @@ class Change:
     op: ChangeOp
     ids: IdArray
     written_at: float | None = None
+
+
+class FeedLag:
+    """How far a reader of a change feed trails its end: 0 while its polls reach the end,
+    else the seconds since the last poll that did."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._caught_up_at = clock()
+        self._behind = False
+
+    def polled(self, reached_end: bool) -> None:
+        """Record one poll of the feed and whether it reached the end."""
+        if reached_end:
+            self._caught_up_at = self._clock()
+        self._behind = not reached_end
+
+    def seconds(self) -> float:
+        """0 while polls reach the end of the feed, else seconds since the last that did."""
+        return self._clock() - self._caught_up_at if self._behind else 0.0
